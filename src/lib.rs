@@ -1,0 +1,6 @@
+//! tabula: a clean slate at every boot.
+//!
+//! The library holds every domain module; `main.rs` only parses arguments and calls into it.
+
+pub mod config;
+pub mod error;
