@@ -329,3 +329,74 @@ layout_whole() {
 	is_subvol "$MNT/root" && is_subvol "$MNT/root-blank" && is_ro_subvol "$MNT/root-blank" &&
 		is_subvol "$MNT/persist" && is_subvol "$MNT/old_roots" && [[ -x $MNT/root/sbin/init ]]
 }
+
+# ---------------------------------------------------------------------------------------------------
+# Debian roots for the distribution generators (dracut, initramfs-tools): debootstrap once per flavour,
+# cached under .cache (a fresh CI machine builds them, ~1 min each). The mirror is the one apt uses here.
+apt_mirror() {
+	local m=""
+	[[ -r /etc/apt/sources.list.d/debian.sources ]] &&
+		m=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
+	[[ -z $m && -r /etc/apt/sources.list ]] &&
+		m=$(awk '$1 == "deb" && $0 !~ /security/ { print $2; exit }' /etc/apt/sources.list)
+	echo "${m:-http://deb.debian.org/debian}"
+}
+
+# debian_rootfs FLAVOUR: prints the cached rootfs directory for FLAVOUR (dracut | initramfs-tools).
+debian_rootfs() {
+	local flavour=$1 dir=$CACHE/rootfs-$1 include
+	case $flavour in
+	dracut) include=systemd,systemd-sysv,udev,dracut-core,btrfs-progs,kmod ;;
+	initramfs-tools) include=initramfs-tools,busybox,zstd,btrfs-progs,kmod,udev ;;
+	*) die "debian_rootfs: unknown flavour $flavour" ;;
+	esac
+	command -v debootstrap >/dev/null || die "missing debootstrap (apt-get install debootstrap)"
+	(
+		flock 9
+		if [[ ! -e $dir/.done ]]; then
+			vlog "debootstrap bookworm ($flavour) from $(apt_mirror)"
+			rm -rf "$dir.tmp"
+			debootstrap --variant=minbase --include="$include" bookworm "$dir.tmp" "$(apt_mirror)" >"$CACHE/debootstrap-$flavour.log" 2>&1 ||
+				{ tail -20 "$CACHE/debootstrap-$flavour.log" >&2; exit 1; }
+			rm -rf "$dir.tmp"/var/cache/apt/archives/*.deb
+			rm -rf "$dir" && mv "$dir.tmp" "$dir" && touch "$dir/.done"
+		fi
+	) 9>"$CACHE/rootfs-$flavour.lock" || die "debootstrap ($flavour) failed: see $CACHE/debootstrap-$flavour.log"
+	echo "$dir"
+}
+
+# in_chroot DIR CMD…: run CMD in DIR with /proc, /sys and /dev bound in (unmounted afterwards).
+in_chroot() {
+	local dir=$1 d rc
+	shift
+	for d in proc sys dev; do mount --bind "/$d" "$dir/$d"; done
+	chroot "$dir" "$@"
+	rc=$?
+	for d in dev sys proc; do umount -l "$dir/$d"; done
+	return "$rc"
+}
+
+# install_tabula_into ROOTFS CONFIG FAMILY…: tabula installed the way a user would (`make install` plus
+# the family targets), from this source tree, with the kernel's modules for the generator to use.
+install_tabula_into() {
+	local rootfs=$1 conf=$2 t
+	shift 2
+	local -a targets=(install)
+	for t; do targets+=("install-$t"); done
+	make -s -C "$REPO" "${targets[@]}" DESTDIR="$rootfs" TABULA_BIN="$TABULA_BIN" >&2 || die "make install into '$rootfs'"
+	install -D -m 0644 "$conf" "$rootfs/etc/tabula/tabula.toml"
+	mkdir -p "$rootfs/lib/modules"
+	cp -a "$KROOT/lib/modules/$KVER" "$rootfs/lib/modules/" || die "copying modules"
+}
+
+# busybox_setup [BIN]: config from stdin → $WORK/tabula.toml, then the initrd ($INITRD) and a fresh
+# image ($IMG) with the layout.
+busybox_setup() {
+	conf=$WORK/tabula.toml
+	cat >"$conf"
+	IMG=$WORK/disk.img INITRD=$WORK/initrd.img
+	make_initrd "$INITRD" "$conf" "${1:-$TABULA_BIN}"
+	make_image "$IMG" "$conf"
+}
+# guest_script BOOT: the guest script for BOOT from stdin.
+guest_script() { cat >"$WORK/$1.sh"; }

@@ -1,0 +1,62 @@
+# shellcheck shell=bash
+# needs: fault
+# 04-power-cut: qemu is killed (kill -9: no shutdown, no flush of the guest's caches) in the middle of
+# the initrd rollback, then the machine boots normally. Cut points: every fault point of the
+# fault-injection build (`tabula rollback --list-fault-points`; TABULA_FAULT=<step> on the kernel
+# command line reaches tabula through /init's environment and aborts there, and the initrd is set to
+# panic rather than sync), plus timed kills at several delays after the disk appears.
+# After each recovery boot: the layout is whole, every retired root seen before is still there, every
+# earlier boot's root is found among the retired roots (nothing lost) and persisted files are all there.
+busybox_setup <<'TOML'
+[layout]
+device = "/dev/vda"
+
+[persist]
+path = "/persist"
+directories = ["/var/lib/keep"]
+
+[retention]
+keep_last = 100
+TOML
+make_initrd "$WORK/initrd-fault.img" "$conf" "$TABULA_FAULT_BIN"
+mapfile -t points < <("$TABULA_FAULT_BIN" rollback --list-fault-points | awk 'NF { print $1 }')
+must "the fault-injection build lists its fault points (${points[*]})" test "${#points[@]}" -gt 0
+delays=(0 0.3 0.7 1.2)
+
+good=0 seen=()
+good_boot() { # a normal boot that writes its marker; then the host checks nothing was lost
+	local name=$1 k
+	guest_script "$name" <<GUEST
+echo "$name" >/marker-$good
+echo "$name" >/var/lib/keep/$good
+GUEST
+	must "$name: qemu exits by itself" vm_boot "$name"
+	check "$name: the guest came up" serial_has "$name" '^VMTEST: poweroff'
+	mount_image "$IMG"
+	check "$name: layout whole" layout_whole
+	local -a names
+	mapfile -t names < <(old_roots)
+	for x in "${seen[@]}"; do
+		check "$name: retired root $x still there" test -d "$MNT/old_roots/$x"
+	done
+	for k in $(seq 0 $((good - 1))); do
+		check "$name: boot #$k's root is among the retired roots" bash -c 'ls "$1"/*/marker-"$2" >/dev/null 2>&1' _ "$MNT/old_roots" "$k"
+		check "$name: persisted file #$k kept" test -f "$MNT/persist/var/lib/keep/$k"
+	done
+	check "$name: the live root is this boot's alone" bash -c 'set -- "$1"/marker-*; [[ $# == 1 && $1 == */marker-$2 ]]' _ "$MNT/root" "$good"
+	seen=("${names[@]}")
+	umount_image
+	good=$((good + 1))
+}
+
+good_boot boot0
+for p in "${points[@]}"; do
+	vm_boot "cut-$p" --initrd "$WORK/initrd-fault.img" --append " rd.emergency=shell TABULA_FAULT=$p" \
+		--kill-at 'tabula rollback failed|Kernel panic|VMTEST: guest up'
+	check "cut-$p: the fault point was reached before the guest ran" serial_lacks "cut-$p" '^VMTEST: guest up'
+	good_boot "after-$p"
+done
+for d in "${delays[@]}"; do
+	vm_boot "cut-${d}s" --kill-at 'virtio_blk virtio0: \[vda\]' --kill-delay "$d"
+	good_boot "after-${d}s"
+done

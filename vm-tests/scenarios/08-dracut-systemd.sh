@@ -1,0 +1,139 @@
+# shellcheck shell=bash
+# heavy
+# 08-dracut-systemd: a debootstrapped Debian 12 with tabula installed by `make install install-dracut`,
+# its initrd built by dracut (systemd initrd) in a chroot, booted twice to multi-user.
+# Checks: lsinitrd shows the binary, config, units, wants/requires links and generator in place; in
+# the journal, tabula-rollback runs after /dev/vda appears and finishes before /sysroot is mounted, and
+# tabula-persist runs after /sysroot is mounted and finishes before switch-root; persisted paths are
+# mounted after switch-root; /etc/machine-id (empty in the blank, persisted) is the same on both boots;
+# the prune service ran on the running system; the host sees the rollback on disk.
+conf=$WORK/tabula.toml
+cat >"$conf" <<'TOML'
+[layout]
+device = "/dev/vda"
+device_timeout = "60s"
+
+[persist]
+path = "/persist"
+directories = ["/var/lib/vmtest"]
+files = ["/etc/machine-id"]
+
+[retention]
+keep_last = 5
+TOML
+IMG=$WORK/disk.img INITRD=$WORK/initrd-dracut.img
+rootfs=$(debian_rootfs dracut) || exit 1
+
+vlog "building the image (debian root + tabula + dracut initrd)"
+rm -f "$IMG"
+truncate -s 2G "$IMG"
+mkfs.btrfs -q -f "$IMG" >/dev/null
+mount_image "$IMG" rw
+btrfs -q subvolume create "$MNT/root" >/dev/null
+r=$MNT/root
+cp -a "$rootfs/." "$r/" || die "copying the debian root"
+rm -f "$r/.done"
+install_tabula_into "$r" "$conf" dracut
+# The machine's own view: no fstab entries (root comes from the command line); an empty machine-id
+# (so only persistence can keep it stable); a test unit that reports and powers off.
+: >"$r/etc/fstab"
+: >"$r/etc/machine-id"
+echo vmtest >"$r/etc/hostname"
+ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
+ln -sf /dev/null "$r/etc/systemd/system/getty@tty1.service"
+mkdir -p "$r/persist" "$r/var/lib/vmtest"
+cat >"$r/usr/local/sbin/vmtest-report" <<'SH'
+#!/bin/bash
+# Prints what the host checks, between markers, then powers off.
+step() { local n=$1; shift; echo "VMTEST-BEGIN $n"; "$@" 2>&1; echo "VMTEST-END $n rc=$?"; }
+echo "VMTEST: guest up"
+step journal journalctl -b -o short-monotonic --no-pager
+step machine-id cat /etc/machine-id
+step mounts findmnt -rn -o TARGET,SOURCE,FSTYPE
+step prune systemctl show -p Result -p ExecMainStatus -p ActiveState tabula-prune.service
+step roots tabula roots list
+step failed systemctl --failed --no-legend
+date >"/var/lib/vmtest/boot-$(cat /proc/sys/kernel/random/boot_id)"
+touch "/root/ephemeral-$(cat /proc/sys/kernel/random/boot_id)"
+sync
+echo "VMTEST: poweroff"
+systemctl --no-block poweroff
+SH
+chmod 0755 "$r/usr/local/sbin/vmtest-report"
+cat >"$r/etc/systemd/system/vmtest-report.service" <<'UNIT'
+[Unit]
+Description=vm-tests report
+After=multi-user.target tabula-prune.service
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/vmtest-report
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+[Install]
+WantedBy=multi-user.target
+UNIT
+in_chroot "$r" systemctl enable -q vmtest-report.service tabula-prune.service tabula-prune.timer || die "systemctl enable"
+vlog "running dracut in the chroot"
+in_chroot "$r" dracut -q --force --no-hostonly --kver "$KVER" --drivers "virtio_pci virtio_blk btrfs" \
+	--modules "base fs-lib kernel-modules udev-rules rootfs-block systemd-initrd dracut-systemd btrfs tabula" \
+	/tmp/initrd-dracut.img >"$WORK/dracut.log" 2>&1
+must "dracut builds an initrd with the tabula module" test -s "$r/tmp/initrd-dracut.img"
+mv "$r/tmp/initrd-dracut.img" "$INITRD"
+cp "$INITRD" "$r/tmp/check.img"
+in_chroot "$r" lsinitrd /tmp/check.img >"$WORK/lsinitrd.txt" 2>&1
+rm -f "$r/tmp/check.img"
+for f in usr/bin/tabula etc/tabula/tabula.toml usr/lib/tabula/tabula-initrd.sh \
+	usr/lib/systemd/system/tabula-rollback.service usr/lib/systemd/system/tabula-persist.service \
+	usr/lib/systemd/system/initrd.target.wants/tabula-rollback.service \
+	usr/lib/systemd/system/initrd.target.wants/tabula-persist.service \
+	usr/lib/systemd/system/sysroot.mount.requires/tabula-rollback.service \
+	usr/lib/systemd/system-generators/tabula-generator; do
+	check "lsinitrd: the dracut image holds $f" grep -qE " $f( ->|$)" "$WORK/lsinitrd.txt"
+done
+btrfs -q subvolume snapshot -r "$r" "$MNT/root-blank" >/dev/null
+btrfs -q subvolume create "$MNT/persist" >/dev/null
+btrfs -q subvolume create "$MNT/old_roots" >/dev/null
+umount_image
+
+append=" root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw console=ttyS0 panic=-1 rd.emergency=poweroff"
+append+=" systemd.show_status=1 loglevel=4 rd.udev.log_level=3 systemd.journald.forward_to_console=0"
+declare -A mid
+for n in 1 2; do
+	must "boot $n: qemu exits by itself (no hang)" vm_boot "boot$n" --timeout "$SD_BOOT_TIMEOUT" --smp 2 \
+		--initrd "$INITRD" --img "$IMG" --base-append "$append"
+	check "boot $n: the guest reached multi-user and reported" serial_has "boot$n" '^VMTEST: poweroff'
+	section "boot$n" journal >"$WORK/journal$n.txt"
+	# Order in the initrd, from the journal (systemd's own start/finish lines, in time order).
+	check "boot $n: order: /dev/vda < rollback start < rollback end < /sysroot mount < persist start < persist end < switch-root" \
+		awk -f - "$WORK/journal$n.txt" <<'AWK'
+		function at(re,   i) { for (i = 1; i <= n; i++) if (line[i] ~ re) return i; return 0 }
+		{ line[++n] = $0 }
+		END {
+			dev = at("Found device .*(vda|/dev/vda)"); rs = at("Starting tabula-rollback|Starting tabula: roll")
+			re = at("Finished tabula-rollback|Finished tabula: roll"); sm = at("Mounting .*sysroot|Mounting /sysroot")
+			smd = at("Mounted .*sysroot|Mounted /sysroot"); ps = at("Starting tabula-persist|Starting tabula: mount the persistent")
+			pe = at("Finished tabula-persist|Finished tabula: mount the persistent"); sw = at("Starting .*[Ss]witch [Rr]oot")
+			printf "device=%d rollback=%d..%d sysroot=%d..%d persist=%d..%d switch-root=%d\n", dev, rs, re, sm, smd, ps, pe, sw
+			exit !(dev && rs && re && sm && smd && ps && pe && sw && dev < rs && rs < re && re < sm && smd < ps && ps < pe && pe < sw)
+		}
+AWK
+	check "boot $n: /var/lib/vmtest is mounted after switch-root" bash -c 'grep -q "^/var/lib/vmtest " <<<"$1"' _ "$(section "boot$n" mounts)"
+	check "boot $n: /etc/machine-id is mounted after switch-root" bash -c 'grep -q "^/etc/machine-id " <<<"$1"' _ "$(section "boot$n" mounts)"
+	mid[$n]=$(section "boot$n" machine-id | head -1)
+	check "boot $n: machine-id is set (${mid[$n]})" bash -c '[[ $1 =~ ^[0-9a-f]{32}$ ]]' _ "${mid[$n]}"
+	check "boot $n: tabula-prune.service ran and succeeded" bash -c 'grep -q "^Result=success" <<<"$1" && grep -q "^ExecMainStatus=0" <<<"$1"' _ "$(section "boot$n" prune)"
+	check "boot $n: 'tabula roots list' works on the running system" test "$(step_rc "boot$n" roots)" = 0
+	check "boot $n: no failed units" test -z "$(section "boot$n" failed)"
+	mount_image "$IMG"
+	check "boot $n: layout whole" layout_whole
+	mapfile -t names < <(old_roots)
+	check "boot $n: $n retired roots (${names[*]})" count_is "$n" "${names[@]}"
+	check "boot $n: persisted machine-id on disk matches the guest's" file_has "$MNT/persist/etc/machine-id" "${mid[$n]:-none}"
+	check "boot $n: root holds exactly one ephemeral file, this boot's" \
+		bash -c 'set -- "$1"/root/ephemeral-*; [[ $# == 1 && -e $1 ]]' _ "$MNT/root"
+	[[ $n == 2 ]] && check "boot 2: boot 1's ephemeral file went to the retired root" \
+		bash -c 'ls "$1"/ephemeral-* >/dev/null' _ "$MNT/old_roots/${names[-1]}/root"
+	umount_image
+done
+check "machine-id is stable across boots (${mid[1]:-} = ${mid[2]:-})" test -n "${mid[1]:-}" -a "${mid[1]:-}" = "${mid[2]:-}"
