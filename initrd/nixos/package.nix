@@ -1,0 +1,16 @@
+# The tabula package, built from this repository. Tests are not run here: most need root and loop
+# devices (run them with `cargo test` as root, and vm-tests/run).
+{ lib, rustPlatform, src }:
+rustPlatform.buildRustPackage {
+  pname = "tabula";
+  version = (builtins.fromTOML (builtins.readFile (src + "/Cargo.toml"))).package.version;
+  inherit src;
+  cargoLock.lockFile = src + "/Cargo.lock";
+  doCheck = false;
+  meta = {
+    description = "A clean slate at every boot: btrfs root rollback, persistence allowlist and old-root management";
+    license = with lib.licenses; [ mit asl20 ];
+    platforms = lib.platforms.linux;
+    mainProgram = "tabula";
+  };
+}
