@@ -85,18 +85,20 @@ in_chroot "$r" lsinitrd /tmp/check.img >"$WORK/lsinitrd.txt" 2>&1
 rm -f "$r/tmp/check.img"
 for f in usr/bin/tabula etc/tabula/tabula.toml usr/lib/tabula/tabula-initrd.sh \
 	usr/lib/systemd/system/tabula-rollback.service usr/lib/systemd/system/tabula-persist.service \
-	usr/lib/systemd/system/initrd.target.wants/tabula-rollback.service \
-	usr/lib/systemd/system/initrd.target.wants/tabula-persist.service \
-	usr/lib/systemd/system/sysroot.mount.requires/tabula-rollback.service \
 	usr/lib/systemd/system-generators/tabula-generator; do
-	check "lsinitrd: the dracut image holds $f" grep -qE " $f( ->|$)" "$WORK/lsinitrd.txt"
+	check "lsinitrd: the dracut image holds $f" grep -qE " $f$" "$WORK/lsinitrd.txt"
+done
+# `systemctl enable` links (dracut puts them under etc/).
+for f in initrd.target.wants/tabula-rollback.service initrd.target.wants/tabula-persist.service \
+	sysroot.mount.requires/tabula-rollback.service; do
+	check "lsinitrd: the dracut image enables $f" grep -qE " (etc|usr/lib)/systemd/system/$f -> " "$WORK/lsinitrd.txt"
 done
 btrfs -q subvolume snapshot -r "$r" "$MNT/root-blank" >/dev/null
 btrfs -q subvolume create "$MNT/persist" >/dev/null
 btrfs -q subvolume create "$MNT/old_roots" >/dev/null
 umount_image
 
-append=" root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw console=ttyS0 panic=-1 rd.emergency=poweroff"
+append=" root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw console=ttyS0 panic=-1 rd.emergency=poweroff rd.shell=0"
 append+=" systemd.show_status=1 loglevel=4 rd.udev.log_level=3 systemd.journald.forward_to_console=0"
 declare -A mid
 for n in 1 2; do
