@@ -2,5 +2,6 @@
 //!
 //! The library holds every domain module; `main.rs` only parses arguments and calls into it.
 
+pub mod btrfs;
 pub mod config;
 pub mod error;
