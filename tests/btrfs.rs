@@ -1,5 +1,7 @@
 //! The btrfs ioctl layer on a real loop-mounted btrfs (needs root; fails loudly under CI=true otherwise).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;
