@@ -1,15 +1,15 @@
 //! Retention: which retired roots to keep, which to delete, and why.
 //!
-//! [`plan`] is a pure function of the retired roots, the [`Policy`] and the current time: it reads no disk
-//! and no clock, so the same inputs always give the same [`RetentionPlan`], and an executor (or
-//! `--dry-run --json`) consumes that plan.
+//! [`plan`] is a pure function of the retired roots, the [`Policy`] and the current time: it reads
+//! no disk and no clock, so the same inputs always give the same [`RetentionPlan`], and an executor
+//! (or `--dry-run --json`) consumes that plan.
 //!
 //! # Semantics
 //!
 //! **Order.** Roots are ordered by boot sequence number, never by clock: the root with the highest
-//! `seq` is the *newest*. Sequence numbers are expected to be unique; ties are broken by name (then by
-//! the remaining fields) so the result never depends on the order of the input slice. The plan lists
-//! roots newest first.
+//! `seq` is the *newest*. Sequence numbers are expected to be unique; ties are broken by name (then
+//! by the remaining fields) so the result never depends on the order of the input slice. The plan
+//! lists roots newest first.
 //!
 //! **Always kept.** The newest root is always kept (it is the previous boot, the last state the
 //! user saw). Pinned roots are always kept, and they *count towards no rule*: they take no
@@ -25,40 +25,41 @@
 //! most recent calendar period backwards, and the first N of them are kept, each represented by its
 //! *first* root, the one with the lowest sequence number. (A representative never changes as later
 //! boots arrive, so a root kept as "daily" stays that day's daily.) Days, ISO weeks (starting
-//! Monday, labelled `2025-W11`, the ISO week-numbering year may differ from the calendar year around
-//! New Year) and months are taken in [`Policy::timezone`] (UTC by default), daylight-saving shifts
-//! included. The tiers overlap: one root may be kept as newest, `keep_last`, daily, weekly and monthly
-//! all at once, and every rule it satisfies is listed. `None` and `Some(0)` disable a tier; `Some(usize::MAX)`
-//! keeps every period ("all").
+//! Monday, labelled `2025-W11`, the ISO week-numbering year may differ from the calendar year
+//! around New Year) and months are taken in [`Policy::timezone`] (UTC by default), daylight-saving
+//! shifts included. The tiers overlap: one root may be kept as newest, `keep_last`, daily, weekly
+//! and monthly all at once, and every rule it satisfies is listed. `None` and `Some(0)` disable a
+//! tier; `Some(usize::MAX)` keeps every period ("all").
 //!
 //! **`keep_within` D** keeps the time-judged unpinned roots whose `retired_at` is no earlier than
 //! *reference − D*. The reference is the `retired_at` of the newest (highest sequence) time-judged
-//! root, pinned or not, never the wall clock: the clock in the initrd may be wrong, and a machine that
-//! was off for a month must not lose its history on the first boot back. Roots dated after the
-//! reference (possible after a clock step) are within. `now` is used only to spot future-dated roots.
+//! root, pinned or not, never the wall clock: the clock in the initrd may be wrong, and a machine
+//! that was off for a month must not lose its history on the first boot back. Roots dated after the
+//! reference (possible after a clock step) are within. `now` is used only to spot future-dated
+//! roots.
 //!
 //! **Time-judged roots.** A root is judged by time rules only if its clock was trusted when it was
-//! retired (`clock_trusted`) and it is not dated more than [`FUTURE_SLACK`] after `now`. Every other
-//! root is invisible to the time rules: they neither keep it nor delete it, they do not bucket it
-//! (so it cannot make a period "contain boots" or be its first root), and it is never the
-//! `keep_within` reference. Only the newest rule, pins and `keep_last` decide it, and its reasons say
-//! so (`time_untrusted` or `future_dated`).
+//! retired (`clock_trusted`) and it is not dated more than [`FUTURE_SLACK`] after `now`. Every
+//! other root is invisible to the time rules: they neither keep it nor delete it, they do not
+//! bucket it (so it cannot make a period "contain boots" or be its first root), and it is never the
+//! `keep_within` reference. Only the newest rule, pins and `keep_last` decide it, and its reasons
+//! say so (`time_untrusted` or `future_dated`).
 //!
-//! **Delete** is what happens to a root that no rule keeps. Its reasons start with `no_rule` and may
-//! add `superseded` notes ("daily 2025-03-10 is represented by #8") that explain why a root in a kept
-//! period still goes.
+//! **Delete** is what happens to a root that no rule keeps. Its reasons start with `no_rule` and
+//! may add `superseded` notes ("daily 2025-03-10 is represented by #8") that explain why a root in
+//! a kept period still goes.
 //!
-//! **Free-space floor.** [`RetentionPlan::space_candidates`] lists, when [`Policy::min_free`] is set, the
-//! kept roots a free-space floor may still delete, oldest (lowest sequence) first: every kept root
-//! except pinned ones and the newest. The executor deletes the planned roots first, then deletes
-//! candidates one at a time, re-checking free space (`statvfs`) after each, until
+//! **Free-space floor.** [`RetentionPlan::space_candidates`] lists, when [`Policy::min_free`] is
+//! set, the kept roots a free-space floor may still delete, oldest (lowest sequence) first: every
+//! kept root except pinned ones and the newest. The executor deletes the planned roots first, then
+//! deletes candidates one at a time, re-checking free space (`statvfs`) after each, until
 //! [`MinFree::is_met`] (snapper's two-pass cleanup). The floor overrides `keep_last` and the time
 //! tiers, never pins or the newest root.
 //!
-//! **Properties** (property-tested): the newest and the pinned roots are never deleted; every root has
-//! at least one reason and every kept root at least one keeping reason; the result does not depend on
-//! the order of the input; and the plan is idempotent: removing the deleted roots and planning again
-//! with the same `now` deletes nothing more.
+//! **Properties** (property-tested): the newest and the pinned roots are never deleted; every root
+//! has at least one reason and every kept root at least one keeping reason; the result does not
+//! depend on the order of the input; and the plan is idempotent: removing the deleted roots and
+//! planning again with the same `now` deletes nothing more.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -72,8 +73,8 @@ use serde::{Deserialize, Serialize, Serializer};
 #[cfg(test)]
 mod tests;
 
-/// How far past `now` a root may be dated and still count as "not in the future": covers small clock
-/// differences between the initrd that stamped the root and the system that plans.
+/// How far past `now` a root may be dated and still count as "not in the future": covers small
+/// clock differences between the initrd that stamped the root and the system that plans.
 pub const FUTURE_SLACK: Duration = Duration::from_secs(5 * 60);
 
 /// `keep_last` when the configuration does not say.
@@ -111,7 +112,8 @@ pub struct Policy {
     /// Time zone in which days, weeks and months are delimited. A compiled-in IANA database, so the
     /// initrd (which usually lacks `/usr/share/zoneinfo`) buckets exactly like the running system.
     pub timezone: Tz,
-    /// Free-space floor: beyond the policy, delete the oldest kept roots while free space is below it.
+    /// Free-space floor: beyond the policy, delete the oldest kept roots while free space is below
+    /// it.
     pub min_free: Option<MinFree>,
 }
 
@@ -512,7 +514,7 @@ pub fn plan(roots: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Retenti
         let Some(limit) = limit.filter(|n| *n > 0) else {
             continue;
         };
-        // Period key -> (label, members newest first); the last member is the first root of the period.
+        // Period key -> (label, members newest first): the last member is the period's first root.
         let mut periods: BTreeMap<(i32, u32), (String, Vec<usize>)> = BTreeMap::new();
         for i in (0..order.len()).filter(judged) {
             let (key, label) = tier.period(order[i].retired_at, policy.timezone);

@@ -1,7 +1,5 @@
 //! Unit and property tests of the retention planner.
 
-#![allow(clippy::unwrap_used)]
-
 use super::*;
 use proptest::prelude::*;
 
@@ -131,7 +129,7 @@ fn downtime_keeps_the_last_days_of_use() {
     assert_eq!(kept(&plan), vec![13, 11, 10]);
     assert_eq!(texts(&plan, 11), vec!["daily 2025-03-12 (#2 of 3)"]);
 
-    // keep_within is a window; its reference is the newest trusted root, so it does not save them...
+    // keep_within is a window anchored at the newest trusted root, so it does not save them...
     let p = Policy {
         keep_last: 1,
         keep_within: Some(Duration::from_secs(3 * 86_400)),
@@ -720,7 +718,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
         })
 }
 
-/// The decision count rules alone would make: newest, pinned or among the keep_last newest unpinned.
+/// The roots the count rules alone keep: newest, pinned, or among the keep_last newest unpinned.
 fn count_rules_keep(roots: &[Candidate], p: &Policy) -> Vec<u64> {
     let mut sorted: Vec<&Candidate> = roots.iter().collect();
     sorted.sort_by_key(|c| Reverse(c.seq));
@@ -791,16 +789,22 @@ proptest! {
 
     #[test]
     fn time_rules_never_touch_untrusted_or_future_roots(
-        (roots, now) in arb_candidates(), p in arb_policy(), shift in -1_000_000_000i64..1_000_000_000
+        (roots, now) in arb_candidates(),
+        p in arb_policy(),
+        shift in -1_000_000_000i64..1_000_000_000,
     ) {
         let plan = plan(&roots, &p, now);
         let by_count = count_rules_keep(&roots, &p);
-        for (r, c) in plan.roots.iter().map(|r| (r, roots.iter().find(|c| c.seq == r.seq).unwrap())) {
+        for r in &plan.roots {
+            let c = roots.iter().find(|c| c.seq == r.seq).unwrap();
             if !is_judged(c, now) {
                 prop_assert!(r.clock != Clock::Trusted);
                 prop_assert!(r.reasons.iter().all(|x| !x.code.is_time_rule()), "{:?}", r);
                 prop_assert_eq!(r.decision == Decision::Keep, by_count.contains(&r.seq));
-                let note = if c.clock_trusted { ReasonCode::FutureDated } else { ReasonCode::TimeUntrusted };
+                let note = match c.clock_trusted {
+                    true => ReasonCode::FutureDated,
+                    false => ReasonCode::TimeUntrusted,
+                };
                 prop_assert_eq!(r.reasons.last().map(|x| x.code), Some(note));
             }
         }
@@ -843,13 +847,18 @@ proptest! {
     }
 
     #[test]
-    fn daily_matches_a_brute_force_model((roots, now) in arb_candidates(), n in 1usize..8, p in arb_policy()) {
-        // With only keep_daily on, a judged unpinned root is kept by "daily" exactly when it has the
-        // lowest sequence among judged unpinned roots of its local day, and fewer than n later days
-        // hold such roots.
-        let p = Policy { keep_daily: Some(n), keep_weekly: None, keep_monthly: None, keep_within: None, ..p };
+    fn daily_matches_a_brute_force_model(
+        (roots, now) in arb_candidates(), n in 1usize..8, p in arb_policy()
+    ) {
+        // With only keep_daily on, a judged unpinned root is kept by "daily" exactly when it has
+        // the lowest sequence among judged unpinned roots of its local day, and fewer than n
+        // later days hold such roots.
+        let p = Policy {
+            keep_daily: Some(n), keep_weekly: None, keep_monthly: None, keep_within: None, ..p
+        };
         let plan = plan(&roots, &p, now);
-        let pool: Vec<&Candidate> = roots.iter().filter(|c| !c.pinned && is_judged(c, now)).collect();
+        let pool: Vec<&Candidate> =
+            roots.iter().filter(|c| !c.pinned && is_judged(c, now)).collect();
         let day = |c: &Candidate| c.retired_at.with_timezone(&p.timezone).date_naive();
         for c in &pool {
             let first = pool.iter().filter(|o| day(o) == day(c)).all(|o| o.seq >= c.seq);
@@ -863,7 +872,9 @@ proptest! {
     }
 
     #[test]
-    fn space_candidates_are_the_unprotected_kept_roots((roots, now) in arb_candidates(), p in arb_policy()) {
+    fn space_candidates_are_the_unprotected_kept_roots(
+        (roots, now) in arb_candidates(), p in arb_policy()
+    ) {
         let plan = plan(&roots, &p, now);
         let got: Vec<u64> = plan.space_candidates.iter().map(|c| c.seq).collect();
         let mut want: Vec<u64> = plan
