@@ -15,4 +15,5 @@ pub mod layout;
 pub mod lock;
 pub mod logging;
 pub mod mount;
+pub mod retention;
 pub mod rollback;
