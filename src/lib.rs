@@ -2,5 +2,18 @@
 //!
 //! The library holds every domain module; `main.rs` only parses arguments and calls into it.
 
+pub mod app;
+pub mod btrfs;
+pub mod cli;
+pub mod cmdline;
 pub mod config;
+pub mod device;
 pub mod error;
+pub mod fault;
+pub mod init;
+pub mod layout;
+pub mod lock;
+pub mod logging;
+pub mod mount;
+pub mod retention;
+pub mod rollback;
