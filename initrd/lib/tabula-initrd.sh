@@ -78,7 +78,7 @@ tabula_rollback() {
 	# tabula needs the btrfs driver; on most distribution kernels it is a module.
 	modprobe btrfs 2>/dev/null || :
 	# tabula reads tabula.skip / tabula.boot= / tabula.debug from /proc/cmdline itself.
-	"$_bin" rollback --initrd
+	"$_bin" rollback
 	_rc=$?
 	if [ "$_rc" -ne 0 ]; then tabula_log "tabula rollback failed (exit $_rc)"; fi
 	return "$_rc"

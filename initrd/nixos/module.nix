@@ -111,7 +111,7 @@ in
         serviceConfig = {
           Type = "oneshot";
           RemainAfterExit = true;
-          ExecStart = "${tabula} rollback --initrd";
+          ExecStart = "${tabula} rollback";
           StandardOutput = "journal+console";
         };
       };
@@ -145,10 +145,12 @@ in
         # its text.
         rollback = mkAfter ''
           mkdir -p /etc/tabula
+          # tabula knows it runs in an initrd by /etc/initrd-release (kmsg logging, on_failure).
+          [ -e /etc/initrd-release ] || echo "ID=nixos-initrd" > /etc/initrd-release
           cat > /etc/tabula/tabula.toml <<'TABULA_EOF'
           ${configText}
           TABULA_EOF
-          tabula rollback --initrd || fail
+          tabula rollback || fail
         '';
       in
       # postResumeCommands (NixOS >= 24.11) runs after hibernation resume; older releases only have
