@@ -387,6 +387,8 @@ install_tabula_into() {
 	install -D -m 0644 "$conf" "$rootfs/etc/tabula/tabula.toml"
 	mkdir -p "$rootfs/lib/modules"
 	cp -a "$KROOT/lib/modules/$KVER" "$rootfs/lib/modules/" || die "copying modules"
+	# initramfs-tools reads the kernel's config to pick a compressor.
+	install -D -m 0644 "$KROOT/boot/config-$KVER" "$rootfs/boot/config-$KVER"
 }
 
 # busybox_setup [BIN]: config from stdin → $WORK/tabula.toml, then the initrd ($INITRD) and a fresh
