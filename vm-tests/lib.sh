@@ -17,7 +17,15 @@ INITRD_SRC=$REPO/initrd
 BOOT_TIMEOUT=${VMT_BOOT_TIMEOUT:-150}
 SD_BOOT_TIMEOUT=${VMT_SD_BOOT_TIMEOUT:-300}
 
-vlog() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${SCENARIO:-vm-tests}" "$*" >&2; }
+# Progress lines go to fd 3 when the scenario runner opened it (so that they land in scenario.log even
+# from inside `check`, whose output goes to checks.out), else to stderr.
+vlog() {
+	if { true >&3; } 2>/dev/null; then
+		printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${SCENARIO:-vm-tests}" "$*" >&3
+	else
+		printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${SCENARIO:-vm-tests}" "$*" >&2
+	fi
+}
 die() {
 	vlog "FATAL: $*"
 	exit 1
@@ -204,7 +212,7 @@ make_image() {
 # Returns qemu's status (137 when killed on purpose).
 vm_boot() {
 	local name=$1 append="" rtc="" initrd=${INITRD:-} img=${IMG:-} kill_at="" kill_delay=0 timeout=$BOOT_TIMEOUT
-	local smp=1 kernel=${VMLINUZ:?} base_append="console=ttyS0 panic=-1 loglevel=6 rd.emergency=poweroff root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw"
+	local smp=1 kernel=${VMLINUZ:?} base_append="console=ttyS0 panic=-1 loglevel=7 rd.emergency=poweroff root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw"
 	shift
 	while [[ $# -gt 0 ]]; do
 		case $1 in
@@ -276,7 +284,7 @@ step_rc() {
 
 # ---------------------------------------------------------------------------------------------------
 # Checks: each one is recorded; the scenario fails if any did.
-FAILED=0
+FAILED=0 NFAIL=0
 check() { # check DESCRIPTION COMMAND...
 	local desc=$1
 	shift
@@ -285,13 +293,14 @@ check() { # check DESCRIPTION COMMAND...
 	else
 		echo "FAIL $desc" >>"$WORK/checks"
 		vlog "FAIL: $desc"
-		FAILED=1
+		FAILED=1 NFAIL=$((NFAIL + 1))
 	fi
 }
-# must: like check, but stops the scenario (later steps would only produce noise).
+# must: like check, but stops the scenario when this check fails (later steps would only be noise).
 must() {
+	local before=$NFAIL
 	check "$@"
-	[[ $FAILED == 0 ]] || exit 1
+	[[ $NFAIL == "$before" ]] || exit 1
 }
 
 # Host-side inspection helpers (run between mount_image and umount_image).

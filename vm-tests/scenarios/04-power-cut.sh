@@ -4,7 +4,7 @@
 # the initrd rollback, then the machine boots normally. Cut points: every fault point of the
 # fault-injection build (`tabula rollback --list-fault-points`; TABULA_FAULT=<step> on the kernel
 # command line reaches tabula through /init's environment and aborts there, and the initrd is set to
-# panic rather than sync), plus timed kills at several delays after the disk appears.
+# panic rather than sync), plus timed kills at several delays after tabula first mounts the disk.
 # After each recovery boot: the layout is whole, every retired root seen before is still there, every
 # earlier boot's root is found among the retired roots (nothing lost) and persisted files are all there.
 busybox_setup <<'TOML'
@@ -21,7 +21,9 @@ TOML
 make_initrd "$WORK/initrd-fault.img" "$conf" "$TABULA_FAULT_BIN"
 mapfile -t points < <("$TABULA_FAULT_BIN" rollback --list-fault-points | awk 'NF { print $1 }')
 must "the fault-injection build lists its fault points (${points[*]})" test "${#points[@]}" -gt 0
-delays=(0 0.3 0.7 1.2)
+# Timed cuts: seconds after the kernel logs tabula's first mount of the disk (the rollback itself takes
+# ~0.3 s of guest time under TCG, so these land before, during and after it).
+delays=(0 0.1 0.2 0.3 0.45)
 
 good=0 seen=()
 good_boot() { # a normal boot that writes its marker; then the host checks nothing was lost
@@ -43,7 +45,7 @@ GUEST
 		check "$name: boot #$k's root is among the retired roots" bash -c 'ls "$1"/*/marker-"$2" >/dev/null 2>&1' _ "$MNT/old_roots" "$k"
 		check "$name: persisted file #$k kept" test -f "$MNT/persist/var/lib/keep/$k"
 	done
-	check "$name: the live root is this boot's alone" bash -c 'set -- "$1"/marker-*; [[ $# == 1 && $1 == */marker-$2 ]]' _ "$MNT/root" "$good"
+	check "$name: the live root is this boot's alone" bash -c 'n=$2; set -- "$1"/marker-*; [[ $# == 1 && $1 == */marker-$n ]]' _ "$MNT/root" "$good"
 	seen=("${names[@]}")
 	umount_image
 	good=$((good + 1))
@@ -51,12 +53,13 @@ GUEST
 
 good_boot boot0
 for p in "${points[@]}"; do
-	vm_boot "cut-$p" --initrd "$WORK/initrd-fault.img" --append " rd.emergency=shell TABULA_FAULT=$p" \
-		--kill-at 'tabula rollback failed|Kernel panic|VMTEST: guest up'
+	vm_boot "cut-$p" --initrd "$WORK/initrd-fault.img" --append " rd.emergency=shell TABULA_FAULT=$p TABULA_FAULT_ACTION=poweroff" \
+		--kill-at 'fault injection|tabula rollback failed|Kernel panic|VMTEST: guest up'
 	check "cut-$p: the fault point was reached before the guest ran" serial_lacks "cut-$p" '^VMTEST: guest up'
 	good_boot "after-$p"
 done
 for d in "${delays[@]}"; do
-	vm_boot "cut-${d}s" --kill-at 'virtio_blk virtio0: \[vda\]' --kill-delay "$d"
+	vm_boot "cut-${d}s" --kill-at 'scanned by tabula' --kill-delay "$d"
+	vlog "cut-${d}s: last tabula line before the cut: $(serial "cut-${d}s" | grep 'tabula' | tail -1)"
 	good_boot "after-${d}s"
 done

@@ -50,6 +50,7 @@ for x in $(old_roots); do
 done
 check "boot 4: the retired root it booted is intact ($booted)" test -n "$booted"
 check "boot 4: that retired root is still read-only" is_ro_subvol "$MNT/old_roots/${booted:-none}"
+check "boot 4: boot 3's root was retired, not lost" bash -c 'grep -qsx three "$1"/*/marker' _ "$MNT/old_roots"
 check "boot 4: no retired root took boot 4's write" bash -c '! grep -rqs "changed in boot 4" "$1"/*/marker' _ "$MNT/old_roots"
 check "boot 4: layout whole" layout_whole
 umount_image
