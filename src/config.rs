@@ -87,7 +87,11 @@ pub(crate) struct Source<'a> {
 
 impl Source<'_> {
     /// An error at `span` (or at no position).
-    pub(crate) fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn error(
+        &self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let (line, column) = match span {
             Some(span) => {
                 let (l, c) = line_column(self.text, span.start);
@@ -95,7 +99,12 @@ impl Source<'_> {
             }
             None => (None, None),
         };
-        ConfigError { file: self.file.to_path_buf(), line, column, message: message.into() }
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 
@@ -130,7 +139,8 @@ impl Config {
     /// Parses and validates configuration `text` read from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let src = Source { file, text };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| src.error(e.span(), e.message().to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| src.error(e.span(), e.message().to_string()))?;
         let layout = match raw.layout {
             Some(l) => {
                 let span = l.span();
@@ -138,11 +148,18 @@ impl Config {
             }
             None => return Err(src.error(None, "missing [layout] section: set at least `device`")),
         };
-        Ok(Config { file: file.to_path_buf(), layout })
+        Ok(Config {
+            file: file.to_path_buf(),
+            layout,
+        })
     }
 }
 
-fn validate_layout(src: &Source<'_>, raw: RawLayout, span: Range<usize>) -> Result<Layout, ConfigError> {
+fn validate_layout(
+    src: &Source<'_>,
+    raw: RawLayout,
+    span: Range<usize>,
+) -> Result<Layout, ConfigError> {
     let device = match raw.device {
         Some(d) => parse_device(src, &d)?,
         None => {
@@ -154,7 +171,10 @@ fn validate_layout(src: &Source<'_>, raw: RawLayout, span: Range<usize>) -> Resu
     };
     let device_timeout = match raw.device_timeout {
         Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
-            src.error(Some(t.span()), format!("`device_timeout`: {e}: write a duration such as \"30s\" or \"2min\""))
+            src.error(
+                Some(t.span()),
+                format!("`device_timeout`: {e}: write a duration such as \"30s\" or \"2min\""),
+            )
         })?,
         None => Duration::from_secs(30),
     };
@@ -182,7 +202,13 @@ fn validate_layout(src: &Source<'_>, raw: RawLayout, span: Range<usize>) -> Resu
         };
         names.push((key, name));
     }
-    let take = |k: &str| names.iter().find(|(key, _)| *key == k).map(|(_, n)| n.clone()).unwrap_or_default();
+    let take = |k: &str| {
+        names
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default()
+    };
     Ok(Layout {
         device,
         device_timeout,
@@ -200,7 +226,9 @@ fn parse_device(src: &Source<'_>, d: &Spanned<String>) -> Result<DeviceSpec, Con
         let uuid = uuid.to_ascii_lowercase();
         let hex: String = uuid.chars().filter(|c| *c != '-').collect();
         if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad("`UUID=` takes a filesystem UUID such as 01234567-89ab-cdef-0123-456789abcdef"));
+            return Err(bad(
+                "`UUID=` takes a filesystem UUID such as 01234567-89ab-cdef-0123-456789abcdef",
+            ));
         }
         Ok(DeviceSpec::Uuid(uuid))
     } else if let Some(label) = v.strip_prefix("LABEL=") {
@@ -211,7 +239,9 @@ fn parse_device(src: &Source<'_>, d: &Spanned<String>) -> Result<DeviceSpec, Con
     } else if v.starts_with('/') {
         Ok(DeviceSpec::Path(PathBuf::from(v)))
     } else {
-        Err(bad("write an absolute device path (/dev/…), `UUID=…` or `LABEL=…`"))
+        Err(bad(
+            "write an absolute device path (/dev/…), `UUID=…` or `LABEL=…`",
+        ))
     }
 }
 
@@ -224,7 +254,9 @@ pub fn check_subvolume_name(name: &str) -> Result<(), String> {
         return Err("a subvolume name is at most 255 bytes".into());
     }
     if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(format!("'{name}' is not a single path component: name a subvolume in the top level"));
+        return Err(format!(
+            "'{name}' is not a single path component: name a subvolume in the top level"
+        ));
     }
     Ok(())
 }
@@ -243,15 +275,24 @@ mod tests {
         assert_eq!(c.layout.device, DeviceSpec::Path("/dev/vda2".into()));
         assert_eq!(c.layout.device_timeout, Duration::from_secs(30));
         assert_eq!(
-            (&*c.layout.root, &*c.layout.blank, &*c.layout.old_roots, &*c.layout.persist),
+            (
+                &*c.layout.root,
+                &*c.layout.blank,
+                &*c.layout.old_roots,
+                &*c.layout.persist
+            ),
             ("root", "root-blank", "old_roots", "persist")
         );
     }
 
     #[test]
     fn uuid_and_label() {
-        let c = parse("[layout]\ndevice = \"UUID=0123ABCD-89ab-cdef-0123-456789abcdef\"\n").unwrap();
-        assert_eq!(c.layout.device, DeviceSpec::Uuid("0123abcd-89ab-cdef-0123-456789abcdef".into()));
+        let c =
+            parse("[layout]\ndevice = \"UUID=0123ABCD-89ab-cdef-0123-456789abcdef\"\n").unwrap();
+        assert_eq!(
+            c.layout.device,
+            DeviceSpec::Uuid("0123abcd-89ab-cdef-0123-456789abcdef".into())
+        );
         let c = parse("[layout]\ndevice = \"LABEL=nixos\"\ndevice_timeout = \"2min\"\n").unwrap();
         assert_eq!(c.layout.device, DeviceSpec::Label("nixos".into()));
         assert_eq!(c.layout.device_timeout, Duration::from_secs(120));

@@ -62,7 +62,10 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal under `rule`.
     pub fn new(rule: &'static str, message: impl Into<String>) -> Self {
-        Refusal { rule, message: message.into() }
+        Refusal {
+            rule,
+            message: message.into(),
+        }
     }
 }
 
@@ -116,7 +119,11 @@ pub struct PartialFailure {
 
 impl fmt::Display for PartialFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} of {} entries failed (see the messages above)", self.failed, self.total)
+        write!(
+            f,
+            "{} of {} entries failed (see the messages above)",
+            self.failed, self.total
+        )
     }
 }
 
@@ -147,7 +154,10 @@ mod tests {
     fn typed_kinds_survive_context() {
         let err = Err::<(), _>(Refusal::new("blank-writable", "x")).context("rolling back");
         assert_eq!(exit_status(&err.unwrap_err()), ExitStatus::Refused);
-        let err = anyhow::Error::new(LockHeld { what: "/dev/x".into() }).context("a");
+        let err = anyhow::Error::new(LockHeld {
+            what: "/dev/x".into(),
+        })
+        .context("a");
         assert_eq!(exit_status(&err), ExitStatus::LockHeld);
         let err = anyhow::anyhow!("plain");
         assert_eq!(exit_status(&err), ExitStatus::Failure);
@@ -158,6 +168,9 @@ mod tests {
             message: "unknown key `foo`".into(),
         });
         assert_eq!(exit_status(&err), ExitStatus::Usage);
-        assert_eq!(err.to_string(), "/etc/tabula/tabula.toml:3:1: unknown key `foo`");
+        assert_eq!(
+            err.to_string(),
+            "/etc/tabula/tabula.toml:3:1: unknown key `foo`"
+        );
     }
 }

@@ -2,7 +2,20 @@
 //!
 //! The library holds every domain module; `main.rs` only parses arguments and calls into it.
 
+pub mod app;
+pub mod btrfs;
+pub mod cli;
+pub mod cmdline;
 pub mod config;
+pub mod device;
 pub mod diff;
 pub mod error;
+pub mod fault;
+pub mod init;
+pub mod layout;
+pub mod lock;
+pub mod logging;
+pub mod mount;
 pub mod restore;
+pub mod retention;
+pub mod rollback;

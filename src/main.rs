@@ -1,2 +1,21 @@
 //! The `tabula` binary: parse, set up logging, call the library, map the outcome to an exit status.
-fn main() {}
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = tabula::cli::Cli::parse();
+    let debug = cli.verbose || tabula::fault::boot_flags().debug;
+    let to_kmsg = tabula::logging::init(cli.log, debug);
+    match tabula::app::run(cli) {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(err) => {
+            if to_kmsg {
+                tracing::error!("{err:#}");
+            }
+            eprintln!("tabula: error: {err:#}");
+            ExitCode::from(tabula::error::exit_status(&err) as u8)
+        }
+    }
+}

@@ -52,12 +52,14 @@ use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{
-    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, fstatat, futimens, mkdirat,
-    mknodat, utimensat,
+    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, fstatat,
+    futimens, mkdirat, mknodat, utimensat,
 };
 use nix::sys::statfs::{BTRFS_SUPER_MAGIC, fstatfs};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, geteuid, linkat, symlinkat, unlinkat};
+use nix::unistd::{
+    Gid, Uid, UnlinkatFlags, fchown, fchownat, geteuid, linkat, symlinkat, unlinkat,
+};
 use serde::Serialize;
 
 use crate::diff::xattr::{self, Xattrs};
@@ -108,10 +110,16 @@ pub struct PlanItem {
     /// Group gid.
     pub gid: u32,
     /// Symlink target.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_path")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_opt_path"
+    )]
     pub target: Option<PathBuf>,
     /// For a hard link: the destination path of the item it links to.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_path")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_opt_path"
+    )]
     pub link_to: Option<PathBuf>,
     /// Why an item is skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,15 +259,27 @@ pub fn plan_restore(
     let src_parts = components(source, "the path to restore")?;
     let dst_parts = components(dest, "the destination")?;
     let (src_parent, src_name) = open_source_parent(source_root, &src_parts, source)?;
-    let top = match fstatat(src_parent.as_fd(), src_name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+    let top = match fstatat(
+        src_parent.as_fd(),
+        src_name.as_slice(),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
         Ok(st) => st,
         Err(Errno::ENOENT) => bail!("'{}' does not exist in the old root", source.display()),
-        Err(e) => return Err(e).with_context(|| format!("reading '{}' in the old root", source.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reading '{}' in the old root", source.display()));
+        }
     };
     let (dst_parent, dst_name) = open_dest_parent(dest_root, &dst_parts, dest)?;
     let replaces = check_destination(dst_parent.as_fd(), &dst_name, dest, force)?;
 
-    let mut planner = Planner { items: Vec::new(), totals: Totals::default(), links: HashMap::new(), dev: top.st_dev };
+    let mut planner = Planner {
+        items: Vec::new(),
+        totals: Totals::default(),
+        links: HashMap::new(),
+        dev: top.st_dev,
+    };
     planner
         .visit(src_parent.as_fd(), &src_name, &top, dest.to_path_buf(), 0)
         .with_context(|| format!("reading '{}' in the old root", source.display()))?;
@@ -306,13 +326,25 @@ pub fn apply_restore(
     };
     let tmp = ex
         .build(plan, src_parent.as_fd(), &src_name, dst_parent.as_fd())
-        .with_context(|| format!("restoring '{}' to '{}'", plan.source.display(), plan.dest.display()))?;
+        .with_context(|| {
+            format!(
+                "restoring '{}' to '{}'",
+                plan.source.display(),
+                plan.dest.display()
+            )
+        })?;
 
     let parent = dst_parent.as_fd();
     let mut replaced = false;
     let mut renamed = false;
     if existing.is_some() {
-        match rustix::fs::renameat_with(parent, &tmp, parent, &dst_name, rustix::fs::RenameFlags::EXCHANGE) {
+        match rustix::fs::renameat_with(
+            parent,
+            &tmp,
+            parent,
+            &dst_name,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
             Ok(()) => {
                 replaced = true;
                 renamed = true;
@@ -321,21 +353,29 @@ pub fn apply_restore(
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => {
                 remove_quietly(parent, &tmp);
-                return Err(std::io::Error::from(e))
-                    .with_context(|| format!("moving the copy into place at '{}'", plan.dest.display()));
+                return Err(std::io::Error::from(e)).with_context(|| {
+                    format!("moving the copy into place at '{}'", plan.dest.display())
+                });
             }
         }
     }
     if !renamed {
-        match rustix::fs::renameat_with(parent, &tmp, parent, &dst_name, rustix::fs::RenameFlags::NOREPLACE) {
+        match rustix::fs::renameat_with(
+            parent,
+            &tmp,
+            parent,
+            &dst_name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
             Ok(()) => {}
             Err(e) => {
                 remove_quietly(parent, &tmp);
                 if e == rustix::io::Errno::EXIST {
                     return Err(exists_refusal(&plan.dest).into());
                 }
-                return Err(std::io::Error::from(e))
-                    .with_context(|| format!("moving the copy into place at '{}'", plan.dest.display()));
+                return Err(std::io::Error::from(e)).with_context(|| {
+                    format!("moving the copy into place at '{}'", plan.dest.display())
+                });
             }
         }
     }
@@ -378,15 +418,27 @@ pub fn render_plan(plan: &RestorePlan) -> String {
     for item in &plan.items {
         let path = escape_bytes(item.path.as_os_str().as_bytes());
         let what = match item.op {
-            Op::File => format!("file {:04o} {}:{} {}", item.mode, item.uid, item.gid, crate::diff::format_bytes(item.size)),
+            Op::File => format!(
+                "file {:04o} {}:{} {}",
+                item.mode,
+                item.uid,
+                item.gid,
+                crate::diff::format_bytes(item.size)
+            ),
             Op::Dir => format!("dir {:04o} {}:{}", item.mode, item.uid, item.gid),
             Op::Symlink => format!(
                 "symlink -> {}",
-                item.target.as_ref().map(|t| escape_bytes(t.as_os_str().as_bytes())).unwrap_or_default()
+                item.target
+                    .as_ref()
+                    .map(|t| escape_bytes(t.as_os_str().as_bytes()))
+                    .unwrap_or_default()
             ),
             Op::Hardlink => format!(
                 "hard link to {}",
-                item.link_to.as_ref().map(|t| escape_bytes(t.as_os_str().as_bytes())).unwrap_or_default()
+                item.link_to
+                    .as_ref()
+                    .map(|t| escape_bytes(t.as_os_str().as_bytes()))
+                    .unwrap_or_default()
             ),
             Op::Fifo => format!("fifo {:04o} {}:{}", item.mode, item.uid, item.gid),
             Op::Char | Op::Block => format!(
@@ -412,14 +464,13 @@ pub fn render_plan(plan: &RestorePlan) -> String {
         t.hardlinks,
         t.special,
         t.skipped,
-        if plan.reflink_expected { "reflinks expected (btrfs on both ends)" } else { "files will be copied" }
+        if plan.reflink_expected {
+            "reflinks expected (btrfs on both ends)"
+        } else {
+            "files will be copied"
+        }
     ));
     out
-}
-
-/// Private until the lead's `crate::btrfs::clone_file` lands; same signature.
-fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> Result<(), Errno> {
-    rustix::fs::ioctl_ficlone(dst, src).map_err(|e| Errno::from_raw(e.raw_os_error()))
 }
 
 struct Planner {
@@ -432,7 +483,14 @@ struct Planner {
 }
 
 impl Planner {
-    fn visit(&mut self, dir: BorrowedFd<'_>, name: &[u8], st: &FileStat, dest: PathBuf, depth: usize) -> anyhow::Result<()> {
+    fn visit(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        st: &FileStat,
+        dest: PathBuf,
+        depth: usize,
+    ) -> anyhow::Result<()> {
         let ft = FileType::from_mode(st.st_mode);
         let mut item = PlanItem {
             path: dest.clone(),
@@ -480,19 +538,24 @@ impl Planner {
                             item.op = Op::File;
                             item.size = u64::try_from(st.st_size).unwrap_or(0);
                             if nlink > 1 {
-                                self.links.insert(st.st_ino, (dest.clone(), self.items.len()));
+                                self.links
+                                    .insert(st.st_ino, (dest.clone(), self.items.len()));
                             }
                         }
                     }
                 }
                 Some(FileType::Symlink) => {
                     item.op = Op::Symlink;
-                    item.target = Some(PathBuf::from(readlinkat(dir, name).context("reading a symlink")?));
+                    item.target = Some(PathBuf::from(
+                        readlinkat(dir, name).context("reading a symlink")?,
+                    ));
                 }
                 Some(FileType::Fifo) => item.op = Op::Fifo,
                 Some(FileType::Char) => item.op = Op::Char,
                 Some(FileType::Block) => item.op = Op::Block,
-                Some(FileType::Socket) => item.reason = Some("a socket: recreated by its program, not restored".into()),
+                Some(FileType::Socket) => {
+                    item.reason = Some("a socket: recreated by its program, not restored".into())
+                }
                 None => item.reason = Some("an unknown file type".into()),
             }
         }
@@ -501,8 +564,19 @@ impl Planner {
         if let Some((names, d)) = children {
             for child in names {
                 let cst = fstatat(d.as_fd(), child.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .with_context(|| format!("reading '{}'", dest.join(OsStr::from_bytes(&child)).display()))?;
-                self.visit(d.as_fd(), &child, &cst, dest.join(OsStr::from_bytes(&child)), depth + 1)?;
+                    .with_context(|| {
+                        format!(
+                            "reading '{}'",
+                            dest.join(OsStr::from_bytes(&child)).display()
+                        )
+                    })?;
+                self.visit(
+                    d.as_fd(),
+                    &child,
+                    &cst,
+                    dest.join(OsStr::from_bytes(&child)),
+                    depth + 1,
+                )?;
             }
         }
         Ok(())
@@ -536,7 +610,10 @@ impl Executor {
         src_name: &[u8],
         dst_parent: BorrowedFd<'_>,
     ) -> anyhow::Result<Vec<u8>> {
-        let top = plan.items.first().ok_or_else(|| anyhow!("the plan is empty"))?;
+        let top = plan
+            .items
+            .first()
+            .ok_or_else(|| anyhow!("the plan is empty"))?;
         let mut stack = Vec::new();
         let mut created = None;
         for n in 0..100 {
@@ -562,7 +639,8 @@ impl Executor {
                 }
             }
         }
-        let tmp = created.ok_or_else(|| anyhow!("no free temporary name in the destination directory"))?;
+        let tmp = created
+            .ok_or_else(|| anyhow!("no free temporary name in the destination directory"))?;
         if let Err(e) = self.build_rest(plan, &mut stack) {
             drop(stack);
             remove_quietly(dst_parent, &tmp);
@@ -576,9 +654,12 @@ impl Executor {
             while stack.len() > item.src.depth {
                 self.finish_dir(plan, stack)?;
             }
-            let frame = stack
-                .last()
-                .ok_or_else(|| anyhow!("the plan's item '{}' has no parent directory", item.path.display()))?;
+            let frame = stack.last().ok_or_else(|| {
+                anyhow!(
+                    "the plan's item '{}' has no parent directory",
+                    item.path.display()
+                )
+            })?;
             let name = item.src.name.as_slice();
             let pushed = self
                 .create(plan, i, frame.src.as_fd(), name, frame.dst.as_fd(), name)
@@ -608,8 +689,11 @@ impl Executor {
         match item.op {
             Op::Dir => {
                 let src = open_checked_dir_src(sdir, sname, &item.src)?;
-                let xattrs = xattr::list_fd(src.as_fd()).map_err(std::io::Error::from).context("reading xattrs")?;
-                mkdirat(ddir, dname, Mode::from_bits_truncate(0o700)).map_err(anyhow::Error::from)?;
+                let xattrs = xattr::list_fd(src.as_fd())
+                    .map_err(std::io::Error::from)
+                    .context("reading xattrs")?;
+                mkdirat(ddir, dname, Mode::from_bits_truncate(0o700))
+                    .map_err(anyhow::Error::from)?;
                 let dst = openat(
                     ddir,
                     dname,
@@ -619,10 +703,16 @@ impl Executor {
                 .context("opening the new directory")?;
                 // The directory just made is ours, not one swapped in by someone else.
                 let st = fstat(dst.as_fd())?;
-                if st.st_uid != self.euid || FileType::from_mode(st.st_mode) != Some(FileType::Dir) {
+                if st.st_uid != self.euid || FileType::from_mode(st.st_mode) != Some(FileType::Dir)
+                {
                     bail!("the new directory was replaced while restoring");
                 }
-                frame = Some(Frame { src, dst, item: i, xattrs });
+                frame = Some(Frame {
+                    src,
+                    dst,
+                    item: i,
+                    xattrs,
+                });
             }
             Op::File => {
                 let src = openat(
@@ -636,13 +726,23 @@ impl Executor {
                 let dst = openat(
                     ddir,
                     dname,
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(anyhow::Error::from)?;
-                match clone_file(dst.as_fd(), src.as_fd()) {
+                match crate::btrfs::clone_file(dst.as_fd(), src.as_fd()) {
                     Ok(()) => self.reflinked += 1,
-                    Err(Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOTTY | Errno::ENOSYS) => {
+                    Err(
+                        Errno::EXDEV
+                        | Errno::EOPNOTSUPP
+                        | Errno::EINVAL
+                        | Errno::ENOTTY
+                        | Errno::ENOSYS,
+                    ) => {
                         let mut from = File::from(src.try_clone()?);
                         let mut to = File::from(dst.try_clone()?);
                         std::io::copy(&mut from, &mut to).context("copying the data")?;
@@ -650,7 +750,9 @@ impl Executor {
                     }
                     Err(e) => return Err(anyhow::Error::new(e).context("cloning the data")),
                 }
-                let xattrs = xattr::list_fd(src.as_fd()).map_err(std::io::Error::from).context("reading xattrs")?;
+                let xattrs = xattr::list_fd(src.as_fd())
+                    .map_err(std::io::Error::from)
+                    .context("reading xattrs")?;
                 self.set_meta_fd(dst.as_fd(), item, &xattrs)?;
                 if item.src.linked {
                     self.first_links.insert(item.path.clone(), dst);
@@ -658,13 +760,23 @@ impl Executor {
             }
             Op::Hardlink => {
                 check_source_at(sdir, sname, &item.src)?;
-                let to = item.link_to.as_ref().ok_or_else(|| anyhow!("hard link without a target"))?;
+                let to = item
+                    .link_to
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("hard link without a target"))?;
                 let first = self
                     .first_links
                     .get(to)
                     .ok_or_else(|| anyhow!("'{}' was not restored first", to.display()))?;
                 let proc = format!("/proc/self/fd/{}", first.as_raw_fd());
-                linkat(AT_FDCWD, proc.as_str(), ddir, dname, AtFlags::AT_SYMLINK_FOLLOW).map_err(anyhow::Error::from)?;
+                linkat(
+                    AT_FDCWD,
+                    proc.as_str(),
+                    ddir,
+                    dname,
+                    AtFlags::AT_SYMLINK_FOLLOW,
+                )
+                .map_err(anyhow::Error::from)?;
             }
             Op::Symlink => {
                 check_source_at(sdir, sname, &item.src)?;
@@ -673,7 +785,9 @@ impl Executor {
                     bail!("the source changed since the plan was made");
                 }
                 symlinkat(target.as_os_str(), ddir, dname).map_err(anyhow::Error::from)?;
-                let xattrs = xattr::list_at(sdir, sname).map_err(std::io::Error::from).context("reading xattrs")?;
+                let xattrs = xattr::list_at(sdir, sname)
+                    .map_err(std::io::Error::from)
+                    .context("reading xattrs")?;
                 self.set_meta_at(ddir, dname, item, &xattrs, false)?;
             }
             Op::Fifo | Op::Char | Op::Block => {
@@ -683,8 +797,17 @@ impl Executor {
                     Op::Char => SFlag::S_IFCHR,
                     _ => SFlag::S_IFBLK,
                 };
-                mknodat(ddir, dname, kind, Mode::from_bits_truncate(0o600), item.src.rdev).map_err(anyhow::Error::from)?;
-                let xattrs = xattr::list_at(sdir, sname).map_err(std::io::Error::from).context("reading xattrs")?;
+                mknodat(
+                    ddir,
+                    dname,
+                    kind,
+                    Mode::from_bits_truncate(0o600),
+                    item.src.rdev,
+                )
+                .map_err(anyhow::Error::from)?;
+                let xattrs = xattr::list_at(sdir, sname)
+                    .map_err(std::io::Error::from)
+                    .context("reading xattrs")?;
                 self.set_meta_at(ddir, dname, item, &xattrs, true)?;
             }
             Op::Skip => {}
@@ -704,8 +827,17 @@ impl Executor {
     }
 
     /// Owner, mode, xattrs, times, in that order, on an open file or directory.
-    fn set_meta_fd(&mut self, fd: BorrowedFd<'_>, item: &PlanItem, xattrs: &Xattrs) -> anyhow::Result<()> {
-        if let Err(e) = fchown(fd, Some(Uid::from_raw(item.uid)), Some(Gid::from_raw(item.gid))) {
+    fn set_meta_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        item: &PlanItem,
+        xattrs: &Xattrs,
+    ) -> anyhow::Result<()> {
+        if let Err(e) = fchown(
+            fd,
+            Some(Uid::from_raw(item.uid)),
+            Some(Gid::from_raw(item.gid)),
+        ) {
             self.warn_owner(item, e);
         }
         fchmod(fd, Mode::from_bits_truncate(item.mode)).context("setting the mode")?;
@@ -718,26 +850,50 @@ impl Executor {
     }
 
     /// The same for a symlink or special file, by name, never following it.
-    fn set_meta_at(&mut self, dir: BorrowedFd<'_>, name: &[u8], item: &PlanItem, xattrs: &Xattrs, chmod: bool) -> anyhow::Result<()> {
-        if let Err(e) = fchownat(dir, name, Some(Uid::from_raw(item.uid)), Some(Gid::from_raw(item.gid)), AtFlags::AT_SYMLINK_NOFOLLOW) {
+    fn set_meta_at(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        item: &PlanItem,
+        xattrs: &Xattrs,
+        chmod: bool,
+    ) -> anyhow::Result<()> {
+        if let Err(e) = fchownat(
+            dir,
+            name,
+            Some(Uid::from_raw(item.uid)),
+            Some(Gid::from_raw(item.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             self.warn_owner(item, e);
         }
         if chmod {
             // chmod has no no-follow form: go through an O_PATH fd checked not to be a symlink.
-            let fd = openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+            let fd = openat(
+                dir,
+                name,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
             let st = fstat(fd.as_fd())?;
             if FileType::from_mode(st.st_mode) == Some(FileType::Symlink) {
                 bail!("the new object was replaced by a symlink while restoring");
             }
             let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            fchmodat(AT_FDCWD, proc.as_str(), Mode::from_bits_truncate(item.mode), FchmodatFlags::FollowSymlink)
-                .context("setting the mode")?;
+            fchmodat(
+                AT_FDCWD,
+                proc.as_str(),
+                Mode::from_bits_truncate(item.mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .context("setting the mode")?;
         }
         for (key, e) in xattr::set_at(dir, name, xattrs) {
             self.warn_xattr(item, &key, e);
         }
         let (atime, mtime) = times(item);
-        utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink).context("setting the times")?;
+        utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+            .context("setting the times")?;
         Ok(())
     }
 
@@ -766,7 +922,12 @@ fn times(item: &PlanItem) -> (TimeSpec, TimeSpec) {
 }
 
 /// Existing destination: refusal without force, or when it is (or holds) a mount point.
-fn check_destination(parent: BorrowedFd<'_>, name: &[u8], dest: &Path, force: bool) -> anyhow::Result<Option<Existing>> {
+fn check_destination(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    dest: &Path,
+    force: bool,
+) -> anyhow::Result<Option<Existing>> {
     let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(Errno::ENOENT) => return Ok(None),
@@ -775,23 +936,33 @@ fn check_destination(parent: BorrowedFd<'_>, name: &[u8], dest: &Path, force: bo
     if !force {
         return Err(exists_refusal(dest).into());
     }
-    let file_type = FileType::from_mode(st.st_mode).ok_or_else(|| anyhow!("'{}' has an unknown file type", dest.display()))?;
+    let file_type = FileType::from_mode(st.st_mode)
+        .ok_or_else(|| anyhow!("'{}' has an unknown file type", dest.display()))?;
     let parent_mnt = mount_of(parent, b"")?;
     if file_type == FileType::Dir {
         let entries = scan_for_mounts(parent, name, dest, parent_mnt)?;
-        Ok(Some(Existing { file_type, entries: Some(entries) }))
+        Ok(Some(Existing {
+            file_type,
+            entries: Some(entries),
+        }))
     } else {
         if mount_of(parent, name)? != parent_mnt {
             return Err(mount_refusal(dest).into());
         }
-        Ok(Some(Existing { file_type, entries: None }))
+        Ok(Some(Existing {
+            file_type,
+            entries: None,
+        }))
     }
 }
 
 fn exists_refusal(dest: &Path) -> Refusal {
     Refusal::new(
         "destination-exists",
-        format!("'{}' exists; use --force to replace it, or --to to restore elsewhere", dest.display()),
+        format!(
+            "'{}' exists; use --force to replace it, or --to to restore elsewhere",
+            dest.display()
+        ),
     )
 }
 
@@ -809,20 +980,43 @@ fn mount_refusal(at: &Path) -> Refusal {
 /// (mount id, dev) of `name` in `dir` (`b""`: `dir` itself), not following symlinks.
 fn mount_of(dir: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<(u64, u64)> {
     use rustix::fs::{AtFlags as RAt, StatxFlags, statx};
-    let flags = if name.is_empty() { RAt::EMPTY_PATH | RAt::SYMLINK_NOFOLLOW } else { RAt::SYMLINK_NOFOLLOW };
-    let sx = statx(dir, name, flags, StatxFlags::MNT_ID | StatxFlags::BASIC_STATS).map_err(std::io::Error::from)?;
-    let mnt = if sx.stx_mask & StatxFlags::MNT_ID.bits() != 0 { sx.stx_mnt_id } else { 0 };
-    Ok((mnt, nix::sys::stat::makedev(u64::from(sx.stx_dev_major), u64::from(sx.stx_dev_minor))))
+    let flags = if name.is_empty() {
+        RAt::EMPTY_PATH | RAt::SYMLINK_NOFOLLOW
+    } else {
+        RAt::SYMLINK_NOFOLLOW
+    };
+    let sx = statx(
+        dir,
+        name,
+        flags,
+        StatxFlags::MNT_ID | StatxFlags::BASIC_STATS,
+    )
+    .map_err(std::io::Error::from)?;
+    let mnt = if sx.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        sx.stx_mnt_id
+    } else {
+        0
+    };
+    Ok((
+        mnt,
+        nix::sys::stat::makedev(u64::from(sx.stx_dev_major), u64::from(sx.stx_dev_minor)),
+    ))
 }
 
 /// Count the entries beneath an existing directory that `--force` would remove, refusing if it is or
 /// holds a mount point (mount id or device differs from its parent's).
-fn scan_for_mounts(parent: BorrowedFd<'_>, name: &[u8], path: &Path, parent_mnt: (u64, u64)) -> anyhow::Result<u64> {
+fn scan_for_mounts(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    path: &Path,
+    parent_mnt: (u64, u64),
+) -> anyhow::Result<u64> {
     if mount_of(parent, name)? != parent_mnt {
         return Err(mount_refusal(path).into());
     }
     let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    let mut d = open_checked_dir(parent, name, &st).with_context(|| format!("opening '{}'", path.display()))?;
+    let mut d = open_checked_dir(parent, name, &st)
+        .with_context(|| format!("opening '{}'", path.display()))?;
     let names = read_names(&mut d)?;
     let mut count = 0;
     for child in names {
@@ -872,7 +1066,9 @@ fn is_btrfs(fd: BorrowedFd<'_>) -> bool {
 /// The normal components of an absolute path; `..` and the root itself are usage errors.
 fn components(p: &Path, what: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     if !p.is_absolute() {
-        return Err(UsageError(format!("{what} '{}' must be an absolute path", p.display())).into());
+        return Err(
+            UsageError(format!("{what} '{}' must be an absolute path", p.display())).into(),
+        );
     }
     let mut out = Vec::new();
     for c in p.components() {
@@ -880,7 +1076,9 @@ fn components(p: &Path, what: &str) -> anyhow::Result<Vec<Vec<u8>>> {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(s) => out.push(s.as_bytes().to_vec()),
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(UsageError(format!("{what} '{}' must not contain '..'", p.display())).into());
+                return Err(
+                    UsageError(format!("{what} '{}' must not contain '..'", p.display())).into(),
+                );
             }
         }
     }
@@ -891,8 +1089,14 @@ fn components(p: &Path, what: &str) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// The source's parent directory, resolved inside the old root as that root would resolve it.
-fn open_source_parent(root: BorrowedFd<'_>, parts: &[Vec<u8>], shown: &Path) -> anyhow::Result<(OwnedFd, Vec<u8>)> {
-    let (name, parents) = parts.split_last().ok_or_else(|| anyhow!("empty source path"))?;
+fn open_source_parent(
+    root: BorrowedFd<'_>,
+    parts: &[Vec<u8>],
+    shown: &Path,
+) -> anyhow::Result<(OwnedFd, Vec<u8>)> {
+    let (name, parents) = parts
+        .split_last()
+        .ok_or_else(|| anyhow!("empty source path"))?;
     let mut rel = OsString::from(".");
     for p in parents {
         rel.push("/");
@@ -907,16 +1111,26 @@ fn open_source_parent(root: BorrowedFd<'_>, parts: &[Vec<u8>], shown: &Path) -> 
             "'{}' does not exist in the old root",
             shown.parent().unwrap_or(Path::new("/")).display()
         ),
-        Err(e) => return Err(e).with_context(|| format!("resolving '{}' in the old root", shown.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("resolving '{}' in the old root", shown.display()));
+        }
     };
     Ok((fd, name.clone()))
 }
 
 /// The destination's parent, one component at a time without following symlinks.
-fn open_dest_parent(root: BorrowedFd<'_>, parts: &[Vec<u8>], dest: &Path) -> anyhow::Result<(OwnedFd, Vec<u8>)> {
-    let (name, parents) = parts.split_last().ok_or_else(|| anyhow!("empty destination path"))?;
+fn open_dest_parent(
+    root: BorrowedFd<'_>,
+    parts: &[Vec<u8>],
+    dest: &Path,
+) -> anyhow::Result<(OwnedFd, Vec<u8>)> {
+    let (name, parents) = parts
+        .split_last()
+        .ok_or_else(|| anyhow!("empty destination path"))?;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut cur = openat(root, ".", flags, Mode::empty()).context("opening the destination root")?;
+    let mut cur =
+        openat(root, ".", flags, Mode::empty()).context("opening the destination root")?;
     let mut shown = PathBuf::from("/");
     for p in parents {
         shown.push(OsStr::from_bytes(p));
@@ -946,7 +1160,8 @@ fn open_dest_parent(root: BorrowedFd<'_>, parts: &[Vec<u8>], dest: &Path) -> any
             }
             _ => bail!("'{}' is not a directory", shown.display()),
         }
-        let next = openat(cur.as_fd(), p.as_slice(), flags, Mode::empty()).with_context(|| format!("opening '{}'", shown.display()))?;
+        let next = openat(cur.as_fd(), p.as_slice(), flags, Mode::empty())
+            .with_context(|| format!("opening '{}'", shown.display()))?;
         let nst = fstat(next.as_fd())?;
         if nst.st_ino != st.st_ino || nst.st_dev != st.st_dev {
             bail!("'{}' changed while it was being resolved", shown.display());
@@ -957,7 +1172,12 @@ fn open_dest_parent(root: BorrowedFd<'_>, parts: &[Vec<u8>], dest: &Path) -> any
 }
 
 fn open_checked_dir(parent: BorrowedFd<'_>, name: &[u8], st: &FileStat) -> anyhow::Result<Dir> {
-    let fd = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let now = fstat(fd.as_fd())?;
     if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
         bail!("'{}' changed while it was being read", escape_bytes(name));
@@ -965,8 +1185,17 @@ fn open_checked_dir(parent: BorrowedFd<'_>, name: &[u8], st: &FileStat) -> anyho
     Ok(Dir::from_fd(fd)?)
 }
 
-fn open_checked_dir_src(parent: BorrowedFd<'_>, name: &[u8], src: &SourceStat) -> anyhow::Result<Dir> {
-    let fd = openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+fn open_checked_dir_src(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    src: &SourceStat,
+) -> anyhow::Result<Dir> {
+    let fd = openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     check_source(&fd, src)?;
     Ok(Dir::from_fd(fd)?)
 }
@@ -1013,17 +1242,33 @@ mod tests {
 
     #[test]
     fn persisted_prefix_is_component_wise_and_longest() {
-        let persisted = vec![PathBuf::from("/var/log"), PathBuf::from("/var/lib"), PathBuf::from("/var/lib/foo")];
-        assert_eq!(persisted_prefix(Path::new("/var/log"), &persisted), Some(Path::new("/var/log")));
-        assert_eq!(persisted_prefix(Path::new("/var/log/x/y"), &persisted), Some(Path::new("/var/log")));
+        let persisted = vec![
+            PathBuf::from("/var/log"),
+            PathBuf::from("/var/lib"),
+            PathBuf::from("/var/lib/foo"),
+        ];
+        assert_eq!(
+            persisted_prefix(Path::new("/var/log"), &persisted),
+            Some(Path::new("/var/log"))
+        );
+        assert_eq!(
+            persisted_prefix(Path::new("/var/log/x/y"), &persisted),
+            Some(Path::new("/var/log"))
+        );
         assert_eq!(persisted_prefix(Path::new("/var/logs/x"), &persisted), None);
-        assert_eq!(persisted_prefix(Path::new("/var/lib/foo/bar"), &persisted), Some(Path::new("/var/lib/foo")));
+        assert_eq!(
+            persisted_prefix(Path::new("/var/lib/foo/bar"), &persisted),
+            Some(Path::new("/var/lib/foo"))
+        );
         assert_eq!(persisted_prefix(Path::new("/etc"), &persisted), None);
     }
 
     #[test]
     fn components_reject_relative_parent_and_root() {
-        assert_eq!(components(Path::new("/a/./b/"), "x").unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            components(Path::new("/a/./b/"), "x").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
         for bad in ["a/b", "/a/../b", "/"] {
             let err = components(Path::new(bad), "x").unwrap_err();
             assert!(err.downcast_ref::<UsageError>().is_some(), "{bad}: {err}");

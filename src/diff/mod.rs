@@ -271,7 +271,10 @@ pub struct Node {
     /// Modification time, Unix seconds.
     pub mtime: i64,
     /// Symlink target.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_path")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_opt_path"
+    )]
     pub target: Option<PathBuf>,
     /// Device number (`major:minor`) of a block or character device.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,7 +283,10 @@ pub struct Node {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
     /// Another path of the same inode in this tree, where its bytes are counted.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_opt_path")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_opt_path"
+    )]
     pub link_to: Option<PathBuf>,
     /// A nested subvolume or mount point: not descended.
     #[serde(skip_serializing_if = "is_false")]
@@ -374,7 +380,11 @@ impl Entry {
 ///
 /// The fds are the roots of the trees; paths in the result are absolute relative to them. Fails
 /// only when a root cannot be read; everything below becomes `error` entries.
-pub fn diff_trees(old: BorrowedFd<'_>, new: BorrowedFd<'_>, opts: &DiffOptions) -> anyhow::Result<Diff> {
+pub fn diff_trees(
+    old: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    opts: &DiffOptions,
+) -> anyhow::Result<Diff> {
     walk::run(old, new, opts)
 }
 
@@ -435,7 +445,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -483,7 +497,10 @@ mod tests {
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["path"]["bytes_base64"], base64(b"/a\xffb"));
-        let e = Entry { path: "/é".into(), ..e };
+        let e = Entry {
+            path: "/é".into(),
+            ..e
+        };
         assert_eq!(serde_json::to_value(&e).unwrap()["path"], "/é");
     }
 
@@ -500,7 +517,11 @@ mod tests {
             error: None,
         };
         assert_eq!(e.symbols(), ".p..x");
-        let e = Entry { kind: Kind::Modified, what: vec![Change::Content, Change::Group], ..e };
+        let e = Entry {
+            kind: Kind::Modified,
+            what: vec![Change::Content, Change::Group],
+            ..e
+        };
         assert_eq!(e.symbols(), "c..g.");
     }
 }

@@ -57,7 +57,10 @@ pub fn format_bytes(n: u64) -> String {
 pub fn render_tsv(diff: &Diff) -> String {
     let mut out = String::new();
     for e in &diff.entries {
-        let ty = |n: &Option<Node>| n.as_ref().map_or("-".to_string(), |n| n.file_type.name().to_string());
+        let ty = |n: &Option<Node>| {
+            n.as_ref()
+                .map_or("-".to_string(), |n| n.file_type.name().to_string())
+        };
         let size = |n: &Option<Node>| n.as_ref().map_or("-".to_string(), |n| n.size.to_string());
         out.push_str(&format!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
@@ -115,7 +118,11 @@ pub fn render_human(diff: &Diff) -> String {
             continue;
         }
         let objects = |n: &Option<Node>| n.as_ref().map_or(0, |n| 1 + n.entries.unwrap_or(0));
-        let bytes = |n: &Option<Node>| n.as_ref().filter(|n| n.link_to.is_none()).map_or(0, |n| n.size);
+        let bytes = |n: &Option<Node>| {
+            n.as_ref()
+                .filter(|n| n.link_to.is_none())
+                .map_or(0, |n| n.size)
+        };
         match e.kind {
             Kind::Added | Kind::Deleted => {
                 g.added += objects(&e.new);
@@ -135,7 +142,11 @@ pub fn render_human(diff: &Diff) -> String {
             parts.push(format!("+{} ({})", g.added, format_bytes(g.bytes_added)));
         }
         if g.deleted > 0 {
-            parts.push(format!("-{} ({})", g.deleted, format_bytes(g.bytes_deleted)));
+            parts.push(format!(
+                "-{} ({})",
+                g.deleted,
+                format_bytes(g.bytes_deleted)
+            ));
         }
         if g.changed > 0 {
             parts.push(format!("{} changed", g.changed));
@@ -149,7 +160,12 @@ pub fn render_human(diff: &Diff) -> String {
         out.push_str(&format!("{}  {}\n", escape_bytes(key), parts.join("  ")));
         for e in &g.entries {
             let indent = if e.implied { "    " } else { "  " };
-            out.push_str(&format!("{indent}{}  {}  {}\n", e.symbols(), esc(&e.path), detail(e)));
+            out.push_str(&format!(
+                "{indent}{}  {}  {}\n",
+                e.symbols(),
+                esc(&e.path),
+                detail(e)
+            ));
         }
         out.push('\n');
     }
@@ -193,9 +209,16 @@ fn describe(n: &Node) -> String {
             None => "dir".to_string(),
         },
         FileType::File => format!("file, {}", format_bytes(n.size)),
-        FileType::Symlink => format!("symlink -> {}", n.target.as_deref().map(esc).unwrap_or_default()),
+        FileType::Symlink => format!(
+            "symlink -> {}",
+            n.target.as_deref().map(esc).unwrap_or_default()
+        ),
         FileType::Block | FileType::Char => {
-            format!("{} device {}", n.file_type.name(), n.device.as_deref().unwrap_or("?"))
+            format!(
+                "{} device {}",
+                n.file_type.name(),
+                n.device.as_deref().unwrap_or("?")
+            )
         }
         FileType::Fifo | FileType::Socket => n.file_type.name().to_string(),
     };
@@ -216,8 +239,12 @@ fn detail(e: &Entry) -> String {
             let mut parts = Vec::new();
             for c in &e.what {
                 parts.push(match c {
-                    Change::Content if o.size == n.size => format!("content ({})", format_bytes(n.size)),
-                    Change::Content => format!("{} → {}", format_bytes(o.size), format_bytes(n.size)),
+                    Change::Content if o.size == n.size => {
+                        format!("content ({})", format_bytes(n.size))
+                    }
+                    Change::Content => {
+                        format!("{} → {}", format_bytes(o.size), format_bytes(n.size))
+                    }
                     Change::Target => format!(
                         "-> {} → -> {}",
                         o.target.as_deref().map(esc).unwrap_or_default(),

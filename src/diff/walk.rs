@@ -20,7 +20,10 @@ use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat, major, minor};
 
 use super::xattr::{self, Xattrs};
-use super::{Change, Diff, DiffOptions, Entry, FileType, Kind, Node, RawName, SCHEMA_VERSION, Summary, XattrDiff};
+use super::{
+    Change, Diff, DiffOptions, Entry, FileType, Kind, Node, RawName, SCHEMA_VERSION, Summary,
+    XattrDiff,
+};
 use crate::error::UsageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +103,11 @@ struct Walker<'a> {
     content_cache: HashMap<(u64, u64), bool>,
 }
 
-pub(super) fn run(old: BorrowedFd<'_>, new: BorrowedFd<'_>, opts: &DiffOptions) -> anyhow::Result<Diff> {
+pub(super) fn run(
+    old: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    opts: &DiffOptions,
+) -> anyhow::Result<Diff> {
     let mut od = reopen(old).context("opening the old tree's root")?;
     let mut nd = reopen(new).context("opening the new tree's root")?;
     let os = fstat(od.as_fd())
@@ -116,8 +123,12 @@ pub(super) fn run(old: BorrowedFd<'_>, new: BorrowedFd<'_>, opts: &DiffOptions) 
     let mut w = Walker::new(opts, os.dev, ns.dev)?;
 
     // The roots' own metadata.
-    let on = w.node(Side::Old, Loc::Fd(od.as_fd()), &os).map_err(anyhow::Error::msg)?;
-    let nn = w.node(Side::New, Loc::Fd(nd.as_fd()), &ns).map_err(anyhow::Error::msg)?;
+    let on = w
+        .node(Side::Old, Loc::Fd(od.as_fd()), &os)
+        .map_err(anyhow::Error::msg)?;
+    let nn = w
+        .node(Side::New, Loc::Fd(nd.as_fd()), &ns)
+        .map_err(anyhow::Error::msg)?;
     match w.compare(Loc::Fd(od.as_fd()), Loc::Fd(nd.as_fd()), &os, &ns, &on, &nn) {
         Ok((what, xattrs)) if !what.is_empty() => w.push_changed(b"", what, xattrs, on, nn),
         Ok(_) => {}
@@ -151,8 +162,14 @@ impl<'a> Walker<'a> {
             opts,
             ignore,
             scaffold,
-            old: TreeState { dev: old_dev, links: HashMap::new() },
-            new: TreeState { dev: new_dev, links: HashMap::new() },
+            old: TreeState {
+                dev: old_dev,
+                links: HashMap::new(),
+            },
+            new: TreeState {
+                dev: new_dev,
+                links: HashMap::new(),
+            },
             entries: Vec::new(),
             content_cache: HashMap::new(),
         })
@@ -167,8 +184,10 @@ impl<'a> Walker<'a> {
 
     /// Walk two directories that exist on both sides.
     fn pair(&mut self, od: &mut Dir, nd: &mut Dir, path: &[u8]) -> Result<(), String> {
-        let onames = read_names(od).map_err(|e| format!("listing '{}' in the old tree: {e}", show(path)))?;
-        let nnames = read_names(nd).map_err(|e| format!("listing '{}' in the new tree: {e}", show(path)))?;
+        let onames =
+            read_names(od).map_err(|e| format!("listing '{}' in the old tree: {e}", show(path)))?;
+        let nnames =
+            read_names(nd).map_err(|e| format!("listing '{}' in the new tree: {e}", show(path)))?;
         let (od, nd) = (od.as_fd(), nd.as_fd());
         let (mut i, mut j) = (0, 0);
         loop {
@@ -190,7 +209,13 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    fn child(&mut self, od: Option<BorrowedFd<'_>>, nd: Option<BorrowedFd<'_>>, parent: &[u8], name: &[u8]) {
+    fn child(
+        &mut self,
+        od: Option<BorrowedFd<'_>>,
+        nd: Option<BorrowedFd<'_>>,
+        parent: &[u8],
+        name: &[u8],
+    ) {
         let path = join(parent, name);
         if self.ignore.contains(&path) {
             return;
@@ -201,7 +226,9 @@ impl<'a> Walker<'a> {
         };
         let (o, n) = match (stat(od), stat(nd)) {
             (Ok(o), Ok(n)) => (o, n),
-            (Err(e), _) | (_, Err(e)) => return self.push_error(&path, format!("reading '{}': {e}", show(&path))),
+            (Err(e), _) | (_, Err(e)) => {
+                return self.push_error(&path, format!("reading '{}': {e}", show(&path)));
+            }
         };
         match (od.zip(o), nd.zip(n)) {
             (Some((d, o)), None) => self.one_side(Side::Old, d, name, &path, &o),
@@ -253,7 +280,8 @@ impl<'a> Walker<'a> {
         out: &mut Vec<Entry>,
         seen: &mut HashSet<u64>,
     ) -> Result<Summ, String> {
-        let mut dir = open_dir_at(parent, name, expected).map_err(|e| format!("opening '{}': {e}", show(path)))?;
+        let mut dir = open_dir_at(parent, name, expected)
+            .map_err(|e| format!("opening '{}': {e}", show(path)))?;
         let names = read_names(&mut dir).map_err(|e| format!("listing '{}': {e}", show(path)))?;
         let dir = dir.as_fd();
         let mut sum = Summ::default();
@@ -266,7 +294,10 @@ impl<'a> Walker<'a> {
                 Ok(Some(st)) => st,
                 Ok(None) => continue,
                 Err(e) => {
-                    out.push(error_entry(&cpath, format!("reading '{}': {e}", show(&cpath))));
+                    out.push(error_entry(
+                        &cpath,
+                        format!("reading '{}': {e}", show(&cpath)),
+                    ));
                     sum.meaningful += 1;
                     continue;
                 }
@@ -319,7 +350,15 @@ impl<'a> Walker<'a> {
     }
 
     /// An object that exists on both sides.
-    fn both(&mut self, od: BorrowedFd<'_>, nd: BorrowedFd<'_>, name: &[u8], path: &[u8], o: &Stat, n: &Stat) {
+    fn both(
+        &mut self,
+        od: BorrowedFd<'_>,
+        nd: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        o: &Stat,
+        n: &Stat,
+    ) {
         self.register(Side::Old, o, path);
         self.register(Side::New, n, path);
         let (on, nn) = match (
@@ -345,7 +384,8 @@ impl<'a> Walker<'a> {
             Err(msg) => self.push_error(path, msg),
         }
         if o.ft == FileType::Dir {
-            let dirs = open_dir_at(od, name, o).and_then(|a| open_dir_at(nd, name, n).map(|b| (a, b)));
+            let dirs =
+                open_dir_at(od, name, o).and_then(|a| open_dir_at(nd, name, n).map(|b| (a, b)));
             match dirs {
                 Ok((mut a, mut b)) => {
                     if let Err(msg) = self.pair(&mut a, &mut b, path) {
@@ -379,7 +419,13 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        self.entries.push(entry(path, Kind::TypeChanged, Vec::new(), Some(on), Some(nn)));
+        self.entries.push(entry(
+            path,
+            Kind::TypeChanged,
+            Vec::new(),
+            Some(on),
+            Some(nn),
+        ));
         self.entries.extend(below);
     }
 
@@ -396,10 +442,10 @@ impl<'a> Walker<'a> {
         let mut what = Vec::new();
         match o.ft {
             FileType::File => {
-                if let (Loc::At(od, name), Loc::At(nd, _)) = (o_loc, n_loc) {
-                    if !self.same_content(od, nd, name, o, n)? {
-                        what.push(Change::Content);
-                    }
+                if let (Loc::At(od, name), Loc::At(nd, _)) = (o_loc, n_loc)
+                    && !self.same_content(od, nd, name, o, n)?
+                {
+                    what.push(Change::Content);
                 }
             }
             FileType::Symlink if on.target != nn.target => what.push(Change::Target),
@@ -417,10 +463,13 @@ impl<'a> Walker<'a> {
             what.push(Change::Group);
         }
         let mut xattrs = None;
-        let untouched = o.ino == n.ino && o.ctime == n.ctime && o.mtime == n.mtime && o.size == n.size;
+        let untouched =
+            o.ino == n.ino && o.ctime == n.ctime && o.mtime == n.mtime && o.size == n.size;
         if !untouched {
-            let ox = read_xattrs(o_loc).map_err(|e| format!("reading extended attributes (old tree): {e}"))?;
-            let nx = read_xattrs(n_loc).map_err(|e| format!("reading extended attributes (new tree): {e}"))?;
+            let ox = read_xattrs(o_loc)
+                .map_err(|e| format!("reading extended attributes (old tree): {e}"))?;
+            let nx = read_xattrs(n_loc)
+                .map_err(|e| format!("reading extended attributes (new tree): {e}"))?;
             let d = diff_xattrs(&ox, &nx);
             if !(d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty()) {
                 what.push(Change::Xattr);
@@ -500,8 +549,19 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn push_changed(&mut self, path: &[u8], what: Vec<Change>, xattrs: Option<XattrDiff>, on: Node, nn: Node) {
-        let kind = if what.iter().any(|c| c.is_content()) { Kind::Modified } else { Kind::Metadata };
+    fn push_changed(
+        &mut self,
+        path: &[u8],
+        what: Vec<Change>,
+        xattrs: Option<XattrDiff>,
+        on: Node,
+        nn: Node,
+    ) {
+        let kind = if what.iter().any(|c| c.is_content()) {
+            Kind::Modified
+        } else {
+            Kind::Metadata
+        };
         let mut e = entry(path, kind, what, Some(on), Some(nn));
         e.xattrs = xattrs;
         self.entries.push(e);
@@ -517,19 +577,23 @@ impl<'a> Walker<'a> {
         for e in &mut self.entries {
             let path = e.path.as_os_str().as_bytes().to_vec();
             for (node, tree) in [(e.old.as_mut(), &self.old), (e.new.as_mut(), &self.new)] {
-                if let Some(node) = node {
-                    if node.file_type == FileType::File && node.nlink > 1 {
-                        if let Some(first) = tree.links.get(&node.ino).filter(|f| **f != path) {
-                            node.link_to = Some(PathBuf::from(OsStr::from_bytes(first)));
-                        }
-                    }
+                if let Some(node) = node
+                    && node.file_type == FileType::File
+                    && node.nlink > 1
+                    && let Some(first) = tree.links.get(&node.ino).filter(|f| **f != path)
+                {
+                    node.link_to = Some(PathBuf::from(OsStr::from_bytes(first)));
                 }
             }
             if e.implied {
                 continue;
             }
             let objects = |n: &Option<Node>| n.as_ref().map_or(0, |n| 1 + n.entries.unwrap_or(0));
-            let bytes = |n: &Option<Node>| n.as_ref().filter(|n| n.link_to.is_none()).map_or(0, |n| n.size);
+            let bytes = |n: &Option<Node>| {
+                n.as_ref()
+                    .filter(|n| n.link_to.is_none())
+                    .map_or(0, |n| n.size)
+            };
             match e.kind {
                 Kind::Added => summary.added += 1,
                 Kind::Deleted => summary.deleted += 1,
@@ -556,8 +620,23 @@ impl<'a> Walker<'a> {
     }
 }
 
-fn entry(path: &[u8], kind: Kind, what: Vec<Change>, old: Option<Node>, new: Option<Node>) -> Entry {
-    Entry { path: to_path(path), kind, what, old, new, xattrs: None, implied: false, error: None }
+fn entry(
+    path: &[u8],
+    kind: Kind,
+    what: Vec<Change>,
+    old: Option<Node>,
+    new: Option<Node>,
+) -> Entry {
+    Entry {
+        path: to_path(path),
+        kind,
+        what,
+        old,
+        new,
+        xattrs: None,
+        implied: false,
+        error: None,
+    }
 }
 
 fn implied_entry(path: &[u8], side: Side, node: Node) -> Entry {
@@ -601,7 +680,11 @@ fn read_xattrs(loc: Loc<'_>) -> Result<Xattrs, rustix::io::Errno> {
 
 /// Absolute path bytes (`""` is the root) → `PathBuf`.
 fn to_path(path: &[u8]) -> PathBuf {
-    if path.is_empty() { PathBuf::from("/") } else { PathBuf::from(OsStr::from_bytes(path)) }
+    if path.is_empty() {
+        PathBuf::from("/")
+    } else {
+        PathBuf::from(OsStr::from_bytes(path))
+    }
 }
 
 fn show(path: &[u8]) -> String {
@@ -643,7 +726,12 @@ fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Stat>, String> {
 
 /// A fresh directory stream on the same directory (the caller's fd may be `O_PATH` or already read).
 fn reopen(fd: BorrowedFd<'_>) -> nix::Result<Dir> {
-    let fd = openat(fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = openat(
+        fd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     Dir::from_fd(fd)
 }
 
@@ -657,16 +745,24 @@ fn open_noatime(dir: BorrowedFd<'_>, name: &[u8], flags: OFlag) -> nix::Result<O
 
 /// Open a directory stat-ed as `expected`, refusing anything else.
 fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<Dir, String> {
-    let fd = open_noatime(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .map_err(|e| e.to_string())?;
+    let fd = open_noatime(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+    )
+    .map_err(|e| e.to_string())?;
     check_same(&fd, expected)?;
     Dir::from_fd(fd).map_err(|e| e.to_string())
 }
 
 /// Open a regular file stat-ed as `expected`. `O_NONBLOCK`: if it was swapped for a fifo, do not hang.
 fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<File, String> {
-    let fd = open_noatime(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-        .map_err(|e| e.to_string())?;
+    let fd = open_noatime(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+    )
+    .map_err(|e| e.to_string())?;
     check_same(&fd, expected)?;
     Ok(File::from(fd))
 }
@@ -725,15 +821,24 @@ mod tests {
 
     #[test]
     fn normalize_rejects_parent_and_root() {
-        assert_eq!(normalize(Path::new("/var/log/")), Some(b"/var/log".to_vec()));
-        assert_eq!(normalize(Path::new("var/./log")), Some(b"/var/log".to_vec()));
+        assert_eq!(
+            normalize(Path::new("/var/log/")),
+            Some(b"/var/log".to_vec())
+        );
+        assert_eq!(
+            normalize(Path::new("var/./log")),
+            Some(b"/var/log".to_vec())
+        );
         assert_eq!(normalize(Path::new("/var/../etc")), None);
         assert_eq!(normalize(Path::new("/")), None);
     }
 
     #[test]
     fn scaffold_holds_proper_ancestors() {
-        let opts = DiffOptions { ignore: vec!["/var/lib/foo".into()], ..Default::default() };
+        let opts = DiffOptions {
+            ignore: vec!["/var/lib/foo".into()],
+            ..Default::default()
+        };
         let w = Walker::new(&opts, 0, 0).unwrap();
         assert!(w.scaffold.contains(b"/var".as_slice()));
         assert!(w.scaffold.contains(b"/var/lib".as_slice()));

@@ -1,0 +1,509 @@
+//! Safe, fd-relative btrfs subvolume operations over the raw ioctls in [`ioctl`].
+//!
+//! Every function takes a borrowed directory fd and (where needed) a single name component, checks that
+//! the fd really is on btrfs before issuing an ioctl (device drivers reuse btrfs ioctl numbers), and keeps
+//! the errno in its [`Error`] so callers can branch on `EROFS`, `ENOTEMPTY`, `EPERM`…
+//! Nothing here follows a symlink: directories are opened with `O_NOFOLLOW`.
+
+mod ioctl;
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{Mode, fstat};
+use nix::sys::statfs::{BTRFS_SUPER_MAGIC, fstatfs};
+use serde::Serialize;
+
+/// Inode number of every subvolume's root directory (`BTRFS_FIRST_FREE_OBJECTID`).
+const SUBVOL_ROOT_INO: u64 = 256;
+/// The top-level subvolume's id (`BTRFS_FS_TREE_OBJECTID`).
+pub const TOP_LEVEL_ID: u64 = 5;
+
+/// A failed btrfs operation, with the errno the kernel gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// What was attempted ("creating subvolume", "deleting subvolume"…).
+    pub op: &'static str,
+    /// The subvolume or path it was attempted on.
+    pub target: String,
+    /// The kernel's answer.
+    pub errno: Errno,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} '{}': {}", self.op, self.target, self.errno.desc())?;
+        match self.errno {
+            Errno::ENOTTY => write!(
+                f,
+                " (not a btrfs subvolume, or the kernel lacks this ioctl)"
+            ),
+            Errno::EPERM | Errno::EACCES => write!(f, " (tabula needs root / CAP_SYS_ADMIN)"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result of a btrfs operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn err(op: &'static str, target: impl fmt::Display) -> impl FnOnce(Errno) -> Error {
+    let target = target.to_string();
+    move |errno| Error { op, target, errno }
+}
+
+/// A subvolume's identity and history, from `BTRFS_IOC_GET_SUBVOL_INFO`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubvolumeInfo {
+    /// Subvolume (tree) id.
+    pub id: u64,
+    /// Id of the subvolume that contains it (0 for the top level).
+    pub parent_id: u64,
+    /// Inode of the directory in the parent that holds it.
+    pub dir_id: u64,
+    /// Its name in that directory.
+    pub name: String,
+    /// Last transaction that changed it.
+    pub generation: u64,
+    /// Transaction that created it.
+    pub otransid: u64,
+    /// Its own UUID.
+    pub uuid: String,
+    /// UUID of the subvolume it was snapshotted from, if any.
+    pub parent_uuid: Option<String>,
+    /// UUID it was received as (send/receive), if any.
+    pub received_uuid: Option<String>,
+    /// Creation time (a snapshot's own creation, not its source's).
+    pub otime: Option<DateTime<Utc>>,
+    /// Whether it is read-only.
+    pub read_only: bool,
+}
+
+/// Formats a 16-byte UUID, `None` when all zero.
+pub fn format_uuid(b: &[u8; 16]) -> Option<String> {
+    if b.iter().all(|x| *x == 0) {
+        return None;
+    }
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+fn name_bytes<'a>(name: &'a str, op: &'static str) -> Result<&'a [u8]> {
+    let b = name.as_bytes();
+    if b.is_empty()
+        || b.len() > ioctl::VOL_NAME_MAX
+        || b.contains(&b'/')
+        || name == "."
+        || name == ".."
+    {
+        return Err(Error {
+            op,
+            target: name.to_string(),
+            errno: Errno::EINVAL,
+        });
+    }
+    Ok(b)
+}
+
+/// Opens directory `name` in `dir` without following a symlink (`O_NOFOLLOW|O_DIRECTORY|O_CLOEXEC`).
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        name.as_ref(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens a directory path relative to `dir`, one component at a time, refusing symlinks at every step.
+pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
+    let mut cur = open_dir_at(dir, ".")?;
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => cur = open_dir_at(cur.as_fd(), n)?,
+            Component::CurDir => {}
+            _ => return Err(Errno::EINVAL),
+        }
+    }
+    Ok(cur)
+}
+
+/// Fails with `ENOTTY` unless `fd` is on a btrfs filesystem.
+pub fn require_btrfs(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    if fstatfs(fd)?.filesystem_type() == BTRFS_SUPER_MAGIC {
+        Ok(())
+    } else {
+        Err(Errno::ENOTTY)
+    }
+}
+
+/// Whether `fd` is the root directory of a btrfs subvolume.
+pub fn is_subvolume(fd: BorrowedFd<'_>) -> nix::Result<bool> {
+    if require_btrfs(fd).is_err() {
+        return Ok(false);
+    }
+    let st = fstat(fd)?;
+    Ok(st.st_ino == SUBVOL_ROOT_INO && (st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFDIR)
+}
+
+/// Whether `dir/name` exists and is a subvolume (a symlink there is not).
+pub fn is_subvolume_at(dir: BorrowedFd<'_>, name: &str) -> nix::Result<bool> {
+    match open_dir_at(dir, name) {
+        Ok(fd) => is_subvolume(fd.as_fd()),
+        Err(Errno::ENOENT) | Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates an empty subvolume `dir/name`.
+pub fn create_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<()> {
+    let op = "creating subvolume";
+    require_btrfs(dir).map_err(err(op, name))?;
+    ioctl::subvol_create(dir, name_bytes(name, op)?).map_err(err(op, name))
+}
+
+/// Snapshots the subvolume open as `source` to `dir/name`, read-only or writable.
+pub fn snapshot(
+    source: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    name: &str,
+    read_only: bool,
+) -> Result<()> {
+    let op = if read_only {
+        "creating read-only snapshot"
+    } else {
+        "creating snapshot"
+    };
+    require_btrfs(dir).map_err(err(op, name))?;
+    require_btrfs(source).map_err(err(op, name))?;
+    ioctl::snap_create(source, dir, name_bytes(name, op)?, read_only).map_err(err(op, name))
+}
+
+/// Deletes the (childless) subvolume `dir/name`; `ENOTEMPTY` when it still holds subvolumes.
+pub fn delete_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<()> {
+    let op = "deleting subvolume";
+    require_btrfs(dir).map_err(err(op, name))?;
+    let bytes = name_bytes(name, op)?;
+    match ioctl::snap_destroy_v2(dir, bytes) {
+        // COMPAT(kernel < 5.7): SNAP_DESTROY_V2 is unknown there.
+        Err(Errno::ENOTTY) | Err(Errno::EOPNOTSUPP) => ioctl::snap_destroy_v1(dir, bytes),
+        other => other,
+    }
+    .map_err(err(op, name))
+}
+
+/// Information about the subvolume containing `fd`.
+pub fn subvolume_info(fd: BorrowedFd<'_>) -> Result<SubvolumeInfo> {
+    let op = "reading subvolume info of";
+    require_btrfs(fd).map_err(err(op, "fd"))?;
+    let a = ioctl::get_subvol_info(fd).map_err(err(op, "fd"))?;
+    let name_end = a.name.iter().position(|b| *b == 0).unwrap_or(a.name.len());
+    let otime = (a.otime.sec != 0)
+        .then(|| {
+            i64::try_from(a.otime.sec)
+                .ok()
+                .and_then(|s| DateTime::from_timestamp(s, a.otime.nsec))
+        })
+        .flatten();
+    Ok(SubvolumeInfo {
+        id: a.treeid,
+        parent_id: a.parent_id,
+        dir_id: a.dirid,
+        name: String::from_utf8_lossy(&a.name[..name_end]).into_owned(),
+        generation: a.generation,
+        otransid: a.otransid,
+        uuid: format_uuid(&a.uuid).unwrap_or_default(),
+        parent_uuid: format_uuid(&a.parent_uuid),
+        received_uuid: format_uuid(&a.received_uuid),
+        otime,
+        // Root-item flags: read-only is bit 0 here (BTRFS_ROOT_SUBVOL_RDONLY), unlike GETFLAGS.
+        read_only: a.flags & 1 != 0,
+    })
+}
+
+/// Whether the subvolume open as `fd` is read-only.
+pub fn is_read_only(fd: BorrowedFd<'_>) -> Result<bool> {
+    let op = "reading flags of subvolume";
+    require_btrfs(fd).map_err(err(op, "fd"))?;
+    Ok(ioctl::subvol_getflags(fd).map_err(err(op, "fd"))? & ioctl::SUBVOL_RDONLY != 0)
+}
+
+/// Makes the subvolume open as `fd` read-only or writable; does nothing when it already is.
+pub fn set_read_only(fd: BorrowedFd<'_>, read_only: bool) -> Result<()> {
+    let op = if read_only {
+        "making subvolume read-only"
+    } else {
+        "making subvolume writable"
+    };
+    require_btrfs(fd).map_err(err(op, "fd"))?;
+    let flags = ioctl::subvol_getflags(fd).map_err(err(op, "fd"))?;
+    let want = if read_only {
+        flags | ioctl::SUBVOL_RDONLY
+    } else {
+        flags & !ioctl::SUBVOL_RDONLY
+    };
+    if want == flags {
+        return Ok(());
+    }
+    ioctl::subvol_setflags(fd, want).map_err(err(op, "fd"))
+}
+
+/// A subvolume directly inside another one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Child {
+    /// The child's subvolume id.
+    pub id: u64,
+    /// Its path relative to the parent subvolume's root directory.
+    pub path: PathBuf,
+}
+
+/// The subvolumes directly inside the subvolume open as `fd` (which must be its root directory), by id
+/// (`GET_SUBVOL_ROOTREF`, paginated past the kernel's 255-item buffer), never by path.
+pub fn child_subvolumes(fd: BorrowedFd<'_>) -> Result<Vec<Child>> {
+    let op = "listing subvolumes inside";
+    require_btrfs(fd).map_err(err(op, "fd"))?;
+    let mut out = Vec::new();
+    let mut min = 0u64;
+    loop {
+        let (items, more) = ioctl::get_subvol_rootref(fd, min).map_err(err(op, "fd"))?;
+        for r in &items {
+            let (name, dir) =
+                ioctl::ino_lookup_user(fd, r.dirid, r.treeid).map_err(err(op, "fd"))?;
+            let mut path = PathBuf::from(OsStr::from_bytes(&dir));
+            path.push(OsStr::from_bytes(&name));
+            out.push(Child { id: r.treeid, path });
+        }
+        match (more, items.last()) {
+            (true, Some(last)) => min = last.treeid + 1,
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes subvolume `dir/name` and every subvolume nested in it, children first (post-order).
+///
+/// Children are found by id ([`child_subvolumes`]) and opened with `O_NOFOLLOW` walks, never listed by path.
+/// A read-only subvolume that still holds children is made writable first, but only when `may_thaw`
+/// allows it (the caller decides what it owns). Safe to call again after a crash half-way: whatever is
+/// already gone stays gone. `on_delete` is told each subvolume just before it goes (for progress lines).
+pub fn delete_subvolume_recursive(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    may_thaw: &dyn Fn(&SubvolumeInfo) -> bool,
+    on_delete: &mut dyn FnMut(&Path),
+) -> Result<()> {
+    delete_tree(dir, Path::new(name), name, may_thaw, on_delete, 0)
+}
+
+fn delete_tree(
+    dir: BorrowedFd<'_>,
+    display: &Path,
+    name: &str,
+    may_thaw: &dyn Fn(&SubvolumeInfo) -> bool,
+    on_delete: &mut dyn FnMut(&Path),
+    depth: usize,
+) -> Result<()> {
+    let op = "deleting subvolume";
+    // Bounded: btrfs itself limits nesting far below this; a loop here would mean a corrupted view.
+    if depth > 4096 {
+        return Err(Error {
+            op,
+            target: display.display().to_string(),
+            errno: Errno::ELOOP,
+        });
+    }
+    let sub = open_dir_at(dir, name).map_err(err(op, display.display()))?;
+    if !is_subvolume(sub.as_fd()).map_err(err(op, display.display()))? {
+        return Err(Error {
+            op,
+            target: display.display().to_string(),
+            errno: Errno::ENOTTY,
+        });
+    }
+    let children = child_subvolumes(sub.as_fd())?;
+    if !children.is_empty() {
+        let info = subvolume_info(sub.as_fd())?;
+        if info.read_only {
+            if !may_thaw(&info) {
+                return Err(Error {
+                    op,
+                    target: display.display().to_string(),
+                    errno: Errno::EROFS,
+                });
+            }
+            set_read_only(sub.as_fd(), false)?;
+        }
+    }
+    for child in children {
+        let parent = child.path.parent().unwrap_or(Path::new(""));
+        let Some(child_name) = child.path.file_name().and_then(|n| n.to_str()) else {
+            return Err(Error {
+                op,
+                target: child.path.display().to_string(),
+                errno: Errno::EINVAL,
+            });
+        };
+        let child_dir = open_dir_beneath(sub.as_fd(), parent)
+            .map_err(err(op, display.join(&child.path).display()))?;
+        delete_tree(
+            child_dir.as_fd(),
+            &display.join(&child.path),
+            child_name,
+            may_thaw,
+            on_delete,
+            depth + 1,
+        )?;
+    }
+    drop(sub);
+    on_delete(display);
+    delete_subvolume(dir, name).map_err(|e| Error {
+        target: display.display().to_string(),
+        ..e
+    })
+}
+
+/// Commits the current transaction of the filesystem `fd` is on.
+pub fn sync(fd: BorrowedFd<'_>) -> Result<()> {
+    ioctl::sync(fd).map_err(err("committing the filesystem of", "fd"))
+}
+
+/// Reflink-copies all of `src` into `dst` (`FICLONE`); `EXDEV`/`EOPNOTSUPP`/`EINVAL` mean "copy instead".
+pub fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
+    ioctl::clone_file(dst, src)
+}
+
+/// The id of the filesystem's default subvolume (what a mount without `subvol=` shows).
+///
+/// Read from the `default` dir item of the root tree (`BTRFS_IOC_TREE_SEARCH`, needs CAP_SYS_ADMIN).
+pub fn default_subvolume_id(fd: BorrowedFd<'_>) -> Result<u64> {
+    const ROOT_TREE: u64 = 1;
+    const ROOT_TREE_DIR: u64 = 6;
+    const DIR_ITEM: u32 = 84;
+    let op = "reading the default subvolume of";
+    require_btrfs(fd).map_err(err(op, "fd"))?;
+    let key = ioctl::SearchKey {
+        tree_id: ROOT_TREE,
+        min_objectid: ROOT_TREE_DIR,
+        max_objectid: ROOT_TREE_DIR,
+        min_offset: 0,
+        max_offset: u64::MAX,
+        min_transid: 0,
+        max_transid: u64::MAX,
+        min_type: DIR_ITEM,
+        max_type: DIR_ITEM,
+        nr_items: 16,
+        unused: 0,
+        unused1: 0,
+        unused2: 0,
+        unused3: 0,
+        unused4: 0,
+    };
+    let (buf, n) = ioctl::tree_search(fd, key).map_err(err(op, "fd"))?;
+    parse_default_dir_item(&buf, n).ok_or(Error {
+        op,
+        target: "fd".into(),
+        errno: Errno::ENOENT,
+    })
+}
+
+/// Finds the `default` entry among `n` search results (header: transid, objectid, offset u64; type, len
+/// u32; then a packed `btrfs_dir_item`: location key 17 bytes, transid 8, data_len 2, name_len 2, type 1).
+fn parse_default_dir_item(buf: &[u8], n: u32) -> Option<u64> {
+    let u64_at = |o: usize| {
+        buf.get(o..o + 8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let u32_at = |o: usize| {
+        buf.get(o..o + 4)
+            .and_then(|s| s.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let u16_at = |o: usize| {
+        buf.get(o..o + 2)
+            .and_then(|s| s.try_into().ok())
+            .map(u16::from_le_bytes)
+    };
+    let mut off = 0usize;
+    for _ in 0..n {
+        let len = usize::try_from(u32_at(off + 28)?).ok()?;
+        let item = off + 32;
+        let location = u64_at(item)?;
+        let name_len = usize::from(u16_at(item + 27)?);
+        let name = buf.get(item + 30..item + 30 + name_len)?;
+        if name == b"default" {
+            return Some(location);
+        }
+        off = item + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_formatting() {
+        assert_eq!(format_uuid(&[0; 16]), None);
+        let mut b = [0u8; 16];
+        b[0] = 0xab;
+        b[15] = 0x01;
+        assert_eq!(
+            format_uuid(&b).as_deref(),
+            Some("ab000000-0000-0000-0000-000000000001")
+        );
+    }
+
+    #[test]
+    fn default_dir_item_parsing() {
+        // One search result: 32-byte header, then a dir item naming "default" -> subvolume 257.
+        let mut buf = vec![0u8; 32];
+        let mut item = Vec::new();
+        item.extend_from_slice(&257u64.to_le_bytes()); // location.objectid
+        item.push(132); // location.type (ROOT_ITEM)
+        item.extend_from_slice(&u64::MAX.to_le_bytes()); // location.offset
+        item.extend_from_slice(&7u64.to_le_bytes()); // transid
+        item.extend_from_slice(&0u16.to_le_bytes()); // data_len
+        item.extend_from_slice(&7u16.to_le_bytes()); // name_len
+        item.push(2); // type
+        item.extend_from_slice(b"default");
+        buf[28..32].copy_from_slice(&u32::try_from(item.len()).unwrap().to_le_bytes());
+        buf.extend_from_slice(&item);
+        assert_eq!(parse_default_dir_item(&buf, 1), Some(257));
+        assert_eq!(parse_default_dir_item(&buf, 0), None);
+        assert_eq!(
+            parse_default_dir_item(&buf[..40], 1),
+            None,
+            "truncated input is not trusted"
+        );
+    }
+
+    #[test]
+    fn bad_names_never_reach_the_kernel() {
+        for bad in ["", ".", "..", "a/b"] {
+            assert_eq!(
+                name_bytes(bad, "x").unwrap_err().errno,
+                Errno::EINVAL,
+                "{bad:?}"
+            );
+        }
+        assert!(name_bytes(&"x".repeat(256), "x").is_err());
+    }
+}

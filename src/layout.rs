@@ -1,0 +1,410 @@
+//! The on-disk layout: the top level's `root`, blank, `old_roots` and `persist` subvolumes, retired-root
+//! names and their metadata.
+//!
+//! tabula keeps no state besides `old_roots`: a retired root is a read-only subvolume
+//! `old_roots/<seq>-<UTC time>` with its metadata beside it in `old_roots/<name>.json`. The sequence
+//! number, not the clock, orders boots (machines without an RTC boot in 1970).
+
+use std::fmt;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+use serde::{Deserialize, Serialize};
+
+use crate::btrfs::{self, SubvolumeInfo};
+
+/// Suffix of the staging subvolume that becomes the next root (`root.tabula-new`).
+pub const STAGING_SUFFIX: &str = ".tabula-new";
+/// Clocks before this are certainly wrong (no RTC, dead battery).
+pub const CLOCK_FLOOR: &str = "2025-01-01T00:00:00Z";
+const TIME_FORMAT: &str = "%Y-%m-%dT%H%M%SZ";
+
+/// A retired root's name: `<seq, at least 5 digits>-<UTC yyyy-mm-ddThhmmssZ>`, colon-free, sorting by boot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RetiredName {
+    /// Boot sequence number: highest existing + 1.
+    pub seq: u64,
+    /// Retirement time (UTC, whole seconds) as the clock said then.
+    pub time: NaiveDateTime,
+}
+
+impl RetiredName {
+    /// Parses `00042-2025-02-08T101503Z`; `None` for anything else (which tabula then never touches).
+    pub fn parse(name: &str) -> Option<RetiredName> {
+        let (seq, time) = name.split_once('-')?;
+        if seq.len() < 5 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let time = NaiveDateTime::parse_from_str(time, TIME_FORMAT).ok()?;
+        let parsed = RetiredName {
+            seq: seq.parse().ok()?,
+            time,
+        };
+        // Only the canonical spelling: no aliases of one root under two names.
+        (parsed.to_string() == name).then_some(parsed)
+    }
+
+    /// The name for boot `seq` retired at `at`.
+    pub fn new(seq: u64, at: DateTime<Utc>) -> RetiredName {
+        RetiredName {
+            seq,
+            time: at.naive_utc().with_nanosecond_zero(),
+        }
+    }
+}
+
+trait WithNanosecondZero {
+    fn with_nanosecond_zero(self) -> Self;
+}
+impl WithNanosecondZero for NaiveDateTime {
+    fn with_nanosecond_zero(self) -> Self {
+        use chrono::Timelike;
+        self.with_nanosecond(0).unwrap_or(self)
+    }
+}
+
+impl fmt::Display for RetiredName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:05}-{}", self.seq, self.time.format(TIME_FORMAT))
+    }
+}
+
+/// What the boot that retired a root knew about itself (and the root it created in its place).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retirer {
+    /// Boot id of the boot that did the retiring.
+    pub boot_id: Option<String>,
+    /// Kernel release of that boot.
+    pub kernel: Option<String>,
+    /// UUID of the fresh root it created.
+    pub new_root_uuid: Option<String>,
+}
+
+/// Metadata of a retired root, in `old_roots/<name>.json` (schema in the README).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMeta {
+    /// Schema version (1).
+    pub version: u32,
+    /// Boot sequence number (same as in the name).
+    pub seq: u64,
+    /// The subvolume's name in `old_roots`.
+    pub name: String,
+    /// Boot id of the boot that ran on this root, when known.
+    pub boot_id: Option<String>,
+    /// Kernel release that ran on this root, when known.
+    pub kernel: Option<String>,
+    /// When the root was created, i.e. when that boot began (the subvolume's otime).
+    pub booted_at: Option<DateTime<Utc>>,
+    /// When it was retired (the clock of the retiring boot).
+    pub retired_at: DateTime<Utc>,
+    /// Whether the retiring boot's clock looked trustworthy (not before 2025, not behind the latest
+    /// trusted time any earlier retirement saw).
+    pub clock_trusted: bool,
+    /// The latest trusted time seen by this or any earlier retirement: carried forward from root to root
+    /// so that judging a clock needs only the previous root's metadata.
+    #[serde(default)]
+    pub clock_floor: Option<DateTime<Utc>>,
+    /// Subvolume id (checked before any deletion).
+    pub subvolume_id: u64,
+    /// Subvolume UUID (checked before any deletion).
+    pub uuid: String,
+    /// Pinned roots are never pruned.
+    pub pinned: bool,
+    /// Free text (`tabula roots pin --note`).
+    pub note: Option<String>,
+    /// The boot that retired it.
+    pub retired_by: Retirer,
+}
+
+impl RootMeta {
+    /// The metadata file name of retired root `name`.
+    pub fn file_name(name: &str) -> String {
+        format!("{name}.json")
+    }
+}
+
+/// Reads `old_roots/<name>.json`; `Ok(None)` when it does not exist.
+pub fn read_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<Option<RootMeta>> {
+    let file = RootMeta::file_name(name);
+    let fd = match openat(
+        old_roots,
+        file.as_str(),
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening metadata 'old_roots/{file}'")),
+    };
+    let meta: RootMeta = serde_json::from_reader(std::io::BufReader::new(std::fs::File::from(fd)))
+        .with_context(|| format!("parsing metadata 'old_roots/{file}'"))?;
+    Ok(Some(meta))
+}
+
+/// Writes `old_roots/<name>.json` atomically: temp file, fsync, rename, fsync of the directory.
+pub fn write_meta(old_roots: BorrowedFd<'_>, meta: &RootMeta) -> Result<()> {
+    let file = RootMeta::file_name(&meta.name);
+    let tmp = format!(".{file}.tmp");
+    let what = || format!("writing metadata 'old_roots/{file}'");
+    let _ = unlinkat(old_roots, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    let fd = openat(
+        old_roots,
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .with_context(what)?;
+    let mut f = std::fs::File::from(fd);
+    let mut json = serde_json::to_vec_pretty(meta).with_context(what)?;
+    json.push(b'\n');
+    f.write_all(&json).with_context(what)?;
+    f.sync_all().with_context(what)?;
+    drop(f);
+    crate::fault::point("after-metadata-tmp");
+    renameat(old_roots, tmp.as_str(), old_roots, file.as_str()).with_context(what)?;
+    fsync(old_roots).with_context(what)?;
+    Ok(())
+}
+
+/// Removes `old_roots/<name>.json` (and a stale temp file), if present.
+pub fn remove_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<()> {
+    let file = RootMeta::file_name(name);
+    for f in [file.clone(), format!(".{file}.tmp")] {
+        match unlinkat(old_roots, f.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing 'old_roots/{f}'")),
+        }
+    }
+    fsync(old_roots).context("syncing 'old_roots'")?;
+    Ok(())
+}
+
+/// What is at a top-level name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    /// Nothing.
+    Missing,
+    /// A subvolume.
+    Subvolume {
+        /// Its identity.
+        info: SubvolumeInfo,
+    },
+    /// Something that is not a subvolume (a plain directory, a file, a symlink).
+    Other,
+}
+
+impl Entry {
+    /// The subvolume info, if this is a subvolume.
+    pub fn subvolume(&self) -> Option<&SubvolumeInfo> {
+        match self {
+            Entry::Subvolume { info } => Some(info),
+            _ => None,
+        }
+    }
+}
+
+/// Looks at `dir/name` without following symlinks.
+pub fn entry_at(dir: BorrowedFd<'_>, name: &str) -> Result<Entry> {
+    match btrfs::open_dir_at(dir, name) {
+        Ok(fd) => {
+            if btrfs::is_subvolume(fd.as_fd()).with_context(|| format!("checking '{name}'"))? {
+                Ok(Entry::Subvolume {
+                    info: btrfs::subvolume_info(fd.as_fd())
+                        .with_context(|| format!("inspecting '{name}'"))?,
+                })
+            } else {
+                Ok(Entry::Other)
+            }
+        }
+        Err(Errno::ENOENT) => Ok(Entry::Missing),
+        Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => Ok(Entry::Other),
+        Err(e) => Err(e).with_context(|| format!("opening '{name}'")),
+    }
+}
+
+/// Names in `old_roots` that parse as retired roots, sorted by sequence number (O(entries), no opens).
+pub fn retired_names(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredName>> {
+    let dir = nix::dir::Dir::openat(
+        old_roots,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("listing 'old_roots'")?;
+    let mut names = Vec::new();
+    for e in dir {
+        let e = e.context("listing 'old_roots'")?;
+        if let Some(n) = e.file_name().to_str().ok().and_then(RetiredName::parse) {
+            names.push(n);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Opens `name` in `dir` as a directory fd (no symlinks).
+pub fn open_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
+    btrfs::open_dir_at(dir, name).with_context(|| format!("opening '{name}'"))
+}
+
+/// Whether a clock reading at `now` can be trusted, given the newest earlier trusted time we know.
+pub fn clock_trusted(now: DateTime<Utc>, not_before: &[DateTime<Utc>]) -> bool {
+    let floor = DateTime::parse_from_rfc3339(CLOCK_FLOOR)
+        .map(|d| d.with_timezone(&Utc))
+        .ok();
+    floor.is_none_or(|f| now >= f) && not_before.iter().all(|t| now >= *t)
+}
+
+/// Renames `from_dir/from` to `to_dir/to`, refusing to replace anything that exists.
+pub fn rename_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        from_dir,
+        from,
+        to_dir,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+}
+
+/// How the user names a root on the command line: a full name, a sequence number, `-1` (last boot's
+/// root), `-2`, …, `blank` or `current`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootRef {
+    /// The read-only blank snapshot.
+    Blank,
+    /// The live root.
+    Current,
+    /// The n-th newest retired root (`-1` is the newest).
+    Back(usize),
+    /// A retired root by sequence number.
+    Seq(u64),
+    /// A retired root by full name.
+    Name(RetiredName),
+}
+
+impl RootRef {
+    /// Parses a reference; the error says what is accepted.
+    pub fn parse(s: &str) -> std::result::Result<RootRef, String> {
+        let s = s.trim();
+        if s == "blank" {
+            return Ok(RootRef::Blank);
+        }
+        if s == "current" {
+            return Ok(RootRef::Current);
+        }
+        if let Some(n) = s.strip_prefix('-')
+            && let Ok(n) = n.parse::<usize>()
+            && n >= 1
+        {
+            return Ok(RootRef::Back(n));
+        }
+        if !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = s.parse()
+        {
+            return Ok(RootRef::Seq(n));
+        }
+        if let Some(n) = RetiredName::parse(s) {
+            return Ok(RootRef::Name(n));
+        }
+        Err(format!(
+            "'{s}' names no root: use a full name (00042-2025-02-08T101503Z), a sequence number (42), \
+             -1 for last boot's root, -2, …, `blank` or `current`"
+        ))
+    }
+
+    /// The retired root this reference picks among `names` (sorted by sequence); `None` for blank/current
+    /// or when there is no such root.
+    pub fn pick<'a>(&self, names: &'a [RetiredName]) -> Option<&'a RetiredName> {
+        match self {
+            RootRef::Back(n) => names.len().checked_sub(*n).and_then(|i| names.get(i)),
+            RootRef::Seq(seq) => names.iter().find(|x| x.seq == *seq),
+            RootRef::Name(name) => names.iter().find(|x| *x == name),
+            RootRef::Blank | RootRef::Current => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_refs() {
+        let epoch = DateTime::from_timestamp(0, 0).unwrap();
+        let names: Vec<RetiredName> = (1..=3).map(|s| RetiredName::new(s, epoch)).collect();
+        assert_eq!(RootRef::parse("-1").unwrap().pick(&names), Some(&names[2]));
+        assert_eq!(RootRef::parse("-3").unwrap().pick(&names), Some(&names[0]));
+        assert_eq!(RootRef::parse("-4").unwrap().pick(&names), None);
+        assert_eq!(RootRef::parse("2").unwrap().pick(&names), Some(&names[1]));
+        assert_eq!(
+            RootRef::parse("00001-1970-01-01T000000Z")
+                .unwrap()
+                .pick(&names),
+            Some(&names[0])
+        );
+        assert_eq!(RootRef::parse("blank").unwrap(), RootRef::Blank);
+        assert_eq!(RootRef::parse("current").unwrap(), RootRef::Current);
+        for bad in ["-0", "", "yesterday", "-x"] {
+            assert!(RootRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_sort_by_sequence() {
+        let t = DateTime::parse_from_rfc3339("2025-02-08T10:15:03.7Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let n = RetiredName::new(42, t);
+        assert_eq!(n.to_string(), "00042-2025-02-08T101503Z");
+        assert_eq!(
+            RetiredName::parse("00042-2025-02-08T101503Z"),
+            Some(n.clone())
+        );
+        let epoch = DateTime::from_timestamp(0, 0).unwrap();
+        let later = RetiredName::new(43, epoch);
+        assert_eq!(later.to_string(), "00043-1970-01-01T000000Z");
+        assert!(later > n, "sequence, not clock, orders");
+        assert_eq!(
+            RetiredName::new(123456, epoch).to_string(),
+            "123456-1970-01-01T000000Z"
+        );
+        assert!(RetiredName::parse("123456-1970-01-01T000000Z").is_some());
+        for bad in [
+            "42-2025-02-08T101503Z",
+            "00042-2025-02-08T10:15:03Z",
+            "00042",
+            "x0042-2025-02-08T101503Z",
+            "00042-2025-02-08T101503Z.json",
+            "000042-2025-02-08T101503Z",
+        ] {
+            assert_eq!(RetiredName::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn clock_trust() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert!(clock_trusted(
+            t("2026-01-01T00:00:00Z"),
+            &[t("2025-06-01T00:00:00Z")]
+        ));
+        assert!(!clock_trusted(t("1970-01-01T00:00:10Z"), &[]));
+        assert!(
+            !clock_trusted(t("2026-01-01T00:00:00Z"), &[t("2026-02-01T00:00:00Z")]),
+            "clock went backwards"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Shared harness for integration tests on real btrfs: scratch images on loop devices, private mount
+//! namespaces, and guards that always unmount and detach what *this test* created.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+
+/// Whether this test can do root things; when it cannot: fail loudly under CI=true, else say "skipped".
+pub fn require_root(test: &str) -> bool {
+    let why = if !nix::unistd::geteuid().is_root() {
+        Some("not running as root")
+    } else if !Path::new("/dev/loop-control").exists() {
+        Some("no /dev/loop-control")
+    } else if Command::new("mkfs.btrfs")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        Some("mkfs.btrfs not installed (apt-get install btrfs-progs)")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: cannot run under CI: {why}")
+        }
+        Some(why) => {
+            eprintln!("skipped: {test}: {why}");
+            false
+        }
+    }
+}
+
+/// Moves the calling test thread into its own private mount namespace, so nothing it mounts leaks.
+pub fn private_mount_namespace() {
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("making / private");
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A loop device attached by this test; detached on drop.
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn attach(image: &Path) -> LoopDevice {
+        let out = run(Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image));
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        LoopDevice { path }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// A mount made by this test; unmounted on drop.
+pub struct MountGuard {
+    pub target: PathBuf,
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if umount2(&self.target, MntFlags::empty()).is_err() {
+            let _ = umount2(&self.target, MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// A scratch btrfs filesystem: image file, loop device, top level mounted at `top`.
+/// Field order matters: the mount is dropped before the loop device, the temp dir last.
+pub struct Scratch {
+    pub top_mount: Option<MountGuard>,
+    pub dev: LoopDevice,
+    pub top: PathBuf,
+    pub image: PathBuf,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A fresh btrfs of `mib` MiB, or `None` when the test must be skipped (see [`require_root`]).
+    /// The calling thread is moved into a private mount namespace first.
+    pub fn new(test: &str, mib: u64) -> Option<Scratch> {
+        if !require_root(test) {
+            return None;
+        }
+        private_mount_namespace();
+        let dir = tempfile::Builder::new()
+            .prefix("tabula-test-")
+            .tempdir()
+            .expect("tempdir");
+        let image = dir.path().join("disk.img");
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("creating image");
+        run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
+        let dev = LoopDevice::attach(&image);
+        let top = dir.path().join("top");
+        fs::create_dir(&top).expect("mkdir top");
+        mount(
+            Some(&dev.path),
+            &top,
+            Some("btrfs"),
+            MsFlags::empty(),
+            Some("subvolid=5"),
+        )
+        .expect("mounting scratch");
+        let config = dir.path().join("tabula.toml");
+        fs::write(
+            &config,
+            format!(
+                "[layout]\ndevice = \"{}\"\ndevice_timeout = \"2s\"\n",
+                dev.path.display()
+            ),
+        )
+        .expect("writing config");
+        Some(Scratch {
+            top_mount: Some(MountGuard {
+                target: top.clone(),
+            }),
+            dev,
+            top,
+            image,
+            config,
+            dir,
+        })
+    }
+
+    /// An fd on the top-level directory.
+    pub fn top_fd(&self) -> OwnedFd {
+        open_dir(&self.top)
+    }
+
+    /// Runs the tabula binary with this scratch filesystem's config.
+    pub fn tabula(&self, args: &[&str]) -> Output {
+        tabula_cmd(&self.config)
+            .args(args)
+            .output()
+            .expect("running tabula")
+    }
+
+    /// Runs tabula and asserts it succeeded; returns stdout.
+    pub fn tabula_ok(&self, args: &[&str]) -> String {
+        let out = self.tabula(args);
+        assert!(
+            out.status.success(),
+            "tabula {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A `tabula` command using config `config`, logging to stderr.
+pub fn tabula_cmd(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tabula"));
+    cmd.env("TABULA_CONFIG", config)
+        .env_remove("TABULA_FAULT")
+        .args(["--log", "stderr"]);
+    cmd
+}
+
+/// Opens a directory (following nothing special: test-controlled paths).
+pub fn open_dir(path: &Path) -> OwnedFd {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
+
+/// Sorted entry names of a directory.
+pub fn ls(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(path)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", path.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Borrowed-fd helper for brevity in tests.
+pub fn fd(o: &OwnedFd) -> std::os::fd::BorrowedFd<'_> {
+    o.as_fd()
+}
