@@ -715,12 +715,13 @@ impl Executor {
                 });
             }
             Op::File => {
-                let src = openat(
-                    sdir,
-                    sname,
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
+                // O_NOATIME: restoring from a tree must not change it (where we may ask).
+                let flags =
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+                let src = match openat(sdir, sname, flags | OFlag::O_NOATIME, Mode::empty()) {
+                    Err(Errno::EPERM) => openat(sdir, sname, flags, Mode::empty()),
+                    r => r,
+                }
                 .context("opening the source")?;
                 check_source(&src, &item.src)?;
                 let dst = openat(

@@ -28,8 +28,10 @@
 //! - Paths in [`DiffOptions::ignore`] (the mount points of persisted paths) are skipped on both sides
 //!   with everything beneath them. A directory that exists on one side only and holds nothing but
 //!   ignored paths (the parents `tabula persist` created for a mount point) is not reported either.
-//! - Hard links: a regular file with more than one link carries `link_to`, the first path of the same
-//!   inode met by the walk in that tree, when that is another path. Its bytes are counted there, once.
+//! - Hard links: a regular file with more than one link carries `link_to` when another of its names
+//!   represents the inode in that tree: the first name met by the walk that exists in both trees
+//!   (where the bytes already were), else the first name met. Its bytes are counted there, once: a
+//!   new hard link to an old file adds no bytes, two new names of one new file add them once.
 //! - An entry that cannot be read (a directory that cannot be listed, a file that cannot be opened)
 //!   becomes an entry of kind `error` with a message, and the walk goes on. Only failing to read the
 //!   two tree roots themselves is fatal.
@@ -65,8 +67,8 @@
 //!          "link_to": PATH,           // hard link, see above
 //!          "other_fs": true }         // nested subvolume or mount point, not descended
 //! ```
-//! Optional members are omitted when empty or false. `what` lists the changes of a `modified`,
-//! `metadata` or `type_changed` entry; `modified` means one of content/target/device changed.
+//! Optional members are omitted when empty or false. `what` lists the changes of a `modified` or
+//! `metadata` entry; `modified` means one of content/target/device changed.
 //! Summary counts are of non-implied entries; `objects_*` also count what lies beneath added/deleted
 //! directories; `bytes_*` sum the sizes of added/deleted entries (a `link_to` entry adds nothing).
 //!
@@ -331,7 +333,7 @@ pub struct Entry {
     pub path: PathBuf,
     /// What kind of change.
     pub kind: Kind,
-    /// The aspects that changed, for `modified`, `metadata` and `type_changed`.
+    /// The aspects that changed, for `modified` and `metadata`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub what: Vec<Change>,
     /// The object in the old tree, if it exists there.

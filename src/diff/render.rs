@@ -242,6 +242,9 @@ fn detail(e: &Entry) -> String {
                     Change::Content if o.size == n.size => {
                         format!("content ({})", format_bytes(n.size))
                     }
+                    Change::Content if format_bytes(o.size) == format_bytes(n.size) => {
+                        format!("{} B → {} B", o.size, n.size)
+                    }
                     Change::Content => {
                         format!("{} → {}", format_bytes(o.size), format_bytes(n.size))
                     }

@@ -80,8 +80,23 @@ enum Loc<'a> {
 
 struct TreeState {
     dev: u64,
-    /// First path met by the walk for each inode with more than one link.
-    links: HashMap<u64, Vec<u8>>,
+    /// Names met by the walk for each inode with more than one link.
+    links: HashMap<u64, Names>,
+}
+
+/// The names of one hard-linked inode in one tree: the first met, and the first met that exists in
+/// both trees (an old name of the inode, where its bytes already were).
+#[derive(Default)]
+struct Names {
+    first: Option<Vec<u8>>,
+    first_shared: Option<Vec<u8>>,
+}
+
+impl Names {
+    /// Where the inode's bytes are counted.
+    fn representative(&self) -> Option<&Vec<u8>> {
+        self.first_shared.as_ref().or(self.first.as_ref())
+    }
 }
 
 #[derive(Default)]
@@ -240,7 +255,7 @@ impl<'a> Walker<'a> {
 
     /// An object that exists on one side only.
     fn one_side(&mut self, side: Side, dir: BorrowedFd<'_>, name: &[u8], path: &[u8], st: &Stat) {
-        self.register(side, st, path);
+        self.register(side, st, path, false);
         let mut node = match self.node(side, Loc::At(dir, name), st) {
             Ok(n) => n,
             Err(msg) => return self.push_error(path, msg),
@@ -302,7 +317,7 @@ impl<'a> Walker<'a> {
                     continue;
                 }
             };
-            self.register(side, &st, &cpath);
+            self.register(side, &st, &cpath, false);
             let mut node = match self.node(side, Loc::At(dir, child), &st) {
                 Ok(n) => n,
                 Err(msg) => {
@@ -359,8 +374,8 @@ impl<'a> Walker<'a> {
         o: &Stat,
         n: &Stat,
     ) {
-        self.register(Side::Old, o, path);
-        self.register(Side::New, n, path);
+        self.register(Side::Old, o, path, true);
+        self.register(Side::New, n, path, true);
         let (on, nn) = match (
             self.node(Side::Old, Loc::At(od, name), o),
             self.node(Side::New, Loc::At(nd, name), n),
@@ -539,13 +554,18 @@ impl<'a> Walker<'a> {
         })
     }
 
-    fn register(&mut self, side: Side, st: &Stat, path: &[u8]) {
+    /// Note a name of a hard-linked file; `shared`: the name exists in both trees.
+    fn register(&mut self, side: Side, st: &Stat, path: &[u8], shared: bool) {
         if st.ft == FileType::File && st.nlink > 1 {
             let tree = match side {
                 Side::Old => &mut self.old,
                 Side::New => &mut self.new,
             };
-            tree.links.entry(st.ino).or_insert_with(|| path.to_vec());
+            let names = tree.links.entry(st.ino).or_default();
+            names.first.get_or_insert_with(|| path.to_vec());
+            if shared {
+                names.first_shared.get_or_insert_with(|| path.to_vec());
+            }
         }
     }
 
@@ -580,7 +600,11 @@ impl<'a> Walker<'a> {
                 if let Some(node) = node
                     && node.file_type == FileType::File
                     && node.nlink > 1
-                    && let Some(first) = tree.links.get(&node.ino).filter(|f| **f != path)
+                    && let Some(first) = tree
+                        .links
+                        .get(&node.ino)
+                        .and_then(Names::representative)
+                        .filter(|f| **f != path)
                 {
                     node.link_to = Some(PathBuf::from(OsStr::from_bytes(first)));
                 }
@@ -602,7 +626,7 @@ impl<'a> Walker<'a> {
                 Kind::TypeChanged => summary.type_changed += 1,
                 Kind::Error => summary.errors += 1,
             }
-            if matches!(e.kind, Kind::Added | Kind::Deleted | Kind::TypeChanged) {
+            if matches!(e.kind, Kind::Added | Kind::Deleted) {
                 summary.objects_added += objects(&e.new);
                 summary.objects_deleted += objects(&e.old);
                 summary.bytes_added += bytes(&e.new);
