@@ -10,7 +10,7 @@
 //!   ([`Refusal`] `symlink-in-destination`), even one that points somewhere harmless. Restore to the
 //!   real path instead. A missing parent is an error (restore the parent directory instead).
 //! - An existing destination is never replaced without `force` (`destination-exists`). A destination
-//!   that is a mount point, or a directory with a mount point beneath it, is never replaced
+//!   that is a mount point or nested subvolume, or a directory with one beneath it, is never replaced
 //!   (`destination-is-mount-point`): that would hide a persisted path until the next boot.
 //! - The copy is built under a temporary name (`.tabula-restore-<pid>-<n>`) in the destination's
 //!   directory and renamed into place in one step: `RENAME_NOREPLACE` when the destination is absent,
@@ -971,8 +971,8 @@ fn mount_refusal(at: &Path) -> Refusal {
     Refusal::new(
         "destination-is-mount-point",
         format!(
-            "'{}' is a mount point (a persisted path?); replacing it would hide what is mounted there. \
-             Restore into it, or elsewhere with --to",
+            "'{}' is a mount point (a persisted path?) or a nested subvolume; replacing it would hide \
+             or orphan it. Restore into it, or elsewhere with --to",
             at.display()
         ),
     )
