@@ -47,6 +47,96 @@ pub enum Command {
     /// Meant for the initrd, before the root is mounted. Crash-safe: rerunning after a power cut at any
     /// point finishes the job. Honours `tabula.skip` and `tabula.boot=<root>` on the kernel command line.
     Rollback(RollbackArgs),
+    /// Inspect and manage retired roots (previous boots).
+    #[command(subcommand)]
+    Roots(RootsCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `tabula man | man -l -`.
+    Man,
+}
+
+/// `tabula roots …`.
+///
+/// A root is named by its full name (00042-2025-02-08T101503Z), its sequence number (42), -1 (last
+/// boot's root), -2, …
+#[derive(Debug, Subcommand)]
+pub enum RootsCommand {
+    /// One line per retired root, newest first.
+    ///
+    /// Columns: ref (-1…), seq, name, booted, retired, age, pinned, note, kernel. Times from an
+    /// untrusted clock are marked with `?`. A table on a terminal, tab-separated otherwise.
+    List(JsonArg),
+    /// All metadata of one retired root.
+    Show {
+        /// The root.
+        #[arg(allow_negative_numbers = true)]
+        root: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount a retired root read-only where you can look at it (default /run/tabula/roots/<name>).
+    Mount {
+        /// The root.
+        #[arg(allow_negative_numbers = true)]
+        root: String,
+        /// Where to mount it.
+        dir: Option<PathBuf>,
+    },
+    /// Unmount a retired root mounted by `tabula roots mount`.
+    Umount {
+        /// The root, or the directory it is mounted on.
+        #[arg(allow_negative_numbers = true)]
+        target: String,
+    },
+    /// Pin a retired root: pruning never deletes it.
+    Pin {
+        /// The root.
+        #[arg(allow_negative_numbers = true)]
+        root: String,
+        /// Why (shown by `roots list`).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Unpin a retired root.
+    Unpin {
+        /// The root.
+        #[arg(allow_negative_numbers = true)]
+        root: String,
+    },
+    /// Delete one retired root (refuses the newest and pinned ones unless --force).
+    Delete {
+        /// The root.
+        #[arg(allow_negative_numbers = true)]
+        root: String,
+        /// Delete even if it is the newest or pinned (never if it is mounted or the default subvolume).
+        #[arg(long)]
+        force: bool,
+        /// Say what would be deleted, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete retired roots by the `[retention]` policy; every decision comes with its reasons.
+    Prune {
+        /// Print the decisions, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the decisions (and outcome) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Just `--json`.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// As JSON (schema in the README).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `tabula init`.
@@ -75,6 +165,10 @@ pub struct RollbackArgs {
     /// Print the names of the fault points (test builds with the `fault-injection` feature only).
     #[arg(long)]
     pub list_fault_points: bool,
+    /// Apply `[boot] on_failure` to a failure (automatic when /etc/initrd-release exists): "continue"
+    /// logs loudly and exits 0 so the untouched old root boots; "emergency" exits non-zero.
+    #[arg(long)]
+    pub initrd: bool,
 }
 
 #[cfg(test)]
@@ -116,5 +210,23 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["tabula", "init", "--blank-from", "nope"]).is_err());
+    }
+
+    #[test]
+    fn parses_roots() {
+        let cli = Cli::try_parse_from(["tabula", "roots", "pin", "-1", "--note", "good"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Roots(RootsCommand::Pin { ref root, note: Some(_) }) if root == "-1")
+        );
+        let cli = Cli::try_parse_from(["tabula", "roots", "prune", "--dry-run", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Roots(RootsCommand::Prune {
+                dry_run: true,
+                json: true
+            })
+        ));
+        assert!(Cli::try_parse_from(["tabula", "roots", "delete"]).is_err());
+        assert!(Cli::try_parse_from(["tabula", "completions", "bash"]).is_ok());
     }
 }

@@ -16,12 +16,34 @@ use crate::error::ConfigError;
 pub const DEFAULT_PATH: &str = "/etc/tabula/tabula.toml";
 
 /// The whole configuration, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file it was read from (for messages).
     pub file: PathBuf,
     /// `[layout]`: where the btrfs filesystem is and how its subvolumes are named.
     pub layout: Layout,
+    /// `[retention]`: which retired roots `tabula roots prune` keeps.
+    pub retention: crate::retention::Policy,
+    /// `[boot]`: what the initrd does when the rollback fails.
+    pub boot: Boot,
+}
+
+/// `[boot]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Boot {
+    /// What to do in the initrd when the rollback fails.
+    pub on_failure: OnFailure,
+}
+
+/// The initrd's failure policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Boot the untouched old root and log loudly (exit 0 so the boot goes on).
+    #[default]
+    Continue,
+    /// Stop in the initrd's emergency shell (exit non-zero).
+    Emergency,
 }
 
 /// How the btrfs filesystem is found.
@@ -66,6 +88,34 @@ pub struct Layout {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     layout: Option<Spanned<RawLayout>>,
+    retention: Option<RawRetention>,
+    boot: Option<RawBoot>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoot {
+    on_failure: Option<OnFailure>,
+}
+
+/// A tier count: a number, or "all".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawCount {
+    Number(i64),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<Spanned<i64>>,
+    keep_within: Option<Spanned<String>>,
+    keep_daily: Option<Spanned<RawCount>>,
+    keep_weekly: Option<Spanned<RawCount>>,
+    keep_monthly: Option<Spanned<RawCount>>,
+    timezone: Option<Spanned<String>>,
+    min_free: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,11 +198,104 @@ impl Config {
             }
             None => return Err(src.error(None, "missing [layout] section: set at least `device`")),
         };
+        let retention = match raw.retention {
+            Some(r) => validate_retention(&src, r)?,
+            None => crate::retention::Policy::default(),
+        };
+        let boot = Boot {
+            on_failure: raw.boot.and_then(|b| b.on_failure).unwrap_or_default(),
+        };
         Ok(Config {
             file: file.to_path_buf(),
             layout,
+            retention,
+            boot,
         })
     }
+}
+
+fn validate_retention(
+    src: &Source<'_>,
+    raw: RawRetention,
+) -> Result<crate::retention::Policy, ConfigError> {
+    let mut p = crate::retention::Policy::default();
+    if let Some(k) = raw.keep_last {
+        p.keep_last = match usize::try_from(*k.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(src.error(
+                    Some(k.span()),
+                    "`keep_last` must be at least 1: tabula always keeps last boot's root",
+                ));
+            }
+        };
+    }
+    if let Some(w) = raw.keep_within {
+        p.keep_within = Some(humantime::parse_duration(w.get_ref()).map_err(|e| {
+            src.error(
+                Some(w.span()),
+                format!("`keep_within`: {e}: write a duration such as \"2w\" or \"30d\""),
+            )
+        })?);
+    }
+    let count = |key: &str, c: Option<Spanned<RawCount>>| -> Result<Option<usize>, ConfigError> {
+        let Some(c) = c else { return Ok(None) };
+        let bad = || {
+            src.error(
+                Some(c.span()),
+                format!("`{key}` must be a count (0 turns it off) or \"all\""),
+            )
+        };
+        match c.get_ref() {
+            RawCount::Number(n) => usize::try_from(*n).map(Some).map_err(|_| bad()),
+            RawCount::Word(w) if w == "all" => Ok(Some(usize::MAX)),
+            RawCount::Word(_) => Err(bad()),
+        }
+    };
+    p.keep_daily = count("keep_daily", raw.keep_daily)?;
+    p.keep_weekly = count("keep_weekly", raw.keep_weekly)?;
+    p.keep_monthly = count("keep_monthly", raw.keep_monthly)?;
+    if let Some(tz) = raw.timezone {
+        p.timezone = tz.get_ref().parse().map_err(|_| {
+            src.error(
+                Some(tz.span()),
+                format!("`timezone`: unknown time zone '{}': use an IANA name such as \"Europe/Berlin\" or \"UTC\"", tz.get_ref()),
+            )
+        })?;
+    }
+    if let Some(m) = raw.min_free {
+        p.min_free = Some(parse_min_free(m.get_ref()).ok_or_else(|| {
+            src.error(Some(m.span()), "`min_free`: write a percentage of the filesystem (\"10%\") or a size (\"20GiB\", \"500M\")")
+        })?);
+    }
+    p.validate()
+        .map_err(|e| src.error(None, format!("[retention]: {e}")))?;
+    Ok(p)
+}
+
+/// "10%" → a percentage; "20GiB", "500M", "1T", "4096" → bytes (K/M/G/T are powers of 1024).
+pub fn parse_min_free(s: &str) -> Option<crate::retention::MinFree> {
+    use crate::retention::MinFree;
+    let s = s.trim();
+    if let Some(p) = s.strip_suffix('%') {
+        let p: f64 = p.trim().parse().ok()?;
+        return (p.is_finite() && (0.0..100.0).contains(&p)).then_some(MinFree::Percent(p));
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = num * mult;
+    (bytes.is_finite() && bytes >= 0.0).then_some(MinFree::Bytes(bytes as u64))
 }
 
 fn validate_layout(
@@ -303,6 +446,62 @@ mod tests {
         let e = parse("[layout]\ndevice = \"/dev/vda2\"\n  colour = \"red\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (Some(3), Some(3)), "{e}");
         assert!(e.message.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn retention_and_boot() {
+        let c = parse(
+            "[layout]\ndevice = \"/dev/x\"\n[retention]\nkeep_last = 3\nkeep_within = \"2w\"\nkeep_daily = 7\n\
+             keep_weekly = \"all\"\ntimezone = \"Europe/Berlin\"\nmin_free = \"10%\"\n[boot]\non_failure = \"emergency\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.retention.keep_last, 3);
+        assert_eq!(
+            c.retention.keep_within,
+            Some(Duration::from_secs(14 * 86400))
+        );
+        assert_eq!(
+            (
+                c.retention.keep_daily,
+                c.retention.keep_weekly,
+                c.retention.keep_monthly
+            ),
+            (Some(7), Some(usize::MAX), None)
+        );
+        assert_eq!(c.retention.timezone, chrono_tz::Tz::Europe__Berlin);
+        assert_eq!(
+            c.retention.min_free,
+            Some(crate::retention::MinFree::Percent(10.0))
+        );
+        assert_eq!(c.boot.on_failure, OnFailure::Emergency);
+        let d = parse("[layout]\ndevice = \"/dev/x\"\n").unwrap();
+        assert_eq!(d.retention, crate::retention::Policy::default());
+        assert_eq!(d.boot.on_failure, OnFailure::Continue);
+        for (bad, line) in [
+            ("keep_last = 0", 4),
+            ("keep_daily = -1", 4),
+            ("keep_weekly = \"lots\"", 4),
+            ("timezone = \"Mars/Olympus\"", 4),
+            ("min_free = \"lots\"", 4),
+            ("keep_within = \"1 fortnight\"", 4),
+            ("keep_hourly = 3", 4),
+        ] {
+            let e = parse(&format!(
+                "[layout]\ndevice = \"/dev/x\"\n[retention]\n{bad}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.line, Some(line), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_min_free("20GiB"),
+            Some(crate::retention::MinFree::Bytes(20 << 30))
+        );
+        assert_eq!(
+            parse_min_free("500M"),
+            Some(crate::retention::MinFree::Bytes(500 << 20))
+        );
+        assert_eq!(parse_min_free("100%"), None);
+        assert_eq!(parse_min_free("x"), None);
     }
 
     #[test]
