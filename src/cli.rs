@@ -50,6 +50,20 @@ pub enum Command {
     /// Inspect and manage retired roots (previous boots).
     #[command(subcommand)]
     Roots(RootsCommand),
+    /// What the live root holds that the blank does not: what the next boot erases.
+    ///
+    /// The same as `tabula roots diff current`.
+    Diff {
+        /// As JSON (schema in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a file, symlink or directory from a retired root back to the live system.
+    ///
+    /// Mode, owner, timestamps and xattrs are kept; files are reflinked (sharing their data) when the
+    /// destination is on the same btrfs, copied otherwise. Never overwrites without --force, never
+    /// follows a symlink at or above the destination.
+    Restore(RestoreArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -93,6 +107,21 @@ pub enum RootsCommand {
         #[arg(allow_negative_numbers = true)]
         target: String,
     },
+    /// What a boot wrote: a retired root compared with the blank (or with another root).
+    ///
+    /// Added, deleted, content changed, metadata changed (mode, owner, xattrs), type changed; mount
+    /// points of persisted paths are not changes. Grouped by directory with sizes on a terminal.
+    Diff {
+        /// The root to look at (default -1, last boot's root; `current` is the live root).
+        #[arg(allow_negative_numbers = true, default_value = "-1")]
+        root: String,
+        /// What to compare it with: `blank` (default) or another root.
+        #[arg(long, allow_negative_numbers = true, default_value = "blank")]
+        against: String,
+        /// As JSON (schema in the README).
+        #[arg(long)]
+        json: bool,
+    },
     /// Pin a retired root: pruning never deletes it.
     Pin {
         /// The root.
@@ -129,6 +158,28 @@ pub enum RootsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of `tabula restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The absolute path to restore, as it was in that boot (e.g. /etc/hosts).
+    pub path: PathBuf,
+    /// The retired root to restore from (default -1, last boot's root).
+    #[arg(long, allow_negative_numbers = true, default_value = "-1")]
+    pub from: String,
+    /// Where to put it (default: PATH itself on the live system).
+    #[arg(long)]
+    pub to: Option<PathBuf>,
+    /// Replace what is at the destination.
+    #[arg(long)]
+    pub force: bool,
+    /// Print what would be copied, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// As JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Just `--json`.

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
+mod files;
 mod roots;
 
 use crate::cli::{Cli, Command, InitArgs, RollbackArgs};
@@ -22,7 +23,14 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Init(args) => cmd_init(&cli, args),
         Command::Rollback(args) => cmd_rollback(&cli, args),
+        Command::Roots(crate::cli::RootsCommand::Diff {
+            root,
+            against,
+            json,
+        }) => files::diff(&cli, root, against, *json),
         Command::Roots(cmd) => roots::run(&cli, cmd),
+        Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
+        Command::Restore(args) => files::restore(&cli, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "tabula", &mut std::io::stdout());

@@ -32,10 +32,15 @@ pub(super) fn run(cli: &Cli, cmd: &RootsCommand) -> Result<ExitStatus> {
             dry_run,
         } => delete(cli, root, *force, *dry_run),
         RootsCommand::Prune { dry_run, json } => prune(cli, *dry_run, *json),
+        RootsCommand::Diff {
+            root,
+            against,
+            json,
+        } => super::files::diff(cli, root, against, *json),
     }
 }
 
-fn open_old_roots(fs: &Filesystem) -> Result<std::os::fd::OwnedFd> {
+pub(super) fn open_old_roots(fs: &Filesystem) -> Result<std::os::fd::OwnedFd> {
     let layout = &fs.config.layout;
     if layout::entry_at(fs.top.as_fd(), &layout.old_roots)?
         .subvolume()
