@@ -196,6 +196,33 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
             return;
         }
     };
+    // The initrd mounts persistent storage on this directory of the fresh root: the blank must have it.
+    let persist = &config.persist.path;
+    match walker.stat(persist) {
+        Ok(Some(st)) if is_dir(&st) => {}
+        other => {
+            let why = match other {
+                Err(e) => format!("{e:#}"),
+                Ok(Some(_)) => "is not a directory".into(),
+                _ => "does not exist".into(),
+            };
+            let message = format!(
+                "'{}' {why} in the blank snapshot: persistent storage cannot be mounted there; create the \
+                 directory in the blank snapshot",
+                walker.shown(persist).display()
+            );
+            out.push(match config.persist.path_loc {
+                Some(loc) => Diagnostic::at(Severity::Warning, file, loc, message),
+                None => Diagnostic {
+                    severity: Severity::Warning,
+                    file: file.clone(),
+                    line: None,
+                    column: None,
+                    message,
+                },
+            });
+        }
+    }
     for e in config.persist.entries() {
         let target = e.target();
         let shown = walker.shown(&target);

@@ -468,6 +468,8 @@ pub struct Persist {
     pub files: Vec<PersistEntry>,
     /// `[[persist.users]]`: per-user entries, relative to each home.
     pub users: Vec<PersistUser>,
+    /// Where `path` was written, if it was.
+    pub path_loc: Option<Loc>,
 }
 
 impl Default for Persist {
@@ -477,6 +479,7 @@ impl Default for Persist {
             directories: Vec::new(),
             files: Vec::new(),
             users: Vec::new(),
+            path_loc: None,
         }
     }
 }
@@ -556,7 +559,7 @@ pub struct PersistUser {
     pub directories: Vec<PersistEntry>,
     /// Files relative to the home.
     pub files: Vec<PersistEntry>,
-    /// Where the `[[persist.users]]` table was written.
+    /// Where its `name` was written.
     pub loc: Loc,
 }
 
@@ -719,7 +722,7 @@ fn validate_persist(src: &Source<'_>, raw: RawPersist, errors: &mut Vec<ConfigEr
                 if let Some(prefix) = forbidden_prefix(&path) {
                     errors.push(src.error(
                         Some(p.span()),
-                        format!("`path`: '{}' is under '{prefix}', which the kernel or init owns", path.display()),
+                        format!("`path`: '{}' is in '{prefix}', which the kernel or init manages", path.display()),
                     ));
                 }
                 persist.path = path;
@@ -728,10 +731,11 @@ fn validate_persist(src: &Source<'_>, raw: RawPersist, errors: &mut Vec<ConfigEr
         }
     }
     let path_loc = raw.path.as_ref().map(|p| src.loc(&p.span()));
+    persist.path_loc = path_loc;
     persist.directories = entries(src, raw.directories, Kind::Directory, None, errors);
     persist.files = entries(src, raw.files, Kind::File, None, errors);
+    let mut names_seen: Vec<(String, Loc)> = Vec::new();
     for u in raw.users.unwrap_or_default() {
-        let loc = src.loc(&u.span());
         let span = u.span();
         let u = u.into_inner();
         let Some(name) = u.name else {
@@ -741,10 +745,23 @@ fn validate_persist(src: &Source<'_>, raw: RawPersist, errors: &mut Vec<ConfigEr
             ));
             continue;
         };
+        let loc = src.loc(&name.span());
         if let Err(why) = check_name(name.get_ref()) {
             errors.push(src.error(Some(name.span()), format!("`name`: {why}")));
             continue;
         }
+        let name_str = name.get_ref().clone();
+        if let Some(first) = names_seen.iter().find(|(n, _)| *n == name_str) {
+            errors.push(src.error(
+                Some(name.span()),
+                format!(
+                    "user '{name_str}' already has a [[persist.users]] table (line {}): merge the two",
+                    first.1.line
+                ),
+            ));
+            continue;
+        }
+        names_seen.push((name_str.clone(), loc));
         let home = match &u.home {
             Some(h) => match normalised_absolute(h.get_ref()) {
                 Ok(p) if p == Path::new("/") => {
@@ -764,18 +781,6 @@ fn validate_persist(src: &Source<'_>, raw: RawPersist, errors: &mut Vec<ConfigEr
         };
         let uid = u.uid.and_then(|v| numeric_id(src, "uid", &v, errors));
         let gid = u.gid.and_then(|v| numeric_id(src, "gid", &v, errors));
-        let name_str = name.get_ref().clone();
-        if persist
-            .users
-            .iter()
-            .any(|o: &PersistUser| o.name == name_str)
-        {
-            errors.push(src.error(
-                Some(name.span()),
-                format!("user '{name_str}' has two [[persist.users]] tables: merge them into one"),
-            ));
-            continue;
-        }
         let directories = entries(src, u.directories, Kind::Directory, Some(&home), errors);
         let files = entries(src, u.files, Kind::File, Some(&home), errors);
         persist.users.push(PersistUser {
@@ -1074,7 +1079,7 @@ fn check_overlaps(
         } else if let Some(prefix) = forbidden_prefix(target) {
             errors.push(at(
                 e.entry.loc,
-                format!("'{shown}' is under '{prefix}', which the kernel or init owns: it cannot be persisted"),
+                format!("'{shown}' is in '{prefix}', which the kernel or init manages: it cannot be persisted"),
             ));
         } else if target.starts_with(&persist.path) {
             errors.push(at(
@@ -1252,5 +1257,101 @@ mod tests {
         assert!(e.message.contains("device"), "{e}");
         let e = parse("").unwrap_err();
         assert!(e.message.contains("[layout]"), "{e}");
+    }
+
+    #[test]
+    fn persist_defaults_and_entries() {
+        let c = parse("[layout]\ndevice = \"/dev/vda2\"\n").unwrap();
+        assert_eq!(c.persist, Persist::default());
+        assert_eq!(c.persist.path, Path::new("/persist"));
+
+        let c = parse(
+            "[layout]\ndevice = \"/dev/vda2\"\n[persist]\npath = \"/state\"\n\
+             directories = [\"/var/log\", { path = \"/srv\", user = \"1000\", group = \"users\", mode = \"750\" }]\n\
+             files = [{ path = \"/etc/hostid\", how = \"symlink\" }, \"/etc/machine-id\"]\n\
+             [[persist.users]]\nname = \"alice\"\ndirectories = [\"Downloads\"]\nfiles = [\".bash_history\"]\n\
+             [[persist.users]]\nname = \"bob\"\nhome = \"/srv/home/bob\"\nuid = 1001\ngid = 100\n",
+        )
+        .unwrap();
+        let p = &c.persist;
+        assert_eq!(p.path, Path::new("/state"));
+        assert_eq!(p.path_loc, Some(Loc { line: 4, column: 8 }));
+        let srv = &p.directories[1];
+        assert_eq!(srv.user, Some(IdSpec::Id(1000)));
+        assert_eq!(srv.group, Some(IdSpec::Name("users".into())));
+        assert_eq!(srv.mode, Some(0o750));
+        assert_eq!(
+            srv.loc,
+            Loc {
+                line: 5,
+                column: 28
+            }
+        );
+        assert_eq!(p.files[0].how, How::Symlink);
+        assert_eq!(p.users[0].home, Path::new("/home/alice"));
+        assert_eq!((p.users[1].uid, p.users[1].gid), (Some(1001), Some(100)));
+        let targets: Vec<PathBuf> = p.entries().iter().map(EntryRef::target).collect();
+        let want = [
+            "/etc/hostid",
+            "/etc/machine-id",
+            "/home/alice/.bash_history",
+            "/home/alice/Downloads",
+            "/srv",
+            "/var/log",
+        ];
+        assert_eq!(targets, want.iter().map(PathBuf::from).collect::<Vec<_>>());
+        assert_eq!(
+            p.source_of(Path::new("/var/log")),
+            Path::new("/state/var/log")
+        );
+    }
+
+    #[test]
+    fn persist_errors_are_all_reported_in_order() {
+        let text = "[layout]\ndevice = \"/dev/vda2\"\n[persist]\n\
+                    directories = [\"/a\", \"/a\", \"b\", { path = \"/c\", mode = \"8\" }]\n";
+        let errors = Config::parse_all(Path::new("f.toml"), text).unwrap_err();
+        let got: Vec<(Option<usize>, Option<usize>)> =
+            errors.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(4), Some(22)),
+                (Some(4), Some(28)),
+                (Some(4), Some(55))
+            ],
+            "{errors:#?}"
+        );
+        let first = parse(text).unwrap_err();
+        assert_eq!((first.line, first.column), (Some(4), Some(22)));
+        assert!(first.message.contains("listed twice"), "{first}");
+    }
+
+    #[test]
+    fn path_and_mode_helpers() {
+        assert_eq!(
+            normalised_absolute("/var/log"),
+            Ok(PathBuf::from("/var/log"))
+        );
+        assert!(
+            normalised_absolute("/var/log/")
+                .unwrap_err()
+                .contains("write '/var/log'")
+        );
+        assert!(normalised_absolute("/a/./b").is_err());
+        assert!(normalised_absolute("/a/../b").unwrap_err().contains("'..'"));
+        assert!(
+            normalised_relative("a//b")
+                .unwrap_err()
+                .contains("write 'a/b'")
+        );
+        assert_eq!(parse_mode("0755"), Ok(0o755));
+        assert_eq!(parse_mode("2770"), Ok(0o2770));
+        assert_eq!(parse_mode("700"), Ok(0o700));
+        assert!(
+            parse_mode("0o7").is_err()
+                && parse_mode("08").is_err()
+                && parse_mode("07777x").is_err()
+        );
     }
 }

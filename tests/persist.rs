@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
+use tabula::check::{CheckOptions, Severity};
 use tabula::config::Config;
 use tabula::persist::{self, Outcome, PlanOptions, PlanState, Report, Shadow, StatusState};
 
@@ -966,4 +967,197 @@ fn unresolvable_user_fails_only_its_entries() {
             .contains("user 'ghost' not found"),
         "{ghost:?}"
     );
+}
+
+// ------------------------------------------------------------------------------------------------------
+// tabula check (no root needed)
+// ------------------------------------------------------------------------------------------------------
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_configs")
+}
+
+#[test]
+fn check_reports_each_malformed_config_with_its_position() {
+    let dir = fixtures();
+    let opts = CheckOptions {
+        root: Some(dir.join("root")),
+        blank: None,
+    };
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12, "{files:?}");
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        // "# expect: error 5:16 message substring", listed in file order.
+        let expected: Vec<(Severity, usize, usize, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .map(|l| {
+                let (sev, rest) = l.split_once(' ').unwrap();
+                let (pos, msg) = rest.split_once(' ').unwrap();
+                let (line, col) = pos.split_once(':').unwrap();
+                let sev = if sev == "error" {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                };
+                (sev, line.parse().unwrap(), col.parse().unwrap(), msg)
+            })
+            .collect();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!expected.is_empty(), "{name} has no expectations");
+        let report = tabula::check::check_text(&f, &text, &opts);
+        let shown: Vec<String> = report.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            report.diagnostics.len(),
+            expected.len(),
+            "{name}:\n{}",
+            shown.join("\n")
+        );
+        for (d, (sev, line, col, msg)) in report.diagnostics.iter().zip(&expected) {
+            assert_eq!(d.file, f);
+            assert_eq!(
+                (d.severity, d.line, d.column),
+                (*sev, Some(*line), Some(*col)),
+                "{name}: {d}"
+            );
+            assert!(
+                d.message.contains(msg),
+                "{name}: {d}\n  expected to contain: {msg}"
+            );
+        }
+        assert!(report.has_errors() && !report.is_clean());
+    }
+}
+
+fn documented_example() -> String {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/persistence.md"))
+        .expect("reading docs/persistence.md");
+    let start = doc
+        .find("<!-- example: nixos-desktop -->")
+        .expect("example marker");
+    let block = &doc[start..];
+    let block = &block[block.find("```toml\n").expect("toml block") + 8..];
+    block[..block.find("```").expect("end of block")].to_string()
+}
+
+/// The complete example of docs/persistence.md is a valid configuration.
+#[test]
+fn check_passes_the_documented_example() {
+    let block = &documented_example();
+    let file = Path::new("/etc/tabula/tabula.toml");
+    let opts = CheckOptions {
+        root: Some(fixtures().join("root")),
+        blank: None,
+    };
+    let report = tabula::check::check_text(file, block, &opts);
+    assert!(report.is_clean(), "{:#?}", report.diagnostics);
+    let cfg = Config::parse(file, block).unwrap();
+    assert!(cfg.persist.entries().len() > 15);
+}
+
+#[test]
+fn check_warns_about_what_a_mount_would_hide_in_the_blank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blank = tmp.path();
+    write(&blank.join("var/log/README"), "from the blank\n");
+    write(&blank.join("etc/issue"), "Welcome\n");
+    write(&blank.join("etc/hostid"), "x");
+    fs::create_dir_all(blank.join("var/empty")).unwrap();
+    let text = "[layout]\ndevice = \"/dev/vda2\"\n\n[persist]\n\
+                directories = [\"/var/log\", \"/var/empty\", \"/srv\"]\n\
+                files = [\"/etc/issue\", { path = \"/etc/hostid\", how = \"symlink\" }]\n";
+    let opts = CheckOptions {
+        root: Some(fixtures().join("root")),
+        blank: Some(blank.to_path_buf()),
+    };
+    let report = tabula::check::check_text(Path::new("t.toml"), text, &opts);
+    let got: Vec<(Severity, Option<usize>, Option<usize>, &str)> = report
+        .diagnostics
+        .iter()
+        .map(|d| (d.severity, d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(got.len(), 4, "{got:#?}");
+    // No position: `path` was not written; the blank has no /persist to mount on.
+    assert_eq!((got[0].0, got[0].1), (Severity::Warning, None));
+    assert!(
+        got[0]
+            .3
+            .contains("persistent storage cannot be mounted there"),
+        "{got:#?}"
+    );
+    assert_eq!(
+        (got[1].0, got[1].1, got[1].2),
+        (Severity::Warning, Some(5), Some(16))
+    );
+    assert!(
+        got[1].3.contains("has 1 entries in the blank snapshot"),
+        "{got:#?}"
+    );
+    assert_eq!(
+        (got[2].0, got[2].1, got[2].2),
+        (Severity::Warning, Some(6), Some(10))
+    );
+    assert!(got[2].3.contains("has 8 bytes"), "{got:#?}");
+    assert_eq!(
+        (got[3].0, got[3].1, got[3].2),
+        (Severity::Error, Some(6), Some(24))
+    );
+    assert!(
+        got[3].3.contains("will not replace it with a symlink"),
+        "{got:#?}"
+    );
+    assert!(report.has_errors());
+
+    // With /persist present and nothing in the way, the same targets are clean.
+    let tmp2 = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp2.path().join("persist")).unwrap();
+    let opts = CheckOptions {
+        root: Some(fixtures().join("root")),
+        blank: Some(tmp2.path().to_path_buf()),
+    };
+    assert!(tabula::check::check_text(Path::new("t.toml"), text, &opts).is_clean());
+}
+
+/// The documented example at a first boot behaves as docs/persistence.md says.
+#[test]
+fn documented_example_first_boot() {
+    if !enter_private_namespace() {
+        return;
+    }
+    let env = Env::new();
+    let root = env.boot("root");
+    let cfg = Config::parse(Path::new("/etc/tabula/tabula.toml"), &documented_example()).unwrap();
+    let report = run(&cfg, &root);
+    assert_eq!(report.failed(), 0, "{report:#?}");
+    for e in &report.entries {
+        let expected = match e.kind {
+            tabula::config::Kind::Directory => Outcome::Done,
+            tabula::config::Kind::File => Outcome::SourceMissing,
+        };
+        assert_eq!(e.outcome, expected, "{e:?}");
+    }
+    let s = |p: &str| env.store.join(p);
+    assert_eq!(own(&s("var/lib/private")), (0, 0, 0o700));
+    assert_eq!(own(&s("srv/git")), (0, 0, 0o755));
+    assert_eq!(own(&s("home/alice")), (1000, 100, 0o700));
+    for p in [".cache", ".config", ".emacs.d", ".gnupg"] {
+        assert_eq!(
+            own(&s(&format!("home/alice/{p}"))),
+            (1000, 100, 0o700),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        own(&s("home/alice/.gnupg/private-keys-v1.d")),
+        (1000, 100, 0o700)
+    );
+    assert_eq!(own(&s("home/alice/Downloads")), (1000, 100, 0o755));
+    assert!(!s("home/alice/.ssh").exists());
+    assert_eq!(own(&root.join("home/alice")), (1000, 100, 0o700));
 }

@@ -279,6 +279,9 @@ fn bind(
             w.shown(target).display()
         );
     }
+    if !Path::new("/proc/self/fd").is_dir() {
+        bail!("/proc is not mounted: tabula bind-mounts through /proc/self/fd; mount /proc first");
+    }
     mount(
         Some(fd_path(&sfd).as_str()),
         fd_path(&tfd).as_str(),
