@@ -866,6 +866,35 @@ fn symlink_at_a_target_parent_is_refused() {
 }
 
 #[test]
+fn a_symlink_planted_after_planning_is_refused_at_apply() {
+    if !enter_private_namespace() {
+        return;
+    }
+    let env = Env::new();
+    let victim = victim(&env, "victim", 0o755);
+    let before = snapshot(&victim);
+    let root = env.boot("root");
+    fs::create_dir_all(env.store.join("home")).unwrap();
+    let cfg = config(
+        "[persist]\ndirectories = [\"/var/log\"]\n\n[[persist.users]]\nname = \"alice\"\nuid = 1000\n\
+         gid = 100\ndirectories = [\"Downloads\"]\n",
+    );
+    let plan = persist::plan(&cfg, &root).unwrap();
+    assert!(plan.entries.iter().all(|e| e.state == PlanState::Ready));
+    // Between plan and apply: the source side and the target side are swapped for symlinks.
+    symlink(&victim, env.store.join("home/alice")).unwrap();
+    symlink(&victim, root.join("var")).unwrap();
+    let report = persist::apply(&plan);
+    assert_eq!(
+        outcome(&report, "/home/alice/Downloads").outcome,
+        Outcome::Refused
+    );
+    assert_eq!(outcome(&report, "/var/log").outcome, Outcome::Refused);
+    assert_eq!(snapshot(&victim), before);
+    assert_eq!(env.mounts_under(&root), 1);
+}
+
+#[test]
 fn a_hard_linked_source_file_is_never_chmodded() {
     if !enter_private_namespace() {
         return;

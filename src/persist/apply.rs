@@ -131,12 +131,14 @@ pub fn apply(plan: &Plan) -> Report {
                         Err(e) => Err(anyhow!("{e:#}")),
                     };
                     match result {
+                        Ok(()) if report.done.is_empty() => report.outcome = Outcome::InPlace,
                         Ok(()) => {
-                            report.outcome = if report.done.is_empty() {
-                                Outcome::InPlace
-                            } else {
-                                Outcome::Done
-                            };
+                            report.outcome = Outcome::Done;
+                            tracing::info!(
+                                "persisted '{}' ({} steps)",
+                                p.target.display(),
+                                report.done.len()
+                            );
                         }
                         Err(err) => {
                             let (state, rule) = classify(&err);
@@ -230,7 +232,8 @@ fn apply_entry(
             } => w.symlink(path, points_to, *uid, *gid)?,
         };
         if did {
-            tracing::info!("{op}");
+            // One line per step only at debug level: in the initrd the log is /dev/kmsg, which is rate-limited.
+            tracing::debug!("{op}");
             done.push(op.to_string());
         }
     }
