@@ -275,8 +275,9 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
                 Ok(n) => Some((
                     Severity::Warning,
                     format!(
-                        "'{}' has {n} entries in the blank snapshot: the bind mount will hide them",
-                        shown.display()
+                        "'{}' has {n} {} in the blank snapshot: the bind mount will hide them",
+                        shown.display(),
+                        crate::persist::entries_word(n)
                     ),
                 )),
                 Err(err) => Some((Severity::Error, format!("{err:#}"))),

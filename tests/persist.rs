@@ -597,7 +597,10 @@ fn existing_content_under_a_target_is_reported() {
             .warnings
             .join(" ")
     };
-    assert!(warn("/var/log").contains("1 entries"), "{plan:#?}");
+    assert!(
+        warn("/var/log").contains("1 entry in the root"),
+        "{plan:#?}"
+    );
     assert!(warn("/etc/issue").contains("8 bytes"), "{plan:#?}");
     assert!(plan.to_text().contains("warning:"));
     assert_all(&persist::apply(&plan), Outcome::Done);
@@ -1125,7 +1128,7 @@ fn check_warns_about_what_a_mount_would_hide_in_the_blank() {
         (Severity::Warning, Some(5), Some(16))
     );
     assert!(
-        got[1].3.contains("has 1 entries in the blank snapshot"),
+        got[1].3.contains("has 1 entry in the blank snapshot"),
         "{got:#?}"
     );
     assert_eq!(

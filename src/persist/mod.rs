@@ -28,6 +28,7 @@ use serde::{Serialize, Serializer};
 
 pub use crate::config::{How, Kind};
 pub use apply::{EntryReport, Outcome, Report, apply};
+pub(crate) use plan::entries_word;
 pub use plan::{PlanOptions, plan, plan_with};
 pub use status::{EntryStatus, Shadow, StatusState, status};
 

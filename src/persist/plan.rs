@@ -522,9 +522,10 @@ fn hidden_content(
             let n = ctx.walker.count_entries(target)?;
             (n > 0).then(|| {
                 format!(
-                    "'{}' already has {n} entries in the root: the bind mount hides them (they stay in the \
+                    "'{}' already has {n} {} in the root: the bind mount hides them (they stay in the \
                      root underneath; copy what you need into persistent storage)",
-                    shown.display()
+                    shown.display(),
+                    entries_word(n)
                 )
             })
         }
@@ -556,4 +557,9 @@ fn source_missing_hint(ctx: &Ctx<'_>, target: &Path, source: &Path, adopting: bo
             target.display()
         )
     }
+}
+
+/// "entry" or "entries".
+pub(crate) fn entries_word(n: u64) -> &'static str {
+    if n == 1 { "entry" } else { "entries" }
 }
