@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod btrfs;
+pub mod check;
 pub mod cli;
 pub mod cmdline;
 pub mod config;
@@ -18,7 +19,9 @@ pub mod lock;
 pub mod logging;
 pub mod mount;
 pub mod mountinfo;
+pub mod persist;
 pub mod restore;
 pub mod retention;
 pub mod rollback;
 pub mod roots;
+pub mod users;
