@@ -58,6 +58,10 @@ for boot in 1 2 3; do
   "$tabula" rollback
 done
 
+step "tabula roots list"
+"$tabula" roots list --json | grep -E '"(ref|name|retired_at|pinned)"' | paste - - - - | sed 's/^ */  /'
+step "tabula roots show -1"
+"$tabula" roots show -1 | sed 's/^/  /'
 step "the layout now"
 mount "$dev" "$mnt"
 btrfs subvolume list -o "$mnt/old_roots" | sed 's/^/  /'

@@ -4,10 +4,13 @@
 
 pub mod app;
 pub mod btrfs;
+pub mod check;
 pub mod cli;
 pub mod cmdline;
 pub mod config;
 pub mod device;
+pub mod diff;
+pub mod docs;
 pub mod error;
 pub mod fault;
 pub mod init;
@@ -15,5 +18,10 @@ pub mod layout;
 pub mod lock;
 pub mod logging;
 pub mod mount;
+pub mod mountinfo;
+pub mod persist;
+pub mod restore;
 pub mod retention;
 pub mod rollback;
+pub mod roots;
+pub mod users;

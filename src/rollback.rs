@@ -559,3 +559,229 @@ fn put_back(
 pub fn fault_points() -> &'static [&'static str] {
     fault::ROLLBACK_POINTS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeviceSpec, Layout};
+    use std::time::Duration;
+
+    fn layout() -> Layout {
+        Layout {
+            device: DeviceSpec::Path("/dev/x".into()),
+            device_timeout: Duration::from_secs(1),
+            root: "root".into(),
+            blank: "root-blank".into(),
+            old_roots: "old_roots".into(),
+            persist: "persist".into(),
+        }
+    }
+
+    fn sub(
+        id: u64,
+        uuid: &str,
+        parent_uuid: Option<&str>,
+        ro: bool,
+        gen_: u64,
+        otransid: u64,
+    ) -> Entry {
+        Entry::Subvolume {
+            info: SubvolumeInfo {
+                id,
+                parent_id: 5,
+                dir_id: 256,
+                name: String::new(),
+                generation: gen_,
+                otransid,
+                uuid: uuid.into(),
+                parent_uuid: parent_uuid.map(str::to_string),
+                received_uuid: None,
+                otime: DateTime::from_timestamp(1_750_000_000, 0),
+                read_only: ro,
+            },
+        }
+    }
+
+    fn ctx() -> BootContext {
+        BootContext {
+            now: DateTime::from_timestamp(1_760_000_000, 0).unwrap(),
+            boot_id: Some("b".repeat(32)),
+            kernel: Some("6.1.0".into()),
+            flags: BootFlags::default(),
+        }
+    }
+
+    /// root written to (generation past its creation), ro blank, old_roots, no retired roots.
+    fn normal() -> Observed {
+        Observed {
+            root: sub(300, "r", Some("blank"), false, 20, 10),
+            blank: sub(257, "blank", None, true, 5, 5),
+            staging: Entry::Missing,
+            old_roots: sub(258, "old", None, false, 9, 3),
+            retired: vec!["00041-2025-01-01T000000Z".into()],
+            newest: vec![],
+            boot_source: None,
+        }
+    }
+
+    fn kinds(p: &Plan) -> Vec<&'static str> {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::Snapshot { .. } => "snapshot",
+                Action::Retire { .. } => "retire",
+                Action::Promote { .. } => "promote",
+                Action::WriteMetadata { .. } => "meta",
+                Action::Freeze { .. } => "freeze",
+                Action::Sync => "sync",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn normal_boot_snapshots_before_touching_the_root() {
+        let p = plan(&normal(), &layout(), &ctx()).unwrap();
+        assert_eq!(
+            kinds(&p),
+            ["snapshot", "retire", "promote", "meta", "freeze", "sync"]
+        );
+        assert_eq!(p.retire_as.as_deref(), Some("00042-2025-10-09T085320Z"));
+    }
+
+    #[test]
+    fn interrupted_runs_are_finished() {
+        // Crash after the snapshot: staging reused, not snapshotted again.
+        let mut o = normal();
+        o.staging = sub(301, "s", Some("blank"), false, 11, 11);
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            ["retire", "promote", "meta", "freeze", "sync"]
+        );
+        // Crash after retiring: no root, staging there, newest retired root without metadata.
+        o.root = Entry::Missing;
+        o.newest = vec![Retired {
+            name: "00042-2025-10-09T085320Z".into(),
+            info: sub(300, "r", Some("blank"), false, 20, 10)
+                .subvolume()
+                .cloned(),
+            meta: None,
+        }];
+        let p = plan(&o, &layout(), &ctx()).unwrap();
+        assert_eq!(kinds(&p), ["promote", "meta", "freeze", "sync"]);
+        assert_eq!(p.retire_as, None);
+        // Crash after promoting: the fresh root is untouched; only the retired root is completed.
+        o.root = sub(301, "s", Some("blank"), false, 11, 11);
+        o.staging = Entry::Missing;
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            ["meta", "freeze", "sync"]
+        );
+        // Crash after the metadata: only the freeze is left.
+        o.newest[0].meta = Some(new_meta(
+            "00042-2025-10-09T085320Z",
+            42,
+            o.newest[0].info.as_ref().unwrap(),
+            None,
+            &ctx(),
+            None,
+        ));
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            ["freeze", "sync"]
+        );
+        // All done: nothing.
+        if let Some(i) = o.newest[0].info.as_mut() {
+            i.read_only = true;
+        }
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn missing_blank_does_not_block_finishing_but_blocks_a_new_rotation() {
+        let mut o = normal();
+        o.blank = Entry::Missing;
+        assert_eq!(
+            plan(&o, &layout(), &ctx()).unwrap_err().rule,
+            "blank-missing"
+        );
+        o.root = Entry::Missing;
+        o.staging = sub(301, "s", Some("blank"), false, 11, 11);
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            ["promote", "sync"]
+        );
+        o.staging = Entry::Missing;
+        assert_eq!(
+            plan(&o, &layout(), &ctx()).unwrap_err().rule,
+            "blank-missing"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let mut o = normal();
+        o.blank = sub(257, "blank", None, false, 5, 5);
+        assert_eq!(
+            plan(&o, &layout(), &ctx()).unwrap_err().rule,
+            "blank-writable"
+        );
+        let mut o = normal();
+        o.old_roots = Entry::Other;
+        assert_eq!(
+            plan(&o, &layout(), &ctx()).unwrap_err().rule,
+            "old-roots-not-subvolume"
+        );
+        let mut o = normal();
+        o.root = Entry::Other;
+        assert_eq!(
+            plan(&o, &layout(), &ctx()).unwrap_err().rule,
+            "root-not-subvolume"
+        );
+        let mut o = normal();
+        o.staging = Entry::Other;
+        assert_eq!(
+            plan(&o, &layout(), &ctx()).unwrap_err().rule,
+            "staging-not-subvolume"
+        );
+    }
+
+    #[test]
+    fn skip_and_untouched_do_nothing() {
+        let mut c = ctx();
+        c.flags.skip = true;
+        assert!(plan(&normal(), &layout(), &c).unwrap().actions.is_empty());
+        let mut o = normal();
+        o.root = sub(300, "r", Some("blank"), false, 10, 10);
+        let p = plan(&o, &layout(), &ctx()).unwrap();
+        assert!(
+            p.actions.is_empty() && p.notes[0].contains("untouched"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn boot_ids_and_clock_trust_need_only_the_previous_root() {
+        let root = sub(300, "r", Some("blank"), false, 20, 10)
+            .subvolume()
+            .cloned()
+            .unwrap();
+        let mut prev = new_meta("00041-x", 41, &root, None, &ctx(), None);
+        prev.retired_by.new_root_uuid = Some("r".into());
+        prev.retired_by.boot_id = Some("previous-boot".into());
+        let prev = Retired {
+            name: "00041-x".into(),
+            info: None,
+            meta: Some(prev),
+        };
+        let m = new_meta("00042-y", 42, &root, Some(&prev), &ctx(), None);
+        assert_eq!(m.boot_id.as_deref(), Some("previous-boot"));
+        let mut early = ctx();
+        early.now = DateTime::from_timestamp(1_759_000_000, 0).unwrap();
+        let m2 = new_meta("00042-y", 42, &root, Some(&prev), &early, None);
+        assert!(!m2.clock_trusted, "behind the previous trusted retirement");
+        assert_eq!(m2.clock_floor, prev.meta.as_ref().unwrap().clock_floor);
+    }
+}

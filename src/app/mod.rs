@@ -10,6 +10,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
+mod files;
+mod roots;
+
 use crate::cli::{Cli, Command, InitArgs, RollbackArgs};
 use crate::config::Config;
 use crate::error::{ExitStatus, UsageError};
@@ -20,6 +23,26 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Init(args) => cmd_init(&cli, args),
         Command::Rollback(args) => cmd_rollback(&cli, args),
+        Command::Roots(crate::cli::RootsCommand::Diff {
+            root,
+            against,
+            json,
+        }) => files::diff(&cli, root, against, *json),
+        Command::Roots(cmd) => roots::run(&cli, cmd),
+        Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
+        Command::Restore(args) => files::restore(&cli, args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "tabula", &mut std::io::stdout());
+            Ok(ExitStatus::Success)
+        }
+        Command::Man => {
+            let page = crate::docs::man_page().context("rendering the man page")?;
+            std::io::stdout()
+                .write_all(&page)
+                .context("writing the man page")?;
+            Ok(ExitStatus::Success)
+        }
     }
 }
 
@@ -39,10 +62,22 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
     Ok(Config::load(&cli.config)?)
 }
 
-/// Finds the device, enters a private mount namespace, mounts the top level and (if `locked`) locks it.
+/// Finds the device, enters a private mount namespace, mounts the top level and (if `lock_wait`) locks it.
 pub fn open_filesystem(config: Config, lock_wait: Option<Duration>) -> Result<Filesystem> {
+    open_filesystem_in(config, lock_wait, true)
+}
+
+/// As [`open_filesystem`]; with `private` false the process stays in the caller's mount namespace (for
+/// commands that mount something the user must see), and the top level is only mounted transiently.
+pub fn open_filesystem_in(
+    config: Config,
+    lock_wait: Option<Duration>,
+    private: bool,
+) -> Result<Filesystem> {
     let device = device::resolve(&config.layout.device, config.layout.device_timeout)?;
-    mount::enter_private_namespace()?;
+    if private {
+        mount::enter_private_namespace()?;
+    }
     let top = mount::open_top_level(&device)?;
     let lock = match lock_wait {
         Some(wait) => Some(lock::lock_filesystem(
@@ -136,8 +171,33 @@ fn cmd_rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitStatus> {
         }
         return Ok(ExitStatus::Success);
     }
+    let in_initrd = args.initrd || crate::logging::in_initrd();
+    let config = load_config(cli);
+    let on_failure = config
+        .as_ref()
+        .map(|c| c.boot.on_failure)
+        .unwrap_or_default();
+    let result = config.and_then(|config| rollback_with(config, cli, args));
+    match result {
+        Err(e)
+            if in_initrd && !args.dry_run && on_failure == crate::config::OnFailure::Continue =>
+        {
+            tracing::error!("{e:#}");
+            tracing::error!(
+                "rollback FAILED: booting the old root as it is (on_failure = \"continue\")"
+            );
+            eprintln!(
+                "tabula: error: {e:#}\ntabula: rollback FAILED: booting the old root as it is (on_failure = \"continue\")"
+            );
+            Ok(ExitStatus::Success)
+        }
+        other => other,
+    }
+}
+
+fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitStatus> {
     let flags = fault::boot_flags();
-    let fs = open_filesystem(load_config(cli)?, (!args.dry_run).then_some(cli.lock_wait))?;
+    let fs = open_filesystem(config, (!args.dry_run).then_some(cli.lock_wait))?;
     let layout = &fs.config.layout;
     let ctx = rollback::BootContext {
         now: fault::now(),

@@ -1,0 +1,175 @@
+//! `tabula roots diff`, `tabula diff` and `tabula restore`: looking into roots and getting files back.
+
+use std::io::{IsTerminal, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::roots::open_old_roots;
+use super::{Filesystem, load_config, open_filesystem};
+use crate::cli::{Cli, RestoreArgs};
+use crate::config::Config;
+use crate::diff::{self, DiffOptions};
+use crate::error::{ExitStatus, PartialFailure, UsageError};
+use crate::layout::{self, RootRef};
+use crate::restore;
+use crate::roots;
+
+/// The paths the persistence allowlist mounts into the root: not changes of the root itself.
+pub(super) fn persisted_paths(config: &Config) -> Vec<PathBuf> {
+    let _ = config;
+    Vec::new()
+}
+
+/// Opens the tree a root reference names: `blank`, `current` or a retired root. Returns its label too.
+fn open_tree(
+    fs: &Filesystem,
+    old_roots: &OwnedFd,
+    all: &[roots::RetiredRoot],
+    r: &str,
+) -> Result<(OwnedFd, String)> {
+    let layout = &fs.config.layout;
+    match RootRef::parse(r).map_err(UsageError)? {
+        RootRef::Blank => Ok((
+            layout::open_subvolume(fs.top.as_fd(), &layout.blank)?,
+            "blank".into(),
+        )),
+        RootRef::Current => Ok((
+            layout::open_subvolume(fs.top.as_fd(), &layout.root)?,
+            "current".into(),
+        )),
+        _ => {
+            let picked = roots::resolve(all, r)?;
+            Ok((
+                layout::open_subvolume(old_roots.as_fd(), &picked.name)?,
+                picked.name.clone(),
+            ))
+        }
+    }
+}
+
+pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<ExitStatus> {
+    let fs = open_filesystem(load_config(cli)?, None)?;
+    let old_roots = open_old_roots(&fs)?;
+    let all = roots::list(old_roots.as_fd())?;
+    let (new, new_label) = open_tree(&fs, &old_roots, &all, root)?;
+    let (old, old_label) = open_tree(&fs, &old_roots, &all, against)?;
+    let mut ignore = persisted_paths(&fs.config);
+    if let Some(p) = persist_mount_point(&fs.config) {
+        ignore.push(p);
+    }
+    let opts = DiffOptions {
+        ignore,
+        ..DiffOptions::default()
+    };
+    let mut d = diff::diff_trees(old.as_fd(), new.as_fd(), &opts)
+        .with_context(|| format!("comparing '{new_label}' with '{old_label}'"))?;
+    d.old_tree = Some(old_label.clone());
+    d.new_tree = Some(new_label.clone());
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &d).context("writing JSON")?;
+        writeln!(out)?;
+    } else if std::io::stdout().is_terminal() {
+        writeln!(out, "{new_label} compared with {old_label}:")?;
+        out.write_all(diff::render_human(&d).as_bytes())?;
+    } else {
+        out.write_all(diff::render_tsv(&d).as_bytes())?;
+    }
+    if d.summary.errors > 0 {
+        return Err(PartialFailure {
+            failed: d.summary.errors as usize,
+            total: d.entries.len(),
+        }
+        .into());
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Where the persistent subvolume is mounted in the root (its own mount point is not a change).
+fn persist_mount_point(config: &Config) -> Option<PathBuf> {
+    let _ = config;
+    None
+}
+
+pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
+    if !args.path.is_absolute() {
+        return Err(UsageError(format!(
+            "'{}': give the absolute path the file had in that boot",
+            args.path.display()
+        ))
+        .into());
+    }
+    let dest = match &args.to {
+        Some(to) if to.is_absolute() => to.clone(),
+        Some(to) => std::env::current_dir()
+            .context("reading the current directory")?
+            .join(to),
+        None => args.path.clone(),
+    };
+    let config = load_config(cli)?;
+    if let Some(p) = restore::persisted_prefix(&args.path, &persisted_paths(&config)) {
+        println!(
+            "note: '{}' is persisted ('{}' is bind-mounted from persistent storage): its contents live in \
+             the persistent subvolume, not in the retired root; what the root holds there is only what \
+             was written before the mount",
+            args.path.display(),
+            p.display()
+        );
+    }
+    let fs = open_filesystem(config, (!args.dry_run).then_some(cli.lock_wait))?;
+    let old_roots = open_old_roots(&fs)?;
+    let all = roots::list(old_roots.as_fd())?;
+    if matches!(
+        RootRef::parse(&args.from),
+        Ok(RootRef::Blank | RootRef::Current)
+    ) {
+        return Err(UsageError(
+            "restore copies from a retired root: --from -1, a sequence number or a name".into(),
+        )
+        .into());
+    }
+    let (src, label) = open_tree(&fs, &old_roots, &all, &args.from)?;
+    let slash = crate::btrfs::open_dir_at(fs.top.as_fd(), Path::new("/")).context("opening '/'")?;
+    let plan = restore::plan_restore(src.as_fd(), &args.path, slash.as_fd(), &dest, args.force)
+        .with_context(|| {
+            format!(
+                "planning the restore of '{}' from '{label}'",
+                args.path.display()
+            )
+        })?;
+    if args.dry_run {
+        if args.json {
+            serde_json::to_writer_pretty(std::io::stdout().lock(), &plan)
+                .context("writing JSON")?;
+            println!();
+        } else {
+            print!("{}", restore::render_plan(&plan));
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let report = restore::apply_restore(&plan, src.as_fd(), slash.as_fd())
+        .with_context(|| format!("restoring '{}' from '{label}'", args.path.display()))?;
+    if args.json {
+        serde_json::to_writer_pretty(std::io::stdout().lock(), &report).context("writing JSON")?;
+        println!();
+    } else {
+        println!(
+            "restored '{}' from '{label}' to '{}': {} file(s) reflinked, {} copied{}",
+            args.path.display(),
+            report.dest.display(),
+            report.reflinked_files,
+            report.copied_files,
+            if report.replaced {
+                ", replacing what was there"
+            } else {
+                ""
+            }
+        );
+        for w in &report.warnings {
+            eprintln!("tabula: warning: {w}");
+        }
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,300 @@
+//! `tabula check`: validate the configuration without touching disks.
+//!
+//! Besides what parsing checks (paths absolute and normalised, no `..`, no duplicates, nothing inside a
+//! directory entry, nothing under /proc /sys /dev /run, octal modes), this resolves user and group names
+//! against the `passwd`/`group` of a root directory, and, given the blank snapshot, warns about targets
+//! whose content a bind mount would hide. Everything is reported, not just the first problem.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{Config, How, Kind, Loc};
+use crate::error::ConfigError;
+use crate::persist::walk::{Walker, is_dir, is_file, is_symlink};
+use crate::users::Resolver;
+
+/// What to check against.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Root whose `/etc/passwd`, `/etc/group` (and persistent copies under `[persist] path`) resolve
+    /// names; `/` when unset.
+    pub root: Option<PathBuf>,
+    /// A directory holding the blank snapshot (mounted read-only somewhere): targets with content there
+    /// get a warning.
+    pub blank: Option<PathBuf>,
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// The configuration is wrong or cannot work.
+    Error,
+    /// It works, but probably not as intended.
+    Warning,
+}
+
+/// One problem, located in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Diagnostic {
+    fn from_error(severity: Severity, e: ConfigError) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: e.file,
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        }
+    }
+
+    fn at(severity: Severity, file: &Path, loc: Loc, message: String) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: file.to_path_buf(),
+            line: Some(loc.line),
+            column: Some(loc.column),
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, ": {sev}: {}", self.message)
+    }
+}
+
+/// Everything `tabula check` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// In file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl CheckReport {
+    /// Whether there is at least one error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+
+    /// No errors and no warnings: the only case in which `tabula check` exits 0.
+    pub fn is_clean(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+}
+
+/// Checks the configuration file at `path`.
+pub fn check_file(path: &Path, opts: &CheckOptions) -> CheckReport {
+    match std::fs::read_to_string(path) {
+        Ok(text) => check_text(path, &text, opts),
+        Err(e) => CheckReport {
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: format!("cannot read the configuration: {e}"),
+            }],
+        },
+    }
+}
+
+/// Checks configuration `text` read from `file`.
+pub fn check_text(file: &Path, text: &str, opts: &CheckOptions) -> CheckReport {
+    let config = match Config::parse_all(file, text) {
+        Ok(c) => c,
+        Err(errors) => {
+            return CheckReport {
+                diagnostics: errors
+                    .into_iter()
+                    .map(|e| Diagnostic::from_error(Severity::Error, e))
+                    .collect(),
+            };
+        }
+    };
+    let mut out = Vec::new();
+    let root = opts.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    check_users(&config, &root, &mut out);
+    if let Some(blank) = &opts.blank {
+        check_blank(&config, blank, &mut out);
+    }
+    out.sort_by_key(|d| (d.line.is_some(), d.line, d.column));
+    CheckReport { diagnostics: out }
+}
+
+fn check_users(config: &Config, root: &Path, out: &mut Vec<Diagnostic>) {
+    let resolver = Resolver::for_root(root, &config.persist);
+    let file = &config.file;
+    for u in &config.persist.users {
+        if let Err(m) = resolver.account(u) {
+            out.push(Diagnostic::at(Severity::Error, file, u.loc, m));
+        }
+    }
+    for e in config.persist.entries() {
+        if let Some(spec) = &e.entry.user
+            && let Err(m) = resolver.uid(spec)
+        {
+            out.push(Diagnostic::at(
+                Severity::Error,
+                file,
+                e.entry.user_loc.unwrap_or(e.entry.loc),
+                m,
+            ));
+        }
+        if let Some(spec) = &e.entry.group
+            && let Err(m) = resolver.gid(spec)
+        {
+            out.push(Diagnostic::at(
+                Severity::Error,
+                file,
+                e.entry.group_loc.unwrap_or(e.entry.loc),
+                m,
+            ));
+        }
+    }
+}
+
+fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
+    let file = &config.file;
+    let walker = match Walker::open(blank) {
+        Ok(w) => w,
+        Err(e) => {
+            out.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.clone(),
+                line: None,
+                column: None,
+                message: format!("{e:#}"),
+            });
+            return;
+        }
+    };
+    // The initrd mounts persistent storage on this directory of the fresh root: the blank must have it.
+    let persist = &config.persist.path;
+    match walker.stat(persist) {
+        Ok(Some(st)) if is_dir(&st) => {}
+        other => {
+            let why = match other {
+                Err(e) => format!("{e:#}"),
+                Ok(Some(_)) => "is not a directory".into(),
+                _ => "does not exist".into(),
+            };
+            let message = format!(
+                "'{}' {why} in the blank snapshot: persistent storage cannot be mounted there; create the \
+                 directory in the blank snapshot",
+                walker.shown(persist).display()
+            );
+            out.push(match config.persist.path_loc {
+                Some(loc) => Diagnostic::at(Severity::Warning, file, loc, message),
+                None => Diagnostic {
+                    severity: Severity::Warning,
+                    file: file.clone(),
+                    line: None,
+                    column: None,
+                    message,
+                },
+            });
+        }
+    }
+    for e in config.persist.entries() {
+        let target = e.target();
+        let shown = walker.shown(&target);
+        let loc = e.entry.loc;
+        let st = match walker.stat(&target) {
+            Ok(Some(st)) => st,
+            Ok(None) => continue,
+            Err(err) => {
+                out.push(Diagnostic::at(
+                    Severity::Error,
+                    file,
+                    loc,
+                    format!("{err:#}: `tabula persist` will refuse this entry at every boot"),
+                ));
+                continue;
+            }
+        };
+        let diag = match (e.entry.how, e.kind) {
+            (_, _) if is_symlink(&st) && e.entry.how == How::Bind => Some((
+                Severity::Error,
+                format!(
+                    "'{}' is a symlink in the blank snapshot: `tabula persist` will refuse this entry",
+                    shown.display()
+                ),
+            )),
+            (How::Symlink, _) if !is_symlink(&st) => Some((
+                Severity::Error,
+                format!(
+                    "'{}' exists in the blank snapshot: `tabula persist` will not replace it with a symlink",
+                    shown.display()
+                ),
+            )),
+            (How::Symlink, _) => None,
+            (How::Bind, Kind::Directory) if !is_dir(&st) => Some((
+                Severity::Error,
+                format!(
+                    "'{}' is not a directory in the blank snapshot",
+                    shown.display()
+                ),
+            )),
+            (How::Bind, Kind::File) if !is_file(&st) => Some((
+                Severity::Error,
+                format!(
+                    "'{}' is not a regular file in the blank snapshot",
+                    shown.display()
+                ),
+            )),
+            (How::Bind, Kind::Directory) => match walker.count_entries(&target) {
+                Ok(0) => None,
+                Ok(n) => Some((
+                    Severity::Warning,
+                    format!(
+                        "'{}' has {n} {} in the blank snapshot: the bind mount will hide them",
+                        shown.display(),
+                        crate::persist::entries_word(n)
+                    ),
+                )),
+                Err(err) => Some((Severity::Error, format!("{err:#}"))),
+            },
+            (How::Bind, Kind::File) => (st.st_size > 0).then(|| {
+                (
+                    Severity::Warning,
+                    format!(
+                        "'{}' has {} bytes in the blank snapshot: the bind mount will hide them",
+                        shown.display(),
+                        st.st_size
+                    ),
+                )
+            }),
+        };
+        if let Some((severity, message)) = diag {
+            out.push(Diagnostic::at(severity, file, loc, message));
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! The synchronized, sorted, fd-relative walk behind [`super::diff_trees`].
+//!
+//! Every object is reached as (open parent directory fd, name) and `fstatat`-ed with
+//! `AT_SYMLINK_NOFOLLOW`; directories are opened with `O_NOFOLLOW|O_DIRECTORY` and checked to be the
+//! inode that was stat-ed, so a tree that changes under the walk yields an `error` entry, never a
+//! comparison of the wrong object.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context;
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat, major, minor};
+
+use super::xattr::{self, Xattrs};
+use super::{
+    Change, Diff, DiffOptions, Entry, FileType, Kind, Node, RawName, SCHEMA_VERSION, Summary,
+    XattrDiff,
+};
+use crate::error::UsageError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Old,
+    New,
+}
+
+/// The part of `struct stat` the walk uses.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    ft: FileType,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+    nlink: u64,
+    rdev: u64,
+}
+
+impl Stat {
+    fn from_raw(st: &FileStat) -> Result<Stat, String> {
+        let ft = FileType::from_mode(st.st_mode)
+            .ok_or_else(|| format!("unknown file type in mode {:o}", st.st_mode))?;
+        Ok(Stat {
+            ft,
+            perm: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+            ino: st.st_ino,
+            dev: st.st_dev,
+            #[allow(clippy::useless_conversion)] // nlink_t is u32 on some architectures
+            nlink: u64::from(st.st_nlink),
+            rdev: st.st_rdev,
+        })
+    }
+}
+
+/// Where an object is, for the calls that need more than its stat.
+#[derive(Clone, Copy)]
+enum Loc<'a> {
+    /// `name` in the open directory.
+    At(BorrowedFd<'a>, &'a [u8]),
+    /// The open object itself (the tree roots).
+    Fd(BorrowedFd<'a>),
+}
+
+struct TreeState {
+    dev: u64,
+    /// Names met by the walk for each inode with more than one link.
+    links: HashMap<u64, Names>,
+}
+
+/// The names of one hard-linked inode in one tree: the first met, and the first met that exists in
+/// both trees (an old name of the inode, where its bytes already were).
+#[derive(Default)]
+struct Names {
+    first: Option<Vec<u8>>,
+    first_shared: Option<Vec<u8>>,
+}
+
+impl Names {
+    /// Where the inode's bytes are counted.
+    fn representative(&self) -> Option<&Vec<u8>> {
+        self.first_shared.as_ref().or(self.first.as_ref())
+    }
+}
+
+#[derive(Default)]
+struct Summ {
+    entries: u64,
+    bytes: u64,
+    /// Entries that are not mere scaffolding around ignored paths.
+    meaningful: u64,
+}
+
+struct Walker<'a> {
+    opts: &'a DiffOptions,
+    ignore: HashSet<Vec<u8>>,
+    /// Proper ancestors of ignored paths.
+    scaffold: HashSet<Vec<u8>>,
+    old: TreeState,
+    new: TreeState,
+    entries: Vec<Entry>,
+    content_cache: HashMap<(u64, u64), bool>,
+}
+
+pub(super) fn run(
+    old: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    opts: &DiffOptions,
+) -> anyhow::Result<Diff> {
+    let mut od = reopen(old).context("opening the old tree's root")?;
+    let mut nd = reopen(new).context("opening the new tree's root")?;
+    let os = fstat(od.as_fd())
+        .map_err(|e| e.to_string())
+        .and_then(|s| Stat::from_raw(&s))
+        .map_err(anyhow::Error::msg)
+        .context("reading the old tree's root")?;
+    let ns = fstat(nd.as_fd())
+        .map_err(|e| e.to_string())
+        .and_then(|s| Stat::from_raw(&s))
+        .map_err(anyhow::Error::msg)
+        .context("reading the new tree's root")?;
+    let mut w = Walker::new(opts, os.dev, ns.dev)?;
+
+    // The roots' own metadata.
+    let on = w
+        .node(Side::Old, Loc::Fd(od.as_fd()), &os)
+        .map_err(anyhow::Error::msg)?;
+    let nn = w
+        .node(Side::New, Loc::Fd(nd.as_fd()), &ns)
+        .map_err(anyhow::Error::msg)?;
+    match w.compare(Loc::Fd(od.as_fd()), Loc::Fd(nd.as_fd()), &os, &ns, &on, &nn) {
+        Ok((what, xattrs)) if !what.is_empty() => w.push_changed(b"", what, xattrs, on, nn),
+        Ok(_) => {}
+        Err(msg) => w.push_error(b"", msg),
+    }
+    w.pair(&mut od, &mut nd, b"")
+        .map_err(anyhow::Error::msg)
+        .context("listing the tree roots")?;
+    Ok(w.finish())
+}
+
+impl<'a> Walker<'a> {
+    fn new(opts: &'a DiffOptions, old_dev: u64, new_dev: u64) -> anyhow::Result<Self> {
+        let mut ignore = HashSet::new();
+        let mut scaffold = HashSet::new();
+        for p in &opts.ignore {
+            let norm = normalize(p).ok_or_else(|| {
+                UsageError(format!(
+                    "ignored path '{}' must be a path below the root without '..'",
+                    p.display()
+                ))
+            })?;
+            for (i, &b) in norm.iter().enumerate().skip(1) {
+                if b == b'/' {
+                    scaffold.insert(norm[..i].to_vec());
+                }
+            }
+            ignore.insert(norm);
+        }
+        Ok(Walker {
+            opts,
+            ignore,
+            scaffold,
+            old: TreeState {
+                dev: old_dev,
+                links: HashMap::new(),
+            },
+            new: TreeState {
+                dev: new_dev,
+                links: HashMap::new(),
+            },
+            entries: Vec::new(),
+            content_cache: HashMap::new(),
+        })
+    }
+
+    fn tree(&self, side: Side) -> &TreeState {
+        match side {
+            Side::Old => &self.old,
+            Side::New => &self.new,
+        }
+    }
+
+    /// Walk two directories that exist on both sides.
+    fn pair(&mut self, od: &mut Dir, nd: &mut Dir, path: &[u8]) -> Result<(), String> {
+        let onames =
+            read_names(od).map_err(|e| format!("listing '{}' in the old tree: {e}", show(path)))?;
+        let nnames =
+            read_names(nd).map_err(|e| format!("listing '{}' in the new tree: {e}", show(path)))?;
+        let (od, nd) = (od.as_fd(), nd.as_fd());
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let (o, n) = match (onames.get(i), nnames.get(j)) {
+                (None, None) => break,
+                (Some(a), None) => (Some(a), None),
+                (None, Some(b)) => (None, Some(b)),
+                (Some(a), Some(b)) => match a.cmp(b) {
+                    std::cmp::Ordering::Less => (Some(a), None),
+                    std::cmp::Ordering::Greater => (None, Some(b)),
+                    std::cmp::Ordering::Equal => (Some(a), Some(b)),
+                },
+            };
+            i += usize::from(o.is_some());
+            j += usize::from(n.is_some());
+            let Some(name) = o.or(n) else { break };
+            self.child(o.map(|_| od), n.map(|_| nd), path, name);
+        }
+        Ok(())
+    }
+
+    fn child(
+        &mut self,
+        od: Option<BorrowedFd<'_>>,
+        nd: Option<BorrowedFd<'_>>,
+        parent: &[u8],
+        name: &[u8],
+    ) {
+        let path = join(parent, name);
+        if self.ignore.contains(&path) {
+            return;
+        }
+        let stat = |d: Option<BorrowedFd<'_>>| match d {
+            Some(d) => stat_at(d, name),
+            None => Ok(None),
+        };
+        let (o, n) = match (stat(od), stat(nd)) {
+            (Ok(o), Ok(n)) => (o, n),
+            (Err(e), _) | (_, Err(e)) => {
+                return self.push_error(&path, format!("reading '{}': {e}", show(&path)));
+            }
+        };
+        match (od.zip(o), nd.zip(n)) {
+            (Some((d, o)), None) => self.one_side(Side::Old, d, name, &path, &o),
+            (None, Some((d, n))) => self.one_side(Side::New, d, name, &path, &n),
+            (Some((od, o)), Some((nd, n))) => self.both(od, nd, name, &path, &o, &n),
+            (None, None) => {}
+        }
+    }
+
+    /// An object that exists on one side only.
+    fn one_side(&mut self, side: Side, dir: BorrowedFd<'_>, name: &[u8], path: &[u8], st: &Stat) {
+        self.register(side, st, path, false);
+        let mut node = match self.node(side, Loc::At(dir, name), st) {
+            Ok(n) => n,
+            Err(msg) => return self.push_error(path, msg),
+        };
+        let mut below = Vec::new();
+        if st.ft == FileType::Dir && !node.other_fs {
+            let mut seen = HashSet::new();
+            match self.summarize(side, dir, name, path, st, &mut below, &mut seen) {
+                Ok(sum) => {
+                    if sum.meaningful == 0 && self.scaffold.contains(path) {
+                        // Only parents of persisted mount points: tabula's own doing.
+                        return;
+                    }
+                    node.size = sum.bytes;
+                    node.entries = Some(sum.entries);
+                }
+                Err(msg) => return self.push_error(path, msg),
+            }
+        }
+        let (kind, old, new) = match side {
+            Side::Old => (Kind::Deleted, Some(node), None),
+            Side::New => (Kind::Added, None, Some(node)),
+        };
+        self.entries.push(entry(path, kind, Vec::new(), old, new));
+        self.entries.extend(below);
+    }
+
+    /// Count (and with `list_children`, list) what is beneath a directory that exists on one side.
+    #[allow(clippy::too_many_arguments)]
+    fn summarize(
+        &mut self,
+        side: Side,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        expected: &Stat,
+        out: &mut Vec<Entry>,
+        seen: &mut HashSet<u64>,
+    ) -> Result<Summ, String> {
+        let mut dir = open_dir_at(parent, name, expected)
+            .map_err(|e| format!("opening '{}': {e}", show(path)))?;
+        let names = read_names(&mut dir).map_err(|e| format!("listing '{}': {e}", show(path)))?;
+        let dir = dir.as_fd();
+        let mut sum = Summ::default();
+        for child in &names {
+            let cpath = join(path, child);
+            if self.ignore.contains(&cpath) {
+                continue;
+            }
+            let st = match stat_at(dir, child) {
+                Ok(Some(st)) => st,
+                Ok(None) => continue,
+                Err(e) => {
+                    out.push(error_entry(
+                        &cpath,
+                        format!("reading '{}': {e}", show(&cpath)),
+                    ));
+                    sum.meaningful += 1;
+                    continue;
+                }
+            };
+            self.register(side, &st, &cpath, false);
+            let mut node = match self.node(side, Loc::At(dir, child), &st) {
+                Ok(n) => n,
+                Err(msg) => {
+                    out.push(error_entry(&cpath, msg));
+                    sum.meaningful += 1;
+                    continue;
+                }
+            };
+            let mut entries = 1;
+            let mut bytes = 0;
+            if st.ft == FileType::File && (st.nlink <= 1 || seen.insert(st.ino)) {
+                bytes = st.size;
+            }
+            let mark = out.len();
+            if self.opts.list_children {
+                out.push(implied_entry(&cpath, side, node.clone()));
+            }
+            let mut meaningful = true;
+            if st.ft == FileType::Dir && !node.other_fs {
+                match self.summarize(side, dir, child, &cpath, &st, out, seen) {
+                    Ok(sub) => {
+                        if sub.meaningful == 0 && self.scaffold.contains(&cpath) {
+                            meaningful = false;
+                            out.truncate(mark);
+                        } else {
+                            entries += sub.entries;
+                            bytes += sub.bytes;
+                            node.size = sub.bytes;
+                            node.entries = Some(sub.entries);
+                            if let Some(e) = out.get_mut(mark) {
+                                *e = implied_entry(&cpath, side, node);
+                            }
+                        }
+                    }
+                    Err(msg) => out.push(error_entry(&cpath, msg)),
+                }
+            }
+            if meaningful {
+                sum.entries += entries;
+                sum.bytes += bytes;
+                sum.meaningful += 1;
+            }
+        }
+        Ok(sum)
+    }
+
+    /// An object that exists on both sides.
+    fn both(
+        &mut self,
+        od: BorrowedFd<'_>,
+        nd: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        o: &Stat,
+        n: &Stat,
+    ) {
+        self.register(Side::Old, o, path, true);
+        self.register(Side::New, n, path, true);
+        let (on, nn) = match (
+            self.node(Side::Old, Loc::At(od, name), o),
+            self.node(Side::New, Loc::At(nd, name), n),
+        ) {
+            (Ok(on), Ok(nn)) => (on, nn),
+            (Err(msg), _) | (_, Err(msg)) => return self.push_error(path, msg),
+        };
+        if o.ft != n.ft || on.other_fs != nn.other_fs {
+            return self.type_changed(od, nd, name, path, (o, on), (n, nn));
+        }
+        if on.other_fs {
+            // Both sides are other filesystems: nothing here can be compared.
+            return;
+        }
+        match self.compare(Loc::At(od, name), Loc::At(nd, name), o, n, &on, &nn) {
+            Ok((what, xattrs)) => {
+                if !what.is_empty() {
+                    self.push_changed(path, what, xattrs, on, nn);
+                }
+            }
+            Err(msg) => self.push_error(path, msg),
+        }
+        if o.ft == FileType::Dir {
+            let dirs =
+                open_dir_at(od, name, o).and_then(|a| open_dir_at(nd, name, n).map(|b| (a, b)));
+            match dirs {
+                Ok((mut a, mut b)) => {
+                    if let Err(msg) = self.pair(&mut a, &mut b, path) {
+                        self.push_error(path, msg);
+                    }
+                }
+                Err(e) => self.push_error(path, format!("opening '{}': {e}", show(path))),
+            }
+        }
+    }
+
+    fn type_changed(
+        &mut self,
+        od: BorrowedFd<'_>,
+        nd: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        (o, mut on): (&Stat, Node),
+        (n, mut nn): (&Stat, Node),
+    ) {
+        let mut below = Vec::new();
+        for (side, dir, st, node) in [(Side::Old, od, o, &mut on), (Side::New, nd, n, &mut nn)] {
+            if st.ft == FileType::Dir && !node.other_fs {
+                let mut seen = HashSet::new();
+                match self.summarize(side, dir, name, path, st, &mut below, &mut seen) {
+                    Ok(sum) => {
+                        node.size = sum.bytes;
+                        node.entries = Some(sum.entries);
+                    }
+                    Err(msg) => below.push(error_entry(path, msg)),
+                }
+            }
+        }
+        self.entries.push(entry(
+            path,
+            Kind::TypeChanged,
+            Vec::new(),
+            Some(on),
+            Some(nn),
+        ));
+        self.entries.extend(below);
+    }
+
+    /// What differs between two objects of the same type.
+    fn compare(
+        &mut self,
+        o_loc: Loc<'_>,
+        n_loc: Loc<'_>,
+        o: &Stat,
+        n: &Stat,
+        on: &Node,
+        nn: &Node,
+    ) -> Result<(Vec<Change>, Option<XattrDiff>), String> {
+        let mut what = Vec::new();
+        match o.ft {
+            FileType::File => {
+                if let (Loc::At(od, name), Loc::At(nd, _)) = (o_loc, n_loc)
+                    && !self.same_content(od, nd, name, o, n)?
+                {
+                    what.push(Change::Content);
+                }
+            }
+            FileType::Symlink if on.target != nn.target => what.push(Change::Target),
+            FileType::Block | FileType::Char if o.rdev != n.rdev => what.push(Change::Device),
+            _ => {}
+        }
+        // Linux symlinks have no mode of their own (always 0777).
+        if o.ft != FileType::Symlink && o.perm != n.perm {
+            what.push(Change::Mode);
+        }
+        if o.uid != n.uid {
+            what.push(Change::Owner);
+        }
+        if o.gid != n.gid {
+            what.push(Change::Group);
+        }
+        let mut xattrs = None;
+        let untouched =
+            o.ino == n.ino && o.ctime == n.ctime && o.mtime == n.mtime && o.size == n.size;
+        if !untouched {
+            let ox = read_xattrs(o_loc)
+                .map_err(|e| format!("reading extended attributes (old tree): {e}"))?;
+            let nx = read_xattrs(n_loc)
+                .map_err(|e| format!("reading extended attributes (new tree): {e}"))?;
+            let d = diff_xattrs(&ox, &nx);
+            if !(d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty()) {
+                what.push(Change::Xattr);
+                xattrs = Some(d);
+            }
+        }
+        if self.opts.report_mtime && o.mtime != n.mtime {
+            what.push(Change::Mtime);
+        }
+        Ok((what, xattrs))
+    }
+
+    /// snapper's rule: different sizes differ, equal size and mtime are equal, else compare bytes.
+    fn same_content(
+        &mut self,
+        od: BorrowedFd<'_>,
+        nd: BorrowedFd<'_>,
+        name: &[u8],
+        o: &Stat,
+        n: &Stat,
+    ) -> Result<bool, String> {
+        if o.size != n.size {
+            return Ok(false);
+        }
+        if o.mtime == n.mtime || o.size == 0 {
+            return Ok(true);
+        }
+        // Hard links of one inode pair are compared once.
+        if let Some(&same) = self.content_cache.get(&(o.ino, n.ino)) {
+            return Ok(same);
+        }
+        let a = open_file_at(od, name, o).map_err(|e| format!("opening the old file: {e}"))?;
+        let b = open_file_at(nd, name, n).map_err(|e| format!("opening the new file: {e}"))?;
+        let same = bytes_equal(a, b).map_err(|e| format!("reading the files: {e}"))?;
+        self.content_cache.insert((o.ino, n.ino), same);
+        Ok(same)
+    }
+
+    fn node(&self, side: Side, loc: Loc<'_>, st: &Stat) -> Result<Node, String> {
+        let target = match (st.ft, loc) {
+            (FileType::Symlink, Loc::At(dir, name)) => Some(PathBuf::from(
+                readlinkat(dir, name).map_err(|e| format!("reading the symlink: {e}"))?,
+            )),
+            _ => None,
+        };
+        let size = match st.ft {
+            FileType::File => st.size,
+            FileType::Symlink => target.as_ref().map_or(0, |t| t.as_os_str().len() as u64),
+            _ => 0,
+        };
+        let device = matches!(st.ft, FileType::Block | FileType::Char)
+            .then(|| format!("{}:{}", major(st.rdev), minor(st.rdev)));
+        Ok(Node {
+            file_type: st.ft,
+            size,
+            mode: st.perm,
+            uid: st.uid,
+            gid: st.gid,
+            mtime: st.mtime.0,
+            target,
+            device,
+            entries: None,
+            link_to: None,
+            other_fs: st.dev != self.tree(side).dev,
+            ino: st.ino,
+            nlink: st.nlink,
+        })
+    }
+
+    /// Note a name of a hard-linked file; `shared`: the name exists in both trees.
+    fn register(&mut self, side: Side, st: &Stat, path: &[u8], shared: bool) {
+        if st.ft == FileType::File && st.nlink > 1 {
+            let tree = match side {
+                Side::Old => &mut self.old,
+                Side::New => &mut self.new,
+            };
+            let names = tree.links.entry(st.ino).or_default();
+            names.first.get_or_insert_with(|| path.to_vec());
+            if shared {
+                names.first_shared.get_or_insert_with(|| path.to_vec());
+            }
+        }
+    }
+
+    fn push_changed(
+        &mut self,
+        path: &[u8],
+        what: Vec<Change>,
+        xattrs: Option<XattrDiff>,
+        on: Node,
+        nn: Node,
+    ) {
+        let kind = if what.iter().any(|c| c.is_content()) {
+            Kind::Modified
+        } else {
+            Kind::Metadata
+        };
+        let mut e = entry(path, kind, what, Some(on), Some(nn));
+        e.xattrs = xattrs;
+        self.entries.push(e);
+    }
+
+    fn push_error(&mut self, path: &[u8], msg: String) {
+        self.entries.push(error_entry(path, msg));
+    }
+
+    /// Resolve hard links and count.
+    fn finish(mut self) -> Diff {
+        let mut summary = Summary::default();
+        for e in &mut self.entries {
+            let path = e.path.as_os_str().as_bytes().to_vec();
+            for (node, tree) in [(e.old.as_mut(), &self.old), (e.new.as_mut(), &self.new)] {
+                if let Some(node) = node
+                    && node.file_type == FileType::File
+                    && node.nlink > 1
+                    && let Some(first) = tree
+                        .links
+                        .get(&node.ino)
+                        .and_then(Names::representative)
+                        .filter(|f| **f != path)
+                {
+                    node.link_to = Some(PathBuf::from(OsStr::from_bytes(first)));
+                }
+            }
+            if e.implied {
+                continue;
+            }
+            let objects = |n: &Option<Node>| n.as_ref().map_or(0, |n| 1 + n.entries.unwrap_or(0));
+            let bytes = |n: &Option<Node>| {
+                n.as_ref()
+                    .filter(|n| n.link_to.is_none())
+                    .map_or(0, |n| n.size)
+            };
+            match e.kind {
+                Kind::Added => summary.added += 1,
+                Kind::Deleted => summary.deleted += 1,
+                Kind::Modified => summary.modified += 1,
+                Kind::Metadata => summary.metadata += 1,
+                Kind::TypeChanged => summary.type_changed += 1,
+                Kind::Error => summary.errors += 1,
+            }
+            if matches!(e.kind, Kind::Added | Kind::Deleted) {
+                summary.objects_added += objects(&e.new);
+                summary.objects_deleted += objects(&e.old);
+                summary.bytes_added += bytes(&e.new);
+                summary.bytes_deleted += bytes(&e.old);
+            }
+        }
+        Diff {
+            version: SCHEMA_VERSION,
+            old_tree: None,
+            new_tree: None,
+            mtime_reported: self.opts.report_mtime,
+            summary,
+            entries: self.entries,
+        }
+    }
+}
+
+fn entry(
+    path: &[u8],
+    kind: Kind,
+    what: Vec<Change>,
+    old: Option<Node>,
+    new: Option<Node>,
+) -> Entry {
+    Entry {
+        path: to_path(path),
+        kind,
+        what,
+        old,
+        new,
+        xattrs: None,
+        implied: false,
+        error: None,
+    }
+}
+
+fn implied_entry(path: &[u8], side: Side, node: Node) -> Entry {
+    let mut e = match side {
+        Side::Old => entry(path, Kind::Deleted, Vec::new(), Some(node), None),
+        Side::New => entry(path, Kind::Added, Vec::new(), None, Some(node)),
+    };
+    e.implied = true;
+    e
+}
+
+fn error_entry(path: &[u8], msg: String) -> Entry {
+    let mut e = entry(path, Kind::Error, Vec::new(), None, None);
+    e.error = Some(msg);
+    e
+}
+
+fn diff_xattrs(old: &Xattrs, new: &Xattrs) -> XattrDiff {
+    let mut d = XattrDiff::default();
+    for (k, v) in old {
+        match new.get(k) {
+            None => d.removed.push(RawName(k.clone())),
+            Some(nv) if nv != v => d.changed.push(RawName(k.clone())),
+            Some(_) => {}
+        }
+    }
+    for k in new.keys() {
+        if !old.contains_key(k) {
+            d.added.push(RawName(k.clone()));
+        }
+    }
+    d
+}
+
+fn read_xattrs(loc: Loc<'_>) -> Result<Xattrs, rustix::io::Errno> {
+    match loc {
+        Loc::At(dir, name) => xattr::list_at(dir, name),
+        Loc::Fd(fd) => xattr::list_fd(fd),
+    }
+}
+
+/// Absolute path bytes (`""` is the root) → `PathBuf`.
+fn to_path(path: &[u8]) -> PathBuf {
+    if path.is_empty() {
+        PathBuf::from("/")
+    } else {
+        PathBuf::from(OsStr::from_bytes(path))
+    }
+}
+
+fn show(path: &[u8]) -> String {
+    super::escape_bytes(if path.is_empty() { b"/" } else { path })
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+    p.extend_from_slice(parent);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+/// `/a/./b/` → `/a/b`; `None` for `..`, the root itself or an empty path.
+fn normalize(p: &Path) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(s) => {
+                out.push(b'/');
+                out.extend_from_slice(s.as_bytes());
+            }
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `fstatat(AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when the name vanished meanwhile.
+fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Stat>, String> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Stat::from_raw(&st).map(Some),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A fresh directory stream on the same directory (the caller's fd may be `O_PATH` or already read).
+fn reopen(fd: BorrowedFd<'_>) -> nix::Result<Dir> {
+    let fd = openat(
+        fd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Dir::from_fd(fd)
+}
+
+/// `openat` with `O_NOATIME` where allowed (it keeps a diff of the live root from touching atimes).
+fn open_noatime(dir: BorrowedFd<'_>, name: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
+    match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(Errno::EPERM) => openat(dir, name, flags, Mode::empty()),
+        r => r,
+    }
+}
+
+/// Open a directory stat-ed as `expected`, refusing anything else.
+fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<Dir, String> {
+    let fd = open_noatime(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+    )
+    .map_err(|e| e.to_string())?;
+    check_same(&fd, expected)?;
+    Dir::from_fd(fd).map_err(|e| e.to_string())
+}
+
+/// Open a regular file stat-ed as `expected`. `O_NONBLOCK`: if it was swapped for a fifo, do not hang.
+fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<File, String> {
+    let fd = open_noatime(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+    )
+    .map_err(|e| e.to_string())?;
+    check_same(&fd, expected)?;
+    Ok(File::from(fd))
+}
+
+fn check_same(fd: &OwnedFd, expected: &Stat) -> Result<(), String> {
+    let st = fstat(fd.as_fd()).map_err(|e| e.to_string())?;
+    if st.st_ino != expected.ino || st.st_dev != expected.dev {
+        return Err("it changed during the walk".into());
+    }
+    Ok(())
+}
+
+fn read_names(dir: &mut Dir) -> nix::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for e in dir.iter() {
+        let name = e?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+fn bytes_equal(mut a: File, mut b: File) -> std::io::Result<bool> {
+    let mut ba = vec![0u8; 128 * 1024];
+    let mut bb = vec![0u8; 128 * 1024];
+    loop {
+        let na = read_full(&mut a, &mut ba)?;
+        let nb = read_full(&mut b, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_rejects_parent_and_root() {
+        assert_eq!(
+            normalize(Path::new("/var/log/")),
+            Some(b"/var/log".to_vec())
+        );
+        assert_eq!(
+            normalize(Path::new("var/./log")),
+            Some(b"/var/log".to_vec())
+        );
+        assert_eq!(normalize(Path::new("/var/../etc")), None);
+        assert_eq!(normalize(Path::new("/")), None);
+    }
+
+    #[test]
+    fn scaffold_holds_proper_ancestors() {
+        let opts = DiffOptions {
+            ignore: vec!["/var/lib/foo".into()],
+            ..Default::default()
+        };
+        let w = Walker::new(&opts, 0, 0).unwrap();
+        assert!(w.scaffold.contains(b"/var".as_slice()));
+        assert!(w.scaffold.contains(b"/var/lib".as_slice()));
+        assert!(!w.scaffold.contains(b"/var/lib/foo".as_slice()));
+        assert!(w.ignore.contains(b"/var/lib/foo".as_slice()));
+    }
+}

@@ -1,0 +1,317 @@
+//! Applying a plan: one entry at a time, every step re-checked, a failing entry does not stop the others.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::mount::{MsFlags, mount};
+use serde::Serialize;
+
+use super::plan::classify;
+use super::walk::{Owner, Walker, fd_path, is_dir, is_file};
+use super::{How, Kind, Op, Plan, PlanState, PlannedEntry};
+use crate::error::PartialFailure;
+
+/// What happened to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Its operations were performed; it is in place.
+    Done,
+    /// It was already in place: nothing was done.
+    InPlace,
+    /// A bind-mounted file without a source: nothing was done (the message says how it becomes persistent).
+    SourceMissing,
+    /// A safety rule refused it.
+    Refused,
+    /// Something failed.
+    Failed,
+}
+
+/// The result for one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryReport {
+    /// Where it appears in the new root.
+    pub target: PathBuf,
+    /// Where it lives in persistent storage.
+    pub source: PathBuf,
+    /// Directory or file.
+    pub kind: Kind,
+    /// Bind mount or symlink.
+    pub how: How,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The refusal rule, for refused entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+    /// Why it failed, or how a missing source becomes persistent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Operations performed (those that found the work already done are not listed).
+    pub done: Vec<String>,
+    /// Warnings from the plan.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Per entry, in plan order.
+    pub entries: Vec<EntryReport>,
+}
+
+impl Report {
+    /// Number of refused or failed entries.
+    pub fn failed(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Refused | Outcome::Failed))
+            .count()
+    }
+
+    /// `Some` when some entries were refused or failed: the error for the exit status.
+    pub fn partial_failure(&self) -> Option<PartialFailure> {
+        let failed = self.failed();
+        (failed > 0).then_some(PartialFailure {
+            failed,
+            total: self.entries.len(),
+        })
+    }
+}
+
+/// Performs `plan`. Each operation resolves its paths again without following symlinks, so a plan made
+/// earlier (or a tree changed since) cannot redirect it; work found already done is skipped.
+pub fn apply(plan: &Plan) -> Report {
+    let walker = Walker::open(&plan.root);
+    let mut mounts = super::mountinfo::mount_points().ok();
+    let root_canon = std::fs::canonicalize(&plan.root).unwrap_or_else(|_| plan.root.clone());
+    let entries = plan
+        .entries
+        .iter()
+        .map(|p| {
+            let mut report = EntryReport {
+                target: p.target.clone(),
+                source: p.source.clone(),
+                kind: p.kind,
+                how: p.how,
+                outcome: Outcome::InPlace,
+                rule: p.rule,
+                message: p.message.clone(),
+                done: Vec::new(),
+                warnings: p.warnings.clone(),
+            };
+            for w in &p.warnings {
+                tracing::warn!("{}: {w}", p.target.display());
+            }
+            match p.state {
+                PlanState::InPlace => report.outcome = Outcome::InPlace,
+                PlanState::SourceMissing => {
+                    report.outcome = Outcome::SourceMissing;
+                    tracing::info!(
+                        "{}: {}",
+                        p.target.display(),
+                        p.message.as_deref().unwrap_or("source missing")
+                    );
+                }
+                PlanState::Refused | PlanState::Failed => {
+                    report.outcome = if p.state == PlanState::Refused {
+                        Outcome::Refused
+                    } else {
+                        Outcome::Failed
+                    };
+                    tracing::error!(
+                        "{}: {}",
+                        p.target.display(),
+                        p.message.as_deref().unwrap_or("failed")
+                    );
+                }
+                PlanState::Ready => {
+                    let result = match &walker {
+                        Ok(w) => apply_entry(w, p, &root_canon, &mut mounts, &mut report.done),
+                        Err(e) => Err(anyhow!("{e:#}")),
+                    };
+                    match result {
+                        Ok(()) if report.done.is_empty() => report.outcome = Outcome::InPlace,
+                        Ok(()) => {
+                            report.outcome = Outcome::Done;
+                            tracing::info!(
+                                "persisted '{}' ({} steps)",
+                                p.target.display(),
+                                report.done.len()
+                            );
+                        }
+                        Err(err) => {
+                            let (state, rule) = classify(&err);
+                            report.outcome = if state == PlanState::Refused {
+                                Outcome::Refused
+                            } else {
+                                Outcome::Failed
+                            };
+                            report.rule = rule;
+                            report.message = Some(format!("{err:#}"));
+                            tracing::error!("{}: {err:#}", p.target.display());
+                        }
+                    }
+                }
+            }
+            report
+        })
+        .collect();
+    Report { entries }
+}
+
+fn apply_entry(
+    w: &Walker,
+    p: &PlannedEntry,
+    root_canon: &Path,
+    mounts: &mut Option<std::collections::HashSet<PathBuf>>,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    for op in &p.ops {
+        let did = match op {
+            Op::Mkdir {
+                path,
+                uid,
+                gid,
+                mode,
+            } => w.mkdir(
+                path,
+                Owner {
+                    uid: *uid,
+                    gid: *gid,
+                    mode: mode.0,
+                },
+            )?,
+            Op::CreateFile {
+                path,
+                uid,
+                gid,
+                mode,
+            } => w.create_file(
+                path,
+                Owner {
+                    uid: *uid,
+                    gid: *gid,
+                    mode: mode.0,
+                },
+            )?,
+            Op::SetOwnerMode {
+                path,
+                uid,
+                gid,
+                mode,
+            } => {
+                w.set_owner_mode(path, *uid, *gid, mode.map(|m| m.0))?;
+                true
+            }
+            Op::Adopt {
+                from,
+                to,
+                uid,
+                gid,
+                mode,
+            } => {
+                let (mut file, _) = w.open_file_for_copy(from)?;
+                w.create_file_from(
+                    to,
+                    Owner {
+                        uid: *uid,
+                        gid: *gid,
+                        mode: mode.0,
+                    },
+                    &mut file,
+                )?;
+                true
+            }
+            Op::Bind { source, target } => bind(w, p.kind, source, target, root_canon, mounts)?,
+            Op::Symlink {
+                path,
+                points_to,
+                uid,
+                gid,
+            } => w.symlink(path, points_to, *uid, *gid)?,
+        };
+        if did {
+            // One line per step only at debug level: in the initrd the log is /dev/kmsg, which is rate-limited.
+            tracing::debug!("{op}");
+            done.push(op.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Bind-mounts `source` on `target` through `/proc/self/fd` paths of `O_PATH` fds obtained without following
+/// symlinks, so no rename or symlink swap after the check can redirect the mount.
+fn bind(
+    w: &Walker,
+    kind: Kind,
+    source: &Path,
+    target: &Path,
+    root_canon: &Path,
+    mounts: &mut Option<std::collections::HashSet<PathBuf>>,
+) -> Result<bool> {
+    let (sfd, sst) = w
+        .leaf(source)?
+        .ok_or_else(|| anyhow!("'{}' does not exist", w.shown(source).display()))?;
+    let (tfd, tst) = w
+        .leaf(target)?
+        .ok_or_else(|| anyhow!("'{}' does not exist", w.shown(target).display()))?;
+    let right_type = |st: &nix::sys::stat::FileStat| match kind {
+        Kind::Directory => is_dir(st),
+        Kind::File => is_file(st),
+    };
+    if !right_type(&sst) || !right_type(&tst) {
+        bail!(
+            "'{}' and '{}' must both be {}",
+            w.shown(source).display(),
+            w.shown(target).display(),
+            if kind == Kind::Directory {
+                "directories"
+            } else {
+                "regular files"
+            }
+        );
+    }
+    if sst.st_dev == tst.st_dev && sst.st_ino == tst.st_ino {
+        return Ok(false);
+    }
+    let full_target = root_canon.join(target.strip_prefix("/").unwrap_or(target));
+    if mounts.as_ref().is_some_and(|m| m.contains(&full_target)) {
+        bail!(
+            "'{}' is already a mount point of something else: unmount it first",
+            w.shown(target).display()
+        );
+    }
+    if !Path::new("/proc/self/fd").is_dir() {
+        bail!("/proc is not mounted: tabula bind-mounts through /proc/self/fd; mount /proc first");
+    }
+    mount(
+        Some(fd_path(&sfd).as_str()),
+        fd_path(&tfd).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "bind-mounting '{}' on '{}'",
+            w.shown(source).display(),
+            w.shown(target).display()
+        )
+    })?;
+    if let Some(m) = mounts.as_mut() {
+        m.insert(full_target);
+    }
+    // The target name now resolves to the mount: it must be the very source we checked.
+    let (_, now) = w
+        .leaf(target)?
+        .ok_or_else(|| anyhow!("'{}' vanished after mounting", w.shown(target).display()))?;
+    if now.st_dev != sst.st_dev || now.st_ino != sst.st_ino {
+        bail!(
+            "after mounting, '{}' is not '{}'",
+            w.shown(target).display(),
+            w.shown(source).display()
+        );
+    }
+    Ok(true)
+}

@@ -1,0 +1,283 @@
+//! Persistence: bind-mount (or symlink) the allowlist from persistent storage into a fresh root.
+//!
+//! [`plan`] reads the new root and persistent storage (never writes) and lists, per entry, the operations
+//! needed; [`apply`] performs them, one entry at a time, so a failing entry does not stop the others.
+//! [`status`] inspects a running system. Every path is resolved without following symlinks ([`walk`]):
+//! persistent storage holds user-writable trees, and a planted symlink must never redirect a root-owned
+//! chown, chmod, mkdir or mount.
+//!
+//! Ownership rules (documented in `docs/persistence.md`):
+//! - a source tabula creates gets the entry's `user`/`group`/`mode`, by default root:root (a user's entries:
+//!   the user and their primary group) with 0755 for directories and 0644 for files; `user`, `group` and
+//!   `mode` written in the config are also enforced on an existing source at every run; defaults are not
+//!   (an existing `0600` key is never loosened to `0644`);
+//! - missing parents of a source: root:root 0755, except a configured home (the user, 0700) and anything
+//!   inside a home (the user, 0700);
+//! - missing parents of a target, and the target itself, copy owner and mode of the matching source path,
+//!   so the view is right before the mount makes it visible.
+
+mod apply;
+pub(crate) mod mountinfo;
+mod plan;
+mod status;
+pub mod walk;
+
+use std::path::PathBuf;
+
+use serde::{Serialize, Serializer};
+
+pub use crate::config::{How, Kind};
+pub use apply::{EntryReport, Outcome, Report, apply};
+pub(crate) use plan::entries_word;
+pub use plan::{PlanOptions, plan, plan_with};
+pub use status::{EntryStatus, Shadow, StatusState, status};
+
+/// Permission bits, serialised as an octal string such as `"0755"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Perms(pub u32);
+
+impl Serialize for Perms {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:04o}", self.0))
+    }
+}
+
+impl std::fmt::Display for Perms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// One operation of a plan. Paths are absolute inside the new root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// Create a directory with this owner and mode (left alone if one exists by then).
+    Mkdir {
+        /// The directory.
+        path: PathBuf,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Permission bits.
+        mode: Perms,
+    },
+    /// Create an empty regular file to mount a file on.
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Permission bits.
+        mode: Perms,
+    },
+    /// Bring an existing source to the owner/mode written in the config.
+    SetOwnerMode {
+        /// The source.
+        path: PathBuf,
+        /// New owner, if it changes.
+        uid: Option<u32>,
+        /// New group, if it changes.
+        gid: Option<u32>,
+        /// New permission bits, if they change.
+        mode: Option<Perms>,
+    },
+    /// Copy a file that exists only in the root into persistent storage (`--adopt`).
+    Adopt {
+        /// The file in the root.
+        from: PathBuf,
+        /// The new source.
+        to: PathBuf,
+        /// Owner of the copy.
+        uid: u32,
+        /// Group of the copy.
+        gid: u32,
+        /// Permission bits of the copy.
+        mode: Perms,
+    },
+    /// Bind-mount the source on the target.
+    Bind {
+        /// In persistent storage.
+        source: PathBuf,
+        /// In the new root.
+        target: PathBuf,
+    },
+    /// Create a symlink at `path` pointing at `points_to` (the source as the running system sees it).
+    Symlink {
+        /// The link.
+        path: PathBuf,
+        /// Where it points.
+        points_to: PathBuf,
+        /// Owner of the link.
+        uid: u32,
+        /// Group of the link.
+        gid: u32,
+    },
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Mkdir {
+                path,
+                uid,
+                gid,
+                mode,
+            } => write!(
+                f,
+                "create directory '{}' ({uid}:{gid} {mode})",
+                path.display()
+            ),
+            Op::CreateFile {
+                path,
+                uid,
+                gid,
+                mode,
+            } => {
+                write!(
+                    f,
+                    "create empty file '{}' ({uid}:{gid} {mode})",
+                    path.display()
+                )
+            }
+            Op::SetOwnerMode {
+                path,
+                uid,
+                gid,
+                mode,
+            } => {
+                write!(f, "set")?;
+                if let Some(u) = uid {
+                    write!(f, " owner {u}")?;
+                }
+                if let Some(g) = gid {
+                    write!(f, " group {g}")?;
+                }
+                if let Some(m) = mode {
+                    write!(f, " mode {m}")?;
+                }
+                write!(f, " on '{}'", path.display())
+            }
+            Op::Adopt {
+                from,
+                to,
+                uid,
+                gid,
+                mode,
+            } => {
+                write!(
+                    f,
+                    "copy '{}' to '{}' ({uid}:{gid} {mode})",
+                    from.display(),
+                    to.display()
+                )
+            }
+            Op::Bind { source, target } => write!(
+                f,
+                "bind-mount '{}' on '{}'",
+                source.display(),
+                target.display()
+            ),
+            Op::Symlink {
+                path, points_to, ..
+            } => {
+                write!(
+                    f,
+                    "symlink '{}' -> '{}'",
+                    path.display(),
+                    points_to.display()
+                )
+            }
+        }
+    }
+}
+
+/// What the plan found for one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanState {
+    /// Operations to perform.
+    Ready,
+    /// Already in place: nothing to do.
+    InPlace,
+    /// A bind-mounted file without a source: nothing is done this boot (see the message).
+    SourceMissing,
+    /// A safety rule refused the entry (a symlink or a hard link on the way).
+    Refused,
+    /// The entry cannot be done (a user that does not resolve, a file where a directory should be, ...).
+    Failed,
+}
+
+/// One allowlist entry of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedEntry {
+    /// Where it appears in the new root.
+    pub target: PathBuf,
+    /// Where it lives in persistent storage (inside the new root).
+    pub source: PathBuf,
+    /// Directory or file.
+    pub kind: Kind,
+    /// Bind mount or symlink.
+    pub how: How,
+    /// The verdict.
+    pub state: PlanState,
+    /// The refusal rule, for refused entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+    /// Why it failed or was refused, or how a missing source becomes persistent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What to do, in order.
+    pub ops: Vec<Op>,
+    /// Things the user should know (data a mount will hide).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Everything `tabula persist` would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The new root (`/sysroot`).
+    pub root: PathBuf,
+    /// Persistent storage inside it (`/persist`).
+    pub persist: PathBuf,
+    /// Entries, parents before children.
+    pub entries: Vec<PlannedEntry>,
+}
+
+impl Plan {
+    /// Human-readable listing for `--dry-run`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "persist into '{}' from '{}':",
+            self.root.display(),
+            self.persist.display()
+        );
+        for e in &self.entries {
+            let state = match e.state {
+                PlanState::Ready => "to do",
+                PlanState::InPlace => "in place",
+                PlanState::SourceMissing => "source missing",
+                PlanState::Refused => "REFUSED",
+                PlanState::Failed => "FAILED",
+            };
+            let _ = writeln!(s, "{} [{state}]", e.target.display());
+            for op in &e.ops {
+                let _ = writeln!(s, "    {op}");
+            }
+            if let Some(m) = &e.message {
+                let _ = writeln!(s, "    {m}");
+            }
+            for w in &e.warnings {
+                let _ = writeln!(s, "    warning: {w}");
+            }
+        }
+        s
+    }
+}

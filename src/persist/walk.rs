@@ -1,0 +1,566 @@
+//! Path resolution that never follows a symlink, and fd-relative changes.
+//!
+//! Persistent storage holds user-writable trees (`/persist/home/alice`), and on a running system so does
+//! the target side. Every path is therefore resolved one component at a time from a directory fd with
+//! `O_NOFOLLOW`, and every change is made through an fd (or relative to a verified parent fd): a symlink
+//! planted anywhere on the way makes the operation fail with a [`Refusal`] instead of redirecting it.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{
+    FchmodatFlags, FileStat, Mode, SFlag, fchmod, fchmodat, fstat, fstatat, mkdirat,
+};
+use nix::unistd::{Gid, Uid, fchown, fchownat};
+
+use crate::error::Refusal;
+
+/// Refusal rule: a symlink was found where a real directory or file was expected.
+pub const RULE_SYMLINK: &str = "symlink-in-path";
+/// Refusal rule: a file whose owner or mode would change has other hard links.
+pub const RULE_HARDLINK: &str = "hard-linked-file";
+
+/// The type bits of a stat result.
+pub(crate) fn file_type(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// Whether `st` is a directory.
+pub(crate) fn is_dir(st: &FileStat) -> bool {
+    file_type(st) == SFlag::S_IFDIR
+}
+
+/// Whether `st` is a regular file.
+pub(crate) fn is_file(st: &FileStat) -> bool {
+    file_type(st) == SFlag::S_IFREG
+}
+
+/// Whether `st` is a symlink.
+pub(crate) fn is_symlink(st: &FileStat) -> bool {
+    file_type(st) == SFlag::S_IFLNK
+}
+
+/// A refusal for a symlink found at `path`.
+pub(crate) fn symlink_refusal(path: &Path) -> anyhow::Error {
+    anyhow::Error::new(Refusal::new(
+        RULE_SYMLINK,
+        format!(
+            "'{}' is a symlink: tabula never follows symlinks in persistent storage or in the new root; \
+             replace it with a real directory or file",
+            path.display()
+        ),
+    ))
+}
+
+/// The components of an absolute, normalised path (the config guarantees that form).
+fn components(path: &Path) -> Result<Vec<&OsStr>> {
+    path.components()
+        .filter(|c| !matches!(c, Component::RootDir))
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(anyhow!(
+                "'{}' is not a normalised absolute path",
+                path.display()
+            )),
+        })
+        .collect()
+}
+
+/// Opens directory `name` under `dir` without following a symlink; `Ok(None)` when it does not exist.
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Option<OwnedFd>> {
+    match openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        // ELOOP: the component is a symlink. ENOTDIR: something else, or (with O_DIRECTORY) a symlink.
+        Err(Errno::ELOOP | Errno::ENOTDIR) => {
+            let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .with_context(|| format!("inspecting '{}'", shown.display()))?;
+            if is_symlink(&st) {
+                Err(symlink_refusal(shown))
+            } else {
+                bail!("'{}' is not a directory", shown.display())
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("opening '{}'", shown.display())),
+    }
+}
+
+/// Opens `name` under `dir` as an `O_PATH` fd without following a symlink (a symlink itself is returned).
+pub(crate) fn open_path_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    shown: &Path,
+) -> Result<Option<(OwnedFd, FileStat)>> {
+    match openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => {
+            let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
+            Ok(Some((fd, st)))
+        }
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("opening '{}'", shown.display())),
+    }
+}
+
+/// The path of an open fd for syscalls that only take paths (mount, chmod of an `O_PATH` fd).
+pub(crate) fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Owner and permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Owner {
+    /// Owner and permission bits of a stat result.
+    pub(crate) fn of(st: &FileStat) -> Owner {
+        Owner {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+        }
+    }
+}
+
+/// Sets owner then mode (chown clears set-id bits, so the mode goes last) on an fd opened for I/O.
+fn set_owner_mode_fd(
+    fd: &OwnedFd,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+    shown: &Path,
+) -> Result<()> {
+    if uid.is_some() || gid.is_some() {
+        fchown(fd, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
+            .with_context(|| format!("changing the owner of '{}'", shown.display()))?;
+    }
+    if let Some(mode) = mode {
+        fchmod(fd, Mode::from_bits_truncate(mode))
+            .with_context(|| format!("changing the mode of '{}'", shown.display()))?;
+    }
+    Ok(())
+}
+
+/// Walks and changes paths inside one root directory.
+pub struct Walker {
+    root: OwnedFd,
+    root_path: PathBuf,
+}
+
+impl Walker {
+    /// Opens the root directory (`/sysroot`, `/`, a blank snapshot). The root path itself is trusted
+    /// (given by the administrator); everything below it is resolved without following symlinks.
+    pub fn open(root: &Path) -> Result<Walker> {
+        let fd = openat(
+            AT_FDCWD,
+            root,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening the root directory '{}'", root.display()))?;
+        Ok(Walker {
+            root: fd,
+            root_path: root.to_path_buf(),
+        })
+    }
+
+    /// The root directory's fd.
+    pub(crate) fn root_fd(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// `path` (absolute inside the root) as seen from outside, for messages.
+    pub(crate) fn shown(&self, path: &Path) -> PathBuf {
+        self.root_path.join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    /// Opens directory `path` (absolute inside the root). `Ok(None)` when some component does not exist;
+    /// a refusal when one is a symlink.
+    pub(crate) fn dir(&self, path: &Path) -> Result<Option<OwnedFd>> {
+        let mut cur: Option<OwnedFd> = None;
+        let mut walked = PathBuf::from("/");
+        for name in components(path)? {
+            walked.push(name);
+            let parent = cur.as_ref().map_or(self.root.as_fd(), |f| f.as_fd());
+            match open_dir_at(parent, name, &self.shown(&walked))? {
+                Some(fd) => cur = Some(fd),
+                None => return Ok(None),
+            }
+        }
+        match cur {
+            Some(fd) => Ok(Some(fd)),
+            None => Ok(Some(nix::unistd::dup(&self.root).with_context(|| {
+                format!("opening '{}'", self.root_path.display())
+            })?)),
+        }
+    }
+
+    /// The parent directory of `path` and its last component. `Ok(None)` when the parent does not exist.
+    pub(crate) fn parent(&self, path: &Path) -> Result<Option<(OwnedFd, OsString)>> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| anyhow!("'{}' has no last component", path.display()))?;
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        Ok(self.dir(parent)?.map(|fd| (fd, name.to_os_string())))
+    }
+
+    /// `lstat` of `path`, resolving its parents without following symlinks. `Ok(None)` when missing.
+    pub(crate) fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
+        let Some((dir, name)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("inspecting '{}'", self.shown(path).display()))
+            }
+        }
+    }
+
+    /// An `O_PATH` fd on `path` itself (a symlink is refused) with its stat. `Ok(None)` when missing.
+    pub(crate) fn leaf(&self, path: &Path) -> Result<Option<(OwnedFd, FileStat)>> {
+        let Some((dir, name)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        let shown = self.shown(path);
+        match open_path_at(dir.as_fd(), &name, &shown)? {
+            Some((_, st)) if is_symlink(&st) => Err(symlink_refusal(&shown)),
+            other => Ok(other),
+        }
+    }
+
+    /// The target of symlink `path`, or `Ok(None)` when `path` is missing or not a symlink.
+    pub(crate) fn read_link(&self, path: &Path) -> Result<Option<PathBuf>> {
+        let Some((dir, name)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if is_symlink(&st) => {}
+            Ok(_) | Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("inspecting '{}'", self.shown(path).display()));
+            }
+        }
+        let link = nix::fcntl::readlinkat(&dir, name.as_os_str())
+            .with_context(|| format!("reading the symlink '{}'", self.shown(path).display()))?;
+        Ok(Some(PathBuf::from(link)))
+    }
+
+    /// Number of entries in directory `path` (`.` and `..` excluded).
+    pub(crate) fn count_entries(&self, path: &Path) -> Result<u64> {
+        let fd = self
+            .dir(path)?
+            .ok_or_else(|| anyhow!("'{}' does not exist", self.shown(path).display()))?;
+        let mut dir = nix::dir::Dir::from_fd(fd)
+            .with_context(|| format!("listing '{}'", self.shown(path).display()))?;
+        let mut n = 0;
+        for entry in dir.iter() {
+            let entry =
+                entry.with_context(|| format!("listing '{}'", self.shown(path).display()))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads a small regular file (`/etc/passwd`); `Ok(None)` when it does not exist.
+    pub(crate) fn read_small_file(&self, path: &Path) -> Result<Option<String>> {
+        const LIMIT: u64 = 16 << 20;
+        let Some((dir, name)) = self.parent(path)? else {
+            return Ok(None);
+        };
+        let shown = self.shown(path);
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let fd = match openat(&dir, name.as_os_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => return Err(symlink_refusal(&shown)),
+            Err(e) => return Err(e).with_context(|| format!("opening '{}'", shown.display())),
+        };
+        let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
+        if !is_file(&st) {
+            bail!("'{}' is not a regular file", shown.display());
+        }
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .take(LIMIT)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading '{}'", shown.display()))?;
+        Ok(Some(text))
+    }
+
+    /// Creates directory `path` with owner and mode set before anyone else can use it. Returns `true` when
+    /// it was created, `false` when a directory was already there (left as it is).
+    pub(crate) fn mkdir(&self, path: &Path, owner: Owner) -> Result<bool> {
+        let shown = self.shown(path);
+        let (dir, name) = self
+            .parent(path)?
+            .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
+        // 0700 until owner and mode are final, so nobody can use a half-made directory.
+        let created = match mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EEXIST) => false,
+            Err(e) => return Err(e).with_context(|| format!("creating '{}'", shown.display())),
+        };
+        let fd = open_dir_at(dir.as_fd(), &name, &shown)?
+            .ok_or_else(|| anyhow!("creating '{}': it vanished right after", shown.display()))?;
+        if created {
+            set_owner_mode_fd(
+                &fd,
+                Some(owner.uid),
+                Some(owner.gid),
+                Some(owner.mode),
+                &shown,
+            )?;
+        }
+        Ok(created)
+    }
+
+    /// Creates an empty regular file at `path` (a bind target) with owner and mode. Returns `false` when a
+    /// regular file was already there.
+    pub(crate) fn create_file(&self, path: &Path, owner: Owner) -> Result<bool> {
+        let shown = self.shown(path);
+        let (dir, name) = self
+            .parent(path)?
+            .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
+        let flags =
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match openat(
+            &dir,
+            name.as_os_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => {
+                set_owner_mode_fd(
+                    &fd,
+                    Some(owner.uid),
+                    Some(owner.gid),
+                    Some(owner.mode),
+                    &shown,
+                )?;
+                Ok(true)
+            }
+            Err(Errno::EEXIST) => match open_path_at(dir.as_fd(), &name, &shown)? {
+                Some((_, st)) if is_file(&st) => Ok(false),
+                Some((_, st)) if is_symlink(&st) => Err(symlink_refusal(&shown)),
+                _ => bail!(
+                    "creating '{}': something that is not a regular file is in the way",
+                    shown.display()
+                ),
+            },
+            Err(e) => Err(e).with_context(|| format!("creating '{}'", shown.display())),
+        }
+    }
+
+    /// Changes owner and/or mode of the directory or regular file at `path`, never through a symlink, and
+    /// never on a file with other hard links (that would change a file elsewhere too).
+    pub(crate) fn set_owner_mode(
+        &self,
+        path: &Path,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<u32>,
+    ) -> Result<()> {
+        let shown = self.shown(path);
+        let (dir, name) = self
+            .parent(path)?
+            .ok_or_else(|| anyhow!("'{}' does not exist", shown.display()))?;
+        let (fd, st) = open_path_at(dir.as_fd(), &name, &shown)?
+            .ok_or_else(|| anyhow!("'{}' does not exist", shown.display()))?;
+        if is_symlink(&st) {
+            return Err(symlink_refusal(&shown));
+        }
+        if is_dir(&st) {
+            let fd = open_dir_at(dir.as_fd(), &name, &shown)?
+                .ok_or_else(|| anyhow!("'{}' vanished", shown.display()))?;
+            return set_owner_mode_fd(&fd, uid, gid, mode, &shown);
+        }
+        if !is_file(&st) {
+            bail!(
+                "'{}' is neither a directory nor a regular file",
+                shown.display()
+            );
+        }
+        refuse_hard_links(&st, &shown)?;
+        // The O_PATH fd pins the inode checked above; chown/chmod act on it, not on whatever the name
+        // points at by then.
+        if uid.is_some() || gid.is_some() {
+            fchownat(
+                &fd,
+                "",
+                uid.map(Uid::from_raw),
+                gid.map(Gid::from_raw),
+                AtFlags::AT_EMPTY_PATH,
+            )
+            .with_context(|| format!("changing the owner of '{}'", shown.display()))?;
+        }
+        if let Some(mode) = mode {
+            fchmodat(
+                AT_FDCWD,
+                fd_path(&fd).as_str(),
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .with_context(|| format!("changing the mode of '{}'", shown.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Opens regular file `path` for reading: no symlink, no other hard link.
+    pub(crate) fn open_file_for_copy(&self, path: &Path) -> Result<(std::fs::File, FileStat)> {
+        let shown = self.shown(path);
+        let (dir, name) = self
+            .parent(path)?
+            .ok_or_else(|| anyhow!("'{}' does not exist", shown.display()))?;
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let fd = match openat(&dir, name.as_os_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP) => return Err(symlink_refusal(&shown)),
+            Err(e) => return Err(e).with_context(|| format!("opening '{}'", shown.display())),
+        };
+        let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
+        if !is_file(&st) {
+            bail!("'{}' is not a regular file", shown.display());
+        }
+        refuse_hard_links(&st, &shown)?;
+        Ok((std::fs::File::from(fd), st))
+    }
+
+    /// Creates a new regular file at `path` (it must not exist) with `owner`, filled from `content`, synced.
+    pub(crate) fn create_file_from(
+        &self,
+        path: &Path,
+        owner: Owner,
+        content: &mut impl Read,
+    ) -> Result<()> {
+        let shown = self.shown(path);
+        let (dir, name) = self
+            .parent(path)?
+            .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
+        let flags =
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            &dir,
+            name.as_os_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .with_context(|| format!("creating '{}'", shown.display()))?;
+        let result = (|| -> Result<()> {
+            let mut file =
+                std::fs::File::from(fd.try_clone().context("duplicating a file descriptor")?);
+            std::io::copy(content, &mut file)
+                .with_context(|| format!("writing '{}'", shown.display()))?;
+            set_owner_mode_fd(
+                &fd,
+                Some(owner.uid),
+                Some(owner.gid),
+                Some(owner.mode),
+                &shown,
+            )?;
+            file.sync_all()
+                .with_context(|| format!("syncing '{}'", shown.display()))?;
+            nix::unistd::fsync(&dir)
+                .with_context(|| format!("syncing the directory of '{}'", shown.display()))
+        })();
+        if result.is_err() {
+            // Leave no half-written source behind: the next run would take it for the real file.
+            let _ = nix::unistd::unlinkat(
+                &dir,
+                name.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        result
+    }
+
+    /// Creates symlink `path` → `points_to` owned by `uid:gid`. Returns `false` when the same symlink exists.
+    pub(crate) fn symlink(
+        &self,
+        path: &Path,
+        points_to: &Path,
+        uid: u32,
+        gid: u32,
+    ) -> Result<bool> {
+        let shown = self.shown(path);
+        let (dir, name) = self
+            .parent(path)?
+            .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
+        match nix::unistd::symlinkat(points_to, &dir, name.as_os_str()) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                return match self.read_link(path)? {
+                    Some(t) if t == points_to => Ok(false),
+                    Some(t) => bail!(
+                        "'{}' is a symlink to '{}', not to '{}': remove it",
+                        shown.display(),
+                        t.display(),
+                        points_to.display()
+                    ),
+                    None => bail!(
+                        "a file already exists at '{}': move it away first",
+                        shown.display()
+                    ),
+                };
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("creating the symlink '{}'", shown.display()));
+            }
+        }
+        fchownat(
+            &dir,
+            name.as_os_str(),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .with_context(|| format!("changing the owner of the symlink '{}'", shown.display()))?;
+        Ok(true)
+    }
+}
+
+pub(crate) fn refuse_hard_links(st: &FileStat, shown: &Path) -> Result<()> {
+    if st.st_nlink > 1 {
+        return Err(anyhow::Error::new(Refusal::new(
+            RULE_HARDLINK,
+            format!(
+                "'{}' has {} hard links: changing it would change a file elsewhere too; replace it with a copy",
+                shown.display(),
+                st.st_nlink
+            ),
+        )));
+    }
+    Ok(())
+}
