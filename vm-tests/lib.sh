@@ -230,6 +230,8 @@ vm_boot() {
 		esac
 		shift 2
 	done
+	[[ ${VMT_DROP_APPEND:-0} == 1 ]] && append=""
+	[[ -n ${VMT_EXTRA_APPEND:-} ]] && append="$append $VMT_EXTRA_APPEND"
 	local log=$WORK/$name.log tar=$WORK/$name.tar sd
 	sd=$(mktemp -d)
 	cp "$VMT_DIR/guestlib.sh" "$sd/guestlib.sh"
@@ -400,11 +402,22 @@ install_tabula_into() {
 	install -D -m 0644 "$KROOT/boot/config-$KVER" "$rootfs/boot/config-$KVER"
 }
 
+# Breaking on purpose (vm-tests/BROKEN-ON-PURPOSE.md): VMT_CONFIG_SED, a sed script applied to every
+# scenario's config; VMT_EXTRA_APPEND, words added to every boot's kernel command line;
+# VMT_DROP_APPEND=1, every boot loses its scenario-specific command line words.
+patch_config() {
+	if [[ -n ${VMT_CONFIG_SED:-} ]]; then
+		sed -i -e "$VMT_CONFIG_SED" "$1" || die "VMT_CONFIG_SED failed"
+		vlog "config patched on purpose with '$VMT_CONFIG_SED'"
+	fi
+}
+
 # busybox_setup [BIN]: config from stdin → $WORK/tabula.toml, then the initrd ($INITRD) and a fresh
 # image ($IMG) with the layout.
 busybox_setup() {
 	conf=$WORK/tabula.toml
 	cat >"$conf"
+	patch_config "$conf"
 	IMG=$WORK/disk.img INITRD=$WORK/initrd.img
 	make_initrd "$INITRD" "$conf" "${1:-$TABULA_BIN}"
 	make_image "$IMG" "$conf"

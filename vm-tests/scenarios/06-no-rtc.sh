@@ -33,11 +33,12 @@ GUEST
 			file_has "$MNT/old_roots/${names[$((k - 1))]}/marker" "boot $((k - 1))"
 	done
 	check "boot $n: the newest name carries the clock's year ${years[$i]}" bash -c '[[ $1 == *${2}* ]]' _ "${names[-1]:-}" "${years[$i]}"
-	# Names appear in the guest's list in the same order as they sort.
-	check "boot $n: 'tabula roots list' lists them in boot order" bash -c '
+	mapfile -t newest_first < <(printf '%s\n' "${names[@]}" | tac)
+	# `roots list` is newest first: names appear in the reverse of their sort order.
+	check "boot $n: 'tabula roots list' lists them newest boot first" bash -c '
 		prev=0; shift_out=$1; shift
 		for x; do p=$(grep -nF -- "$x" <<<"$shift_out" | head -1 | cut -d: -f1); [[ -n $p && $p -gt $prev ]] || exit 1; prev=$p; done' \
-		_ "$(section "boot$n" roots)" "${names[@]}"
+		_ "$(section "boot$n" roots)" "${newest_first[@]}"
 	check "boot $n: layout whole" layout_whole
 	umount_image
 done

@@ -21,6 +21,7 @@ files = ["/etc/machine-id"]
 [retention]
 keep_last = 5
 TOML
+patch_config "$conf"
 IMG=$WORK/disk.img INITRD=$WORK/initrd-dracut.img
 rootfs=$(debian_rootfs dracut) || exit 1
 

@@ -14,6 +14,7 @@ device = "/dev/vda"
 path = "/persist"
 directories = ["/var/lib/keep"]
 TOML
+patch_config "$conf"
 rootfs=$(debian_rootfs initramfs-tools) || exit 1
 ch=$WORK/chroot
 vlog "copying the initramfs-tools root"
