@@ -18,8 +18,12 @@ use crate::roots;
 
 /// The paths the persistence allowlist mounts into the root: not changes of the root itself.
 pub(super) fn persisted_paths(config: &Config) -> Vec<PathBuf> {
-    let _ = config;
-    Vec::new()
+    config
+        .persist
+        .entries()
+        .iter()
+        .map(|e| e.target())
+        .collect()
 }
 
 /// Opens the tree a root reference names: `blank`, `current` or a retired root. Returns its label too.
@@ -89,8 +93,7 @@ pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<E
 
 /// Where the persistent subvolume is mounted in the root (its own mount point is not a change).
 fn persist_mount_point(config: &Config) -> Option<PathBuf> {
-    let _ = config;
-    None
+    Some(config.persist.path.clone())
 }
 
 pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {

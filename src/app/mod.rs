@@ -11,6 +11,7 @@ use serde::Serialize;
 use tracing::info;
 
 mod files;
+mod persist;
 mod roots;
 
 use crate::cli::{Cli, Command, InitArgs, RollbackArgs};
@@ -29,6 +30,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             json,
         }) => files::diff(&cli, root, against, *json),
         Command::Roots(cmd) => roots::run(&cli, cmd),
+        Command::Persist(args) => persist::persist(&cli, args),
+        Command::Check(args) => persist::check(&cli, args),
+        Command::Status(args) => persist::status(&cli, args.json),
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
         Command::Restore(args) => files::restore(&cli, args),
         Command::Completions { shell } => {
