@@ -124,7 +124,7 @@ pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
 
 fn cmd_init(cli: &Cli, args: &InitArgs) -> Result<ExitStatus> {
     let fs = open_filesystem(load_config(cli)?, (!args.dry_run).then_some(cli.lock_wait))?;
-    let plan = init::plan(fs.top.as_fd(), &fs.config.layout, args.blank_from)?;
+    let plan = init::plan(fs.top.as_fd(), &fs.config, args.blank_from)?;
     if args.json {
         #[derive(Serialize)]
         struct Out<'a> {
