@@ -21,6 +21,13 @@ struct Booted {
 }
 
 fn boot(s: &Scratch) -> Booted {
+    let b = rollback_and_mount(s);
+    s.tabula_ok(&["persist", "--root", b.sysroot.to_str().unwrap()]);
+    b
+}
+
+/// `tabula rollback`, then the new root on sysroot and persistent storage on sysroot/persist.
+fn rollback_and_mount(s: &Scratch) -> Booted {
     s.tabula_ok(&["rollback"]);
     let sysroot = s.dir.path().join("sysroot");
     fs::create_dir_all(&sysroot).unwrap();
@@ -47,7 +54,6 @@ fn boot(s: &Scratch) -> Booted {
     let persist = MountGuard {
         target: sysroot.join("persist"),
     };
-    s.tabula_ok(&["persist", "--root", sysroot.to_str().unwrap()]);
     Booted {
         _persist: persist,
         _root: root,
@@ -237,32 +243,8 @@ fn planted_symlink_in_a_home_is_refused_and_the_boot_goes_on() {
     fs::write(victim.join("secret"), "s").unwrap();
     fs::create_dir_all(s.top.join("persist/home/alice")).unwrap();
     std::os::unix::fs::symlink(&victim, s.top.join("persist/home/alice/Documents")).unwrap();
-    s.tabula_ok(&["rollback"]);
-    let sysroot = s.dir.path().join("sysroot");
-    fs::create_dir_all(&sysroot).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot,
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=root"),
-    )
-    .unwrap();
-    let _root = MountGuard {
-        target: sysroot.clone(),
-    };
-    fs::create_dir_all(sysroot.join("persist")).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot.join("persist"),
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=persist"),
-    )
-    .unwrap();
-    let _p = MountGuard {
-        target: sysroot.join("persist"),
-    };
+    let booted = rollback_and_mount(&s);
+    let sysroot = booted.sysroot.clone();
     let out = s.tabula(&["persist", "--root", sysroot.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
@@ -283,5 +265,5 @@ fn planted_symlink_in_a_home_is_refused_and_the_boot_goes_on() {
     let m = fs::metadata(&victim).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o755));
     assert_eq!(common::ls(&victim), ["secret"]);
-    let _ = nix::mount::umount2(&sysroot.join("var/log"), nix::mount::MntFlags::MNT_DETACH);
+    shutdown(booted);
 }

@@ -7,15 +7,10 @@ mod common;
 use std::fs;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::Output;
 
-use common::{Scratch, ls, open_dir};
+use common::{Scratch, assert_refused, ls, open_dir, retired, stderr};
 use tabula::btrfs;
-use tabula::layout::{RetiredName, RootMeta};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use tabula::layout::RootMeta;
 
 /// A scratch fs with `root` (holding /etc/os-release) and `tabula init` done.
 fn initialised(test: &str) -> Option<Scratch> {
@@ -25,14 +20,6 @@ fn initialised(test: &str) -> Option<Scratch> {
     fs::write(s.top.join("root/etc/os-release"), "ID=test\n").unwrap();
     s.tabula_ok(&["init", "--blank-from", "current"]);
     Some(s)
-}
-
-/// Retired root names, in sequence order.
-fn retired(s: &Scratch) -> Vec<String> {
-    ls(&s.top.join("old_roots"))
-        .into_iter()
-        .filter(|n| RetiredName::parse(n).is_some())
-        .collect()
 }
 
 fn meta(s: &Scratch, name: &str) -> RootMeta {
@@ -310,20 +297,6 @@ fn failures_leave_a_bootable_root() {
     s.tabula_ok(&["rollback"]);
     assert_eq!(retired(&s).len(), 1);
     assert!(!s.top.join("root.tabula-new").exists());
-}
-
-fn assert_refused(out: &Output, rule: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "expected refusal {rule}: {}",
-        stderr(out)
-    );
-    assert!(
-        stderr(out).contains(rule),
-        "expected {rule}: {}",
-        stderr(out)
-    );
 }
 
 #[test]
