@@ -209,7 +209,7 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
             let message = format!(
                 "'{}' {why} in the blank snapshot: persistent storage cannot be mounted there; create the \
                  directory in the blank snapshot",
-                walker.shown(persist).display()
+                persist.display()
             );
             out.push(match config.persist.path_loc {
                 Some(loc) => Diagnostic::at(Severity::Warning, file, loc, message),
@@ -225,7 +225,8 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
     }
     for e in config.persist.entries() {
         let target = e.target();
-        let shown = walker.shown(&target);
+        // The messages say "in the blank snapshot": show the path inside it, not where it is mounted.
+        let shown = target.clone();
         let loc = e.entry.loc;
         let st = match walker.stat(&target) {
             Ok(Some(st)) => st,

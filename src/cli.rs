@@ -47,6 +47,19 @@ pub enum Command {
     /// Meant for the initrd, before the root is mounted. Crash-safe: rerunning after a power cut at any
     /// point finishes the job. Honours `tabula.skip` and `tabula.boot=<root>` on the kernel command line.
     Rollback(RollbackArgs),
+    /// The initrd step after the new root is mounted: bind-mount (or symlink) the allowlist into it.
+    ///
+    /// Run with `--root /sysroot` after `/sysroot` and `/sysroot/persist` are mounted. Every path is
+    /// resolved without following symlinks; one failing entry does not stop the others (exit 1 then).
+    Persist(PersistArgs),
+    /// Validate the configuration without changing anything; exit 0 only when it is clean.
+    ///
+    /// Errors exit 2, warnings only exit 1. Also warns when a persisted target already has content in
+    /// the blank snapshot that a mount would hide (the blank is found through [layout] when tabula can
+    /// read the device, or given with --blank).
+    Check(CheckArgs),
+    /// The layout found and, per allowlist entry, whether it is correctly in place.
+    Status(JsonArg),
     /// Inspect and manage retired roots (previous boots).
     #[command(subcommand)]
     Roots(RootsCommand),
@@ -158,6 +171,36 @@ pub enum RootsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of `tabula persist`.
+#[derive(Debug, Args)]
+pub struct PersistArgs {
+    /// The new root (in the initrd: /sysroot; on a running system: /).
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan (and the outcome) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Copy bind-mounted files that exist in the root but not yet in persistent storage into it, then
+    /// mount them (the /etc/machine-id recipe: first boot generates it, `tabula persist --root / --adopt`
+    /// keeps it).
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+/// Options of `tabula check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Where users and groups are looked up (its /etc/passwd, /etc/group, then the persistent copies).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// A directory holding the blank snapshot, for the "a mount would hide this" warnings.
+    #[arg(long)]
+    pub blank: Option<PathBuf>,
 }
 
 /// Options of `tabula restore`.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::btrfs;
-use crate::config::Layout;
+use crate::config::Config;
 use crate::error::Refusal;
 use crate::layout::{self, Entry, STAGING_SUFFIX};
 
@@ -30,6 +30,8 @@ pub enum Action {
     CreateEmptyBlank {
         /// The blank's name.
         name: String,
+        /// Directories made in it before it is frozen: where the initrd mounts persistent storage.
+        mount_points: Vec<std::path::PathBuf>,
     },
     /// Snapshot the root read-only as the blank.
     SnapshotBlank {
@@ -55,7 +57,8 @@ pub struct Plan {
 }
 
 /// Decides what `init` does, looking at the top level only.
-pub fn plan(top: BorrowedFd<'_>, layout: &Layout, blank_from: BlankFrom) -> Result<Plan> {
+pub fn plan(top: BorrowedFd<'_>, config: &Config, blank_from: BlankFrom) -> Result<Plan> {
+    let layout = &config.layout;
     let mut actions = Vec::new();
     let mut notes = Vec::new();
     if layout::entry_at(top, &layout.root)?.subvolume().is_none() {
@@ -71,8 +74,24 @@ pub fn plan(top: BorrowedFd<'_>, layout: &Layout, blank_from: BlankFrom) -> Resu
     }
     match layout::entry_at(top, &layout.blank)? {
         Entry::Missing => actions.push(match blank_from {
-            BlankFrom::Empty => Action::CreateEmptyBlank { name: layout.blank.clone() },
-            BlankFrom::Current => Action::SnapshotBlank { root: layout.root.clone(), name: layout.blank.clone() },
+            BlankFrom::Empty => Action::CreateEmptyBlank {
+                name: layout.blank.clone(),
+                mount_points: vec![config.persist.path.clone()],
+            },
+            BlankFrom::Current => {
+                let root = layout::open_subvolume(top, &layout.root)?;
+                let rel = config.persist.path.strip_prefix("/").unwrap_or(&config.persist.path);
+                if btrfs::open_dir_beneath(root.as_fd(), rel).is_err() {
+                    notes.push(format!(
+                        "'{}' has no directory '{}': the blank will lack the mount point of persistent storage \
+                         (create it in '{}' first, or let the initrd create it before mounting)",
+                        layout.root,
+                        config.persist.path.display(),
+                        layout.root
+                    ));
+                }
+                Action::SnapshotBlank { root: layout.root.clone(), name: layout.blank.clone() }
+            }
         }),
         Entry::Subvolume { info } if info.read_only => notes.push(format!("'{}' exists and is read-only: kept", layout.blank)),
         Entry::Subvolume { .. } => notes.push(format!(
@@ -94,16 +113,38 @@ pub fn plan(top: BorrowedFd<'_>, layout: &Layout, blank_from: BlankFrom) -> Resu
     Ok(Plan { actions, notes })
 }
 
+/// Creates `path` (absolute, inside the subvolume `root`) and missing parents, root:root 0755, without
+/// following symlinks (the subvolume was just created empty, but stay careful).
+fn make_dirs(root: BorrowedFd<'_>, path: &std::path::Path) -> Result<()> {
+    use nix::sys::stat::{Mode, mkdirat};
+    let mut cur = btrfs::open_dir_at(root, ".")?;
+    for c in path.components() {
+        let std::path::Component::Normal(name) = c else {
+            continue;
+        };
+        match mkdirat(cur.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        cur = btrfs::open_dir_at(cur.as_fd(), name)?;
+    }
+    Ok(())
+}
+
 /// Executes the plan.
 pub fn apply(top: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
     for a in &plan.actions {
         match a {
-            Action::CreateEmptyBlank { name } => {
+            Action::CreateEmptyBlank { name, mount_points } => {
                 let staging = format!("{name}{STAGING_SUFFIX}");
                 if layout::entry_at(top, &staging)?.subvolume().is_none() {
                     btrfs::create_subvolume(top, &staging)?;
                 }
                 let sub = layout::open_subvolume(top, &staging)?;
+                for dir in mount_points {
+                    make_dirs(sub.as_fd(), dir)
+                        .with_context(|| format!("creating '{}' in '{staging}'", dir.display()))?;
+                }
                 btrfs::set_read_only(sub.as_fd(), true)?;
                 drop(sub);
                 layout::rename_noreplace(top, &staging, top, name)
@@ -125,8 +166,12 @@ pub fn apply(top: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Action::CreateEmptyBlank { name } => {
-                write!(f, "create '{name}': empty, read-only blank")
+            Action::CreateEmptyBlank { name, mount_points } => {
+                write!(f, "create '{name}': empty, read-only blank")?;
+                for m in mount_points {
+                    write!(f, " with the mount point '{}'", m.display())?;
+                }
+                Ok(())
             }
             Action::SnapshotBlank { root, name } => {
                 write!(f, "create '{name}': read-only snapshot of '{root}'")

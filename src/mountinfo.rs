@@ -68,9 +68,12 @@ pub fn parse(text: &str) -> Vec<Mount> {
     text.lines().filter_map(parse_line).collect()
 }
 
-/// This process's mounts (in a private namespace: the copy taken when it was created).
+/// The calling thread's mounts. `/proc/thread-self`, not `/proc/self`: a thread may have a mount
+/// namespace of its own, and `/proc/self` shows the main thread's.
 pub fn read() -> std::io::Result<Vec<Mount>> {
-    Ok(parse(&std::fs::read_to_string("/proc/self/mountinfo")?))
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo")
+        .or_else(|_| std::fs::read_to_string("/proc/self/mountinfo"))?;
+    Ok(parse(&text))
 }
 
 #[cfg(test)]

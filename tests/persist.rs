@@ -1068,8 +1068,8 @@ fn check_reports_each_malformed_config_with_its_position() {
 }
 
 fn documented_example() -> String {
-    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/persistence.md"))
-        .expect("reading docs/persistence.md");
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("reading README.md");
     let start = doc
         .find("<!-- example: nixos-desktop -->")
         .expect("example marker");
@@ -1078,7 +1078,7 @@ fn documented_example() -> String {
     block[..block.find("```").expect("end of block")].to_string()
 }
 
-/// The complete example of docs/persistence.md is a valid configuration.
+/// The complete example of the README is a valid configuration.
 #[test]
 fn check_passes_the_documented_example() {
     let block = &documented_example();
@@ -1156,7 +1156,7 @@ fn check_warns_about_what_a_mount_would_hide_in_the_blank() {
     assert!(tabula::check::check_text(Path::new("t.toml"), text, &opts).is_clean());
 }
 
-/// The documented example at a first boot behaves as docs/persistence.md says.
+/// The documented example at a first boot behaves as the README says.
 #[test]
 fn documented_example_first_boot() {
     if !enter_private_namespace() {

@@ -6,16 +6,10 @@ mod common;
 use std::fs;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::Output;
 
-use common::{Scratch, ls, open_dir};
+use common::{Scratch, assert_refused, ls, open_dir, retired, stderr};
 use serde_json::Value;
 use tabula::btrfs;
-use tabula::layout::RetiredName;
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A scratch fs with `boots` retired roots (each holding `boot-N`).
 fn with_boots(test: &str, boots: usize) -> Option<Scratch> {
@@ -30,29 +24,8 @@ fn with_boots(test: &str, boots: usize) -> Option<Scratch> {
     Some(s)
 }
 
-fn retired(s: &Scratch) -> Vec<String> {
-    ls(&s.top.join("old_roots"))
-        .into_iter()
-        .filter(|n| RetiredName::parse(n).is_some())
-        .collect()
-}
-
 fn json(s: &Scratch, args: &[&str]) -> Value {
     serde_json::from_str(&s.tabula_ok(args)).unwrap()
-}
-
-fn assert_refused(out: &Output, rule: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "expected refusal {rule}: {}",
-        stderr(out)
-    );
-    assert!(
-        stderr(out).contains(rule),
-        "expected {rule}: {}",
-        stderr(out)
-    );
 }
 
 #[test]

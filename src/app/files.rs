@@ -18,8 +18,12 @@ use crate::roots;
 
 /// The paths the persistence allowlist mounts into the root: not changes of the root itself.
 pub(super) fn persisted_paths(config: &Config) -> Vec<PathBuf> {
-    let _ = config;
-    Vec::new()
+    config
+        .persist
+        .entries()
+        .iter()
+        .map(|e| e.target())
+        .collect()
 }
 
 /// Opens the tree a root reference names: `blank`, `current` or a retired root. Returns its label too.
@@ -89,8 +93,7 @@ pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<E
 
 /// Where the persistent subvolume is mounted in the root (its own mount point is not a change).
 fn persist_mount_point(config: &Config) -> Option<PathBuf> {
-    let _ = config;
-    None
+    Some(config.persist.path.clone())
 }
 
 pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
@@ -109,14 +112,19 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
         None => args.path.clone(),
     };
     let config = load_config(cli)?;
-    if let Some(p) = restore::persisted_prefix(&args.path, &persisted_paths(&config)) {
-        println!(
-            "note: '{}' is persisted ('{}' is bind-mounted from persistent storage): its contents live in \
-             the persistent subvolume, not in the retired root; what the root holds there is only what \
-             was written before the mount",
+    let persisted = restore::persisted_prefix(&args.path, &persisted_paths(&config)).map(|p| {
+        let live = config.persist.source_of(&args.path);
+        format!(
+            "'{}' is persisted ('{}' is bind-mounted from persistent storage): its contents live in persistent \
+             storage ('{}' on the running system), not in the retired root, which only holds what was \
+             written there before the mount",
             args.path.display(),
-            p.display()
-        );
+            p.display(),
+            live.display()
+        )
+    });
+    if let Some(note) = &persisted {
+        println!("note: {note}");
     }
     let fs = open_filesystem(config, (!args.dry_run).then_some(cli.lock_wait))?;
     let old_roots = open_old_roots(&fs)?;
@@ -133,11 +141,15 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
     let (src, label) = open_tree(&fs, &old_roots, &all, &args.from)?;
     let slash = crate::btrfs::open_dir_at(fs.top.as_fd(), Path::new("/")).context("opening '/'")?;
     let plan = restore::plan_restore(src.as_fd(), &args.path, slash.as_fd(), &dest, args.force)
-        .with_context(|| {
-            format!(
+        .with_context(|| match &persisted {
+            Some(note) => format!(
+                "planning the restore of '{}' from '{label}' ({note})",
+                args.path.display()
+            ),
+            None => format!(
                 "planning the restore of '{}' from '{label}'",
                 args.path.display()
-            )
+            ),
         })?;
     if args.dry_run {
         if args.json {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tracing::info;
 
 mod files;
+mod persist;
 mod roots;
 
 use crate::cli::{Cli, Command, InitArgs, RollbackArgs};
@@ -29,6 +30,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             json,
         }) => files::diff(&cli, root, against, *json),
         Command::Roots(cmd) => roots::run(&cli, cmd),
+        Command::Persist(args) => persist::persist(&cli, args),
+        Command::Check(args) => persist::check(&cli, args),
+        Command::Status(args) => persist::status(&cli, args.json),
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
         Command::Restore(args) => files::restore(&cli, args),
         Command::Completions { shell } => {
@@ -120,7 +124,7 @@ pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
 
 fn cmd_init(cli: &Cli, args: &InitArgs) -> Result<ExitStatus> {
     let fs = open_filesystem(load_config(cli)?, (!args.dry_run).then_some(cli.lock_wait))?;
-    let plan = init::plan(fs.top.as_fd(), &fs.config.layout, args.blank_from)?;
+    let plan = init::plan(fs.top.as_fd(), &fs.config, args.blank_from)?;
     if args.json {
         #[derive(Serialize)]
         struct Out<'a> {

@@ -8,9 +8,7 @@ use std::path::PathBuf;
 
 /// The set of mount points, or an error when procfs is not mounted.
 pub(crate) fn mount_points() -> std::io::Result<HashSet<PathBuf>> {
-    let text = std::fs::read_to_string("/proc/thread-self/mountinfo")
-        .or_else(|_| std::fs::read_to_string("/proc/self/mountinfo"))?;
-    Ok(crate::mountinfo::parse(&text)
+    Ok(crate::mountinfo::read()?
         .into_iter()
         .map(|m| m.mount_point)
         .collect())

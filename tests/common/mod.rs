@@ -224,3 +224,31 @@ pub fn ls(path: &Path) -> Vec<String> {
 pub fn fd(o: &OwnedFd) -> std::os::fd::BorrowedFd<'_> {
     o.as_fd()
 }
+
+/// A command's stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts that a command was refused (exit 3) by safety rule `rule`.
+pub fn assert_refused(out: &Output, rule: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "expected refusal {rule}: {}",
+        stderr(out)
+    );
+    assert!(
+        stderr(out).contains(rule),
+        "expected {rule}: {}",
+        stderr(out)
+    );
+}
+
+/// Retired root names in `old_roots`, in sequence order.
+pub fn retired(s: &Scratch) -> Vec<String> {
+    ls(&s.top.join("old_roots"))
+        .into_iter()
+        .filter(|n| tabula::layout::RetiredName::parse(n).is_some())
+        .collect()
+}
