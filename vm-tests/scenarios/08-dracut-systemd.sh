@@ -35,10 +35,15 @@ r=$MNT/root
 cp -a "$rootfs/." "$r/" || die "copying the debian root"
 rm -f "$r/.done"
 install_tabula_into "$r" "$conf" dracut
-# The machine's own view: no fstab entries (root comes from the command line); an empty machine-id
-# (so only persistence can keep it stable); a test unit that reports and powers off.
+# The machine's own view: no fstab entries (root comes from the command line); no machine-id in the
+# blank (so only persistence can keep it stable: the README's recipe, systemd makes one on the first
+# boot and `tabula persist --root / --adopt` keeps it); a test unit that reports and powers off.
 : >"$r/etc/fstab"
-: >"$r/etc/machine-id"
+rm -f "$r/etc/machine-id" "$r/var/lib/dbus/machine-id"
+ln -sf /dev/null "$r/etc/systemd/system/systemd-firstboot.service"
+# The README's machine-id recipe: machine-id-commit expects a tmpfs, not a bind mount; first boots only.
+mkdir -p "$r/etc/systemd/system/systemd-machine-id-commit.service.d"
+printf '[Unit]\nConditionFirstBoot=yes\n' >"$r/etc/systemd/system/systemd-machine-id-commit.service.d/tabula.conf"
 echo vmtest >"$r/etc/hostname"
 ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
 ln -sf /dev/null "$r/etc/systemd/system/getty@tty1.service"
@@ -50,6 +55,7 @@ step() { local n=$1; shift; echo "VMTEST-BEGIN $n"; "$@" 2>&1; echo "VMTEST-END 
 echo "VMTEST: guest up"
 step journal journalctl -b -o short-monotonic --no-pager
 step machine-id cat /etc/machine-id
+if ! grep -q " /etc/machine-id " /proc/self/mounts; then step adopt tabula persist --root / --adopt; fi
 step mounts findmnt -rn -o TARGET,SOURCE,FSTYPE
 step prune systemctl show -p Result -p ExecMainStatus -p ActiveState tabula-prune.service
 step roots tabula roots list
