@@ -253,7 +253,8 @@ vm_boot() {
 		"${cmd[@]}" </dev/null >"$WORK/$name.qemu.err" 2>&1 &
 		local pid=$! waited=0
 		while kill -0 "$pid" 2>/dev/null; do
-			if tr -d '\r' <"$log" | grep -Eq -- "$kill_at"; then
+			# grep reads all of it (no -q): an early exit would SIGPIPE tr and, with pipefail, hide the match.
+			if tr -d '\r' <"$log" | grep -E -- "$kill_at" >/dev/null; then
 				[[ $kill_delay != 0 ]] && sleep "$kill_delay"
 				kill -9 "$pid" 2>/dev/null
 				break
@@ -272,7 +273,8 @@ vm_boot() {
 	return "$rc"
 }
 
-# serial LOG: the serial log without carriage returns.
+# serial LOG: the serial log without carriage returns. Never pipe it into `grep -q`: grep's early exit
+# SIGPIPEs tr and, under pipefail, turns a match into a failure.
 serial() { tr -d '\r' <"$WORK/$1.log"; }
 
 # section BOOT NAME: the output of guest step NAME (between the markers written by guestlib's `step`).
@@ -329,12 +331,12 @@ file_has() { # file_has FILE TEXT
 	}
 }
 serial_has() { # serial_has BOOT REGEX
-	serial "$1" | grep -Eq -- "$2" || {
+	serial "$1" | grep -E -- "$2" >/dev/null || {
 		echo "serial log of $1 lacks /$2/"
 		return 1
 	}
 }
-serial_lacks() { ! serial "$1" | grep -Eq -- "$2"; }
+serial_lacks() { ! serial "$1" | grep -E -- "$2" >/dev/null; }
 # The whole layout is there: root, blank (read-only), persist, old_roots.
 layout_whole() {
 	is_subvol "$MNT/root" && is_subvol "$MNT/root-blank" && is_ro_subvol "$MNT/root-blank" &&
@@ -424,3 +426,7 @@ busybox_setup() {
 }
 # guest_script BOOT: the guest script for BOOT from stdin.
 guest_script() { cat >"$WORK/$1.sh"; }
+# newest_of NAME…: the last of the names ("none" when there are none), safe under `set -u`.
+newest_of() {
+	if [[ $# -gt 0 ]]; then echo "${!#}"; else echo none; fi
+}

@@ -47,7 +47,7 @@ GUEST
 	check "boot $n: earlier retired roots are untouched and keep their names" \
 		test "${names[*]:0:${#prev_names[@]}}" = "${prev_names[*]}"
 	if [[ $n -ge 2 ]]; then
-		newest=${names[-1]}
+		newest=$(newest_of "${names[@]}")
 		check "boot $n: the newest retired root holds boot $((n - 1))'s ephemeral file" \
 			file_has "$MNT/old_roots/$newest/ephemeral-boot$((n - 1))" "ephemeral $((n - 1))"
 		check "boot $n: retired roots are read-only" is_ro_subvol "$MNT/old_roots/$newest"

@@ -28,5 +28,5 @@ check "boot 2: restored mode is 0640" test "$(section boot2 mode)" = 640
 mount_image "$IMG"
 check "host: the restored file is in the live root" file_has "$MNT/root/etc/notes.txt" "precious data"
 mapfile -t names < <(old_roots)
-check "host: the retired root still holds the original" file_has "$MNT/old_roots/${names[-1]}/etc/notes.txt" "precious data"
+check "host: the retired root still holds the original" file_has "$MNT/old_roots/$(newest_of "${names[@]}")/etc/notes.txt" "precious data"
 umount_image

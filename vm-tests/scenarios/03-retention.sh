@@ -29,7 +29,7 @@ GUEST
 	check "boot $n: the survivors are the newest $want" test "${names[*]}" = "${all[*]: -$want}"
 	check "boot $n: layout whole" layout_whole
 	[[ $n -ge 2 ]] && check "boot $n: the newest retired root is boot $((n - 1))'s" \
-		file_has "$MNT/old_roots/${names[-1]}/marker" "boot $((n - 1))"
+		file_has "$MNT/old_roots/$(newest_of "${names[@]}")/marker" "boot $((n - 1))"
 	umount_image
 done
 check "6 boots made 6 distinct retired roots (${all[*]})" count_is 6 "${all[@]}"

@@ -32,7 +32,7 @@ GUEST
 		check "boot $n: retired root #$k (${names[$((k - 1))]}) is boot $((k - 1))'s" \
 			file_has "$MNT/old_roots/${names[$((k - 1))]}/marker" "boot $((k - 1))"
 	done
-	check "boot $n: the newest name carries the clock's year ${years[$i]}" bash -c '[[ $1 == *${2}* ]]' _ "${names[-1]:-}" "${years[$i]}"
+	check "boot $n: the newest name carries the clock's year ${years[$i]}" bash -c '[[ $1 == *${2}* ]]' _ "$(newest_of "${names[@]}")" "${years[$i]}"
 	mapfile -t newest_first < <(printf '%s\n' "${names[@]}" | tac)
 	# `roots list` is newest first: names appear in the reverse of their sort order.
 	check "boot $n: 'tabula roots list' lists them newest boot first" bash -c '

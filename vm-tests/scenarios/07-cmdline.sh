@@ -30,7 +30,7 @@ check "boot 3: normal rollback: no marker in the fresh root" test "$(step_rc boo
 mount_image "$IMG"
 mapfile -t names < <(old_roots)
 check "boot 3: two retired roots" count_is 2 "${names[@]}"
-check "boot 3: the newest retired root holds boot 2's marker" file_has "$MNT/old_roots/${names[-1]}/marker" two
+check "boot 3: the newest retired root holds boot 2's marker" file_has "$MNT/old_roots/$(newest_of "${names[@]}")/marker" two
 umount_image
 
 # Whether the current root is retired before the chosen one is booted is tabula's choice: the check

@@ -142,7 +142,7 @@ AWK
 	check "boot $n: root holds exactly one ephemeral file, this boot's" \
 		bash -c 'set -- "$1"/root/ephemeral-*; [[ $# == 1 && -e $1 ]]' _ "$MNT/root"
 	[[ $n == 2 ]] && check "boot 2: boot 1's ephemeral file went to the retired root" \
-		bash -c 'ls "$1"/ephemeral-* >/dev/null' _ "$MNT/old_roots/${names[-1]}/root"
+		bash -c 'ls "$1"/ephemeral-* >/dev/null' _ "$MNT/old_roots/$(newest_of "${names[@]}")/root"
 	umount_image
 done
 check "machine-id is stable across boots (${mid[1]:-} = ${mid[2]:-})" test -n "${mid[1]:-}" -a "${mid[1]:-}" = "${mid[2]:-}"

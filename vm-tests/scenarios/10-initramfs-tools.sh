@@ -51,7 +51,7 @@ GUEST
 	mount_image "$IMG"
 	mapfile -t names < <(old_roots)
 	check "boot $n: $n retired roots" count_is "$n" "${names[@]}"
-	[[ $n == 2 ]] && check "boot 2: boot 1's root was retired" file_has "$MNT/old_roots/${names[-1]}/marker" "boot 1"
+	[[ $n == 2 ]] && check "boot 2: boot 1's root was retired" file_has "$MNT/old_roots/$(newest_of "${names[@]}")/marker" "boot 1"
 	check "boot $n: persisted files kept" test -f "$MNT/persist/var/lib/keep/1"
 	check "boot $n: layout whole" layout_whole
 	umount_image
