@@ -6,7 +6,8 @@
 # the journal, tabula-rollback runs after /dev/vda appears and finishes before /sysroot is mounted, and
 # tabula-persist runs after /sysroot is mounted and finishes before switch-root; persisted paths are
 # mounted after switch-root; /etc/machine-id (empty in the blank, persisted) is the same on both boots;
-# the prune service ran on the running system; the host sees the rollback on disk.
+# the prune service ran on the running system; the host sees the rollback on disk. A third boot uses
+# dracut's shell initrd (same module, pre-mount and pre-pivot hooks instead of units).
 conf=$WORK/tabula.toml
 cat >"$conf" <<'TOML'
 [layout]
@@ -100,6 +101,13 @@ for f in initrd.target.wants/tabula-rollback.service initrd.target.wants/tabula-
 	sysroot.mount.requires/tabula-rollback.service; do
 	check "lsinitrd: the dracut image enables $f" grep -qE " (etc|usr/lib)/systemd/system/$f -> " "$WORK/lsinitrd.txt"
 done
+# The same module in dracut's shell initrd (no systemd in the initrd): pre-mount and pre-pivot hooks.
+in_chroot "$r" dracut -q --force --no-hostonly --kver "$KVER" --drivers "virtio_pci virtio_blk btrfs" \
+	--omit "systemd systemd-initrd dracut-systemd" \
+	--modules "base fs-lib kernel-modules udev-rules rootfs-block btrfs tabula" \
+	/tmp/initrd-dracut-shell.img >"$WORK/dracut-shell.log" 2>&1
+check "dracut builds a shell (non-systemd) initrd with the tabula module" test -s "$r/tmp/initrd-dracut-shell.img"
+mv "$r/tmp/initrd-dracut-shell.img" "$WORK/initrd-dracut-shell.img" 2>/dev/null
 btrfs -q subvolume snapshot -r "$r" "$MNT/root-blank" >/dev/null
 btrfs -q subvolume create "$MNT/persist" >/dev/null
 btrfs -q subvolume create "$MNT/old_roots" >/dev/null
@@ -146,3 +154,25 @@ AWK
 	umount_image
 done
 check "machine-id is stable across boots (${mid[1]:-} = ${mid[2]:-})" test -n "${mid[1]:-}" -a "${mid[1]:-}" = "${mid[2]:-}"
+
+# Boot 3: dracut's shell initrd (hooks instead of units).
+must "boot 3 (dracut shell initrd): qemu exits by itself (no hang)" vm_boot boot3 --timeout "$SD_BOOT_TIMEOUT" --smp 2 \
+	--initrd "$WORK/initrd-dracut-shell.img" --img "$IMG" --base-append "$append"
+check "boot 3: the guest reached multi-user and reported" serial_has boot3 '^VMTEST: poweroff'
+section boot3 journal >"$WORK/journal3.txt"
+# Kernel log order: tabula retires the root and unmounts; then the root is mounted (the next "first
+# mount"); then persist; then dracut switches root.
+check "boot 3: order: rollback < its unmount < /sysroot mount < persist < switch root" awk '
+	/tabula: retired .root. as/ && !r { r = NR }
+	r && /BTRFS info .*last unmount/ && !u { u = NR }
+	u && /BTRFS info .*first mount/ && !m { m = NR }
+	m && /tabula: .\/var\/lib\/vmtest. .*in place/ && !p { p = NR }
+	p && /dracut: Switching root/ && !s { s = NR }
+	END { printf "retired=%d unmount=%d mount=%d persist=%d switch=%d\n", r, u, m, p, s; exit !(r && u && m && p && s) }' "$WORK/journal3.txt"
+check "boot 3: /var/lib/vmtest is mounted after switch-root (pre-pivot persist)" bash -c 'grep -q "^/var/lib/vmtest " <<<"$1"' _ "$(section boot3 mounts)"
+check "boot 3: machine-id unchanged (${mid[1]:-})" test "$(section boot3 machine-id | head -1)" = "${mid[1]:-none}"
+mount_image "$IMG"
+mapfile -t names < <(old_roots)
+check "boot 3: 3 retired roots (${names[*]})" count_is 3 "${names[@]}"
+check "boot 3: layout whole" layout_whole
+umount_image
