@@ -21,7 +21,13 @@ CI=${CI:-true} unshare -m --propagation private cargo test --features fault-inje
 step "static release binary"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release --target x86_64-unknown-linux-gnu
 bin=target/x86_64-unknown-linux-gnu/release/tabula
-if ldd "$bin" >/dev/null 2>&1; then echo "test-all: $bin is dynamically linked" >&2; exit 1; fi
+# Static: no program interpreter, no shared libraries, and it runs in an empty chroot (as in an initrd).
+if readelf -l "$bin" | grep -q INTERP || readelf -d "$bin" | grep -q NEEDED; then
+  echo "test-all: $bin is dynamically linked" >&2; exit 1
+fi
+empty=$(mktemp -d) && cp "$bin" "$empty/tabula"
+chroot "$empty" /tabula --version
+rm -rf "$empty"
 echo "static: $bin ($(stat -c %s "$bin") bytes)"
 if "$bin" rollback --list-fault-points >/dev/null 2>&1; then echo "test-all: the release build has fault points" >&2; exit 1; fi
 step "initrd integration: shellcheck, NixOS module parse and evaluation"
