@@ -63,7 +63,7 @@ use nix::unistd::{
 use serde::Serialize;
 
 use crate::diff::xattr::{self, Xattrs};
-use crate::diff::{FileType, escape_bytes, serialize_opt_path, serialize_path};
+use crate::diff::{FileType, escape_bytes, serialize_mode, serialize_opt_path, serialize_path};
 use crate::error::{Refusal, UsageError};
 
 /// The version of the JSON documents [`RestorePlan`] and [`RestoreReport`] serialize to.
@@ -1218,23 +1218,11 @@ fn check_source(fd: &OwnedFd, src: &SourceStat) -> anyhow::Result<()> {
 }
 
 fn read_names(dir: &mut Dir) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut names = Vec::new();
-    for e in dir.iter() {
-        let name = e?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(name);
-        }
-    }
-    names.sort_unstable();
-    Ok(names)
+    Ok(crate::diff::walk::read_names(dir)?)
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-fn serialize_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{mode:04o}"))
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@
 //! escape such bytes as `\xNN` (see [`escape_bytes`]).
 
 mod render;
-mod walk;
+pub(crate) mod walk;
 pub(crate) mod xattr;
 
 use std::os::fd::BorrowedFd;
@@ -413,7 +413,8 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-fn serialize_mode<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+/// Serialize permission bits as an octal string (`"0644"`).
+pub(crate) fn serialize_mode<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
 }
 

@@ -799,7 +799,8 @@ fn check_same(fd: &OwnedFd, expected: &Stat) -> Result<(), String> {
     Ok(())
 }
 
-fn read_names(dir: &mut Dir) -> nix::Result<Vec<Vec<u8>>> {
+/// The names in `dir` except `.` and `..`, sorted bytewise.
+pub(crate) fn read_names(dir: &mut Dir) -> nix::Result<Vec<Vec<u8>>> {
     let mut names = Vec::new();
     for e in dir.iter() {
         let name = e?.file_name().to_bytes().to_vec();
