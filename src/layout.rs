@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, renameat};
 use nix::sys::stat::Mode;
@@ -54,18 +54,8 @@ impl RetiredName {
     pub fn new(seq: u64, at: DateTime<Utc>) -> RetiredName {
         RetiredName {
             seq,
-            time: at.naive_utc().with_nanosecond_zero(),
+            time: at.naive_utc().with_nanosecond(0).unwrap_or(at.naive_utc()),
         }
-    }
-}
-
-trait WithNanosecondZero {
-    fn with_nanosecond_zero(self) -> Self;
-}
-impl WithNanosecondZero for NaiveDateTime {
-    fn with_nanosecond_zero(self) -> Self {
-        use chrono::Timelike;
-        self.with_nanosecond(0).unwrap_or(self)
     }
 }
 

@@ -365,9 +365,10 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
         (Entry::Other, _) => {}
     }
 
-    // Complete the newest retired root if an interrupted run left it without metadata or writable.
+    // Complete the newest retired root if an interrupted run left it without metadata or writable. The
+    // completion goes before a new retirement, so metadata files appear in sequence order.
+    let mut completion = Vec::new();
     if let Some(n) = newest
-        && (retire_as.is_none() || obs.root.subvolume().is_some())
         && let Some(info) = &n.info
     {
         let meta_ok = n.meta.as_ref().is_some_and(|m| m.uuid == info.uuid);
@@ -377,42 +378,23 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 layout.old_roots, n.name
             ));
             let seq = RetiredName::parse(&n.name).map_or(0, |x| x.seq);
-            let mut meta = new_meta(
-                &n.name,
-                seq,
-                info,
-                obs.newest.get(1),
-                ctx,
-                Some(
-                    "metadata completed after an interrupted rollback; retired_at is the completion time",
-                ),
-            );
-            meta.retired_by.new_root_uuid = None;
-            // Keep the completion before the new retirement so the order of files matches seq.
-            let at = actions
-                .iter()
-                .position(|a| matches!(a, Action::Retire { .. }))
-                .unwrap_or(actions.len());
-            actions.insert(
-                at,
-                Action::WriteMetadata {
-                    meta: Box::new(meta),
-                },
-            );
+            let note = "metadata completed after an interrupted rollback; retired_at is the completion time";
+            let meta = new_meta(&n.name, seq, info, obs.newest.get(1), ctx, Some(note));
+            completion.push(Action::WriteMetadata {
+                meta: Box::new(meta),
+            });
         }
         if !meta_ok || !info.read_only {
-            let at = actions
-                .iter()
-                .position(|a| matches!(a, Action::Retire { .. }))
-                .unwrap_or(actions.len());
-            actions.insert(
-                at,
-                Action::Freeze {
-                    name: n.name.clone(),
-                },
-            );
+            completion.push(Action::Freeze {
+                name: n.name.clone(),
+            });
         }
     }
+    let at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Retire { .. }))
+        .unwrap_or(actions.len());
+    actions.splice(at..at, completion);
     if !actions.is_empty() {
         actions.push(Action::Sync);
     }

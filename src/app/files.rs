@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -139,7 +139,13 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
         .into());
     }
     let (src, label) = open_tree(&fs, &old_roots, &all, &args.from)?;
-    let slash = crate::btrfs::open_dir_at(fs.top.as_fd(), Path::new("/")).context("opening '/'")?;
+    // The live system's root, in this process's (private copy of the) mount namespace: same filesystems.
+    let slash = nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("opening '/'")?;
     let plan = restore::plan_restore(src.as_fd(), &args.path, slash.as_fd(), &dest, args.force)
         .with_context(|| match &persisted {
             Some(note) => format!(
