@@ -301,6 +301,20 @@ pub struct Node {
     pub(crate) nlink: u64,
 }
 
+impl Node {
+    /// Objects this side stands for when added or deleted: itself and everything beneath it.
+    pub(crate) fn objects(side: &Option<Node>) -> u64 {
+        side.as_ref().map_or(0, |n| 1 + n.entries.unwrap_or(0))
+    }
+
+    /// Bytes this side stands for when added or deleted; a hard link's bytes are counted at `link_to`.
+    pub(crate) fn counted_bytes(side: &Option<Node>) -> u64 {
+        side.as_ref()
+            .filter(|n| n.link_to.is_none())
+            .map_or(0, |n| n.size)
+    }
+}
+
 /// Extended attribute names that differ between the two sides.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct XattrDiff {

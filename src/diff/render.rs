@@ -117,18 +117,12 @@ pub fn render_human(diff: &Diff) -> String {
         if e.implied {
             continue;
         }
-        let objects = |n: &Option<Node>| n.as_ref().map_or(0, |n| 1 + n.entries.unwrap_or(0));
-        let bytes = |n: &Option<Node>| {
-            n.as_ref()
-                .filter(|n| n.link_to.is_none())
-                .map_or(0, |n| n.size)
-        };
         match e.kind {
             Kind::Added | Kind::Deleted => {
-                g.added += objects(&e.new);
-                g.deleted += objects(&e.old);
-                g.bytes_added += bytes(&e.new);
-                g.bytes_deleted += bytes(&e.old);
+                g.added += Node::objects(&e.new);
+                g.deleted += Node::objects(&e.old);
+                g.bytes_added += Node::counted_bytes(&e.new);
+                g.bytes_deleted += Node::counted_bytes(&e.old);
             }
             Kind::Modified | Kind::TypeChanged => g.changed += 1,
             Kind::Metadata => g.metadata += 1,

@@ -612,12 +612,6 @@ impl<'a> Walker<'a> {
             if e.implied {
                 continue;
             }
-            let objects = |n: &Option<Node>| n.as_ref().map_or(0, |n| 1 + n.entries.unwrap_or(0));
-            let bytes = |n: &Option<Node>| {
-                n.as_ref()
-                    .filter(|n| n.link_to.is_none())
-                    .map_or(0, |n| n.size)
-            };
             match e.kind {
                 Kind::Added => summary.added += 1,
                 Kind::Deleted => summary.deleted += 1,
@@ -627,10 +621,10 @@ impl<'a> Walker<'a> {
                 Kind::Error => summary.errors += 1,
             }
             if matches!(e.kind, Kind::Added | Kind::Deleted) {
-                summary.objects_added += objects(&e.new);
-                summary.objects_deleted += objects(&e.old);
-                summary.bytes_added += bytes(&e.new);
-                summary.bytes_deleted += bytes(&e.old);
+                summary.objects_added += Node::objects(&e.new);
+                summary.objects_deleted += Node::objects(&e.old);
+                summary.bytes_added += Node::counted_bytes(&e.new);
+                summary.bytes_deleted += Node::counted_bytes(&e.old);
             }
         }
         Diff {
