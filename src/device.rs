@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -83,12 +83,12 @@ fn matches(spec: &DeviceSpec, sb: &Superblock) -> bool {
 /// Refuses (`not-btrfs`) a path whose superblock is not btrfs, and (`device-ambiguous`) a UUID/label that
 /// several devices carry (a cloned disk: mounting the wrong one would roll back the wrong machine).
 pub fn resolve(spec: &DeviceSpec, timeout: Duration) -> Result<PathBuf> {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::wait::Deadline::after(timeout);
     loop {
         if let Some(found) = try_resolve(spec, Path::new("/sys/class/block"), Path::new("/dev"))? {
             return Ok(found);
         }
-        if Instant::now() >= deadline {
+        if deadline.passed() {
             bail!(
                 "device {spec} did not appear within {}: check the `device` setting in [layout], that the \
                  disk (and any LUKS/LVM layer) is available, or raise `device_timeout`",

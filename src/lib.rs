@@ -25,3 +25,4 @@ pub mod retention;
 pub mod rollback;
 pub mod roots;
 pub mod users;
+pub mod wait;

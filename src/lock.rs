@@ -4,7 +4,7 @@
 //! namespace) shares the same inode, so two tabula processes see the same lock without any state file.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -20,14 +20,14 @@ pub struct FsLock {
 
 /// Takes the exclusive lock on the filesystem of `top`, waiting up to `wait` for another tabula.
 pub fn lock_filesystem(top: BorrowedFd<'_>, what: &str, wait: Duration) -> Result<FsLock> {
-    let deadline = Instant::now() + wait;
+    let deadline = crate::wait::Deadline::after(wait);
     loop {
         // A fresh open file description: flock locks belong to it, not to the inode alone.
         let fd = crate::btrfs::open_dir_at(top.as_fd(), ".")
             .context("opening the top level to lock it")?;
         match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(FsLock { _lock: lock }),
-            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+            Err((_, Errno::EWOULDBLOCK)) if !deadline.passed() => {
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err((_, Errno::EWOULDBLOCK)) => {
