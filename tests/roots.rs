@@ -51,6 +51,36 @@ fn list_and_show() {
     let lines: Vec<&str> = tsv.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with("-1\t3\t00003-"), "{tsv}");
+    // On a terminal: an aligned table with a bold header, unless NO_COLOR; never escapes in a pipe.
+    assert!(!tsv.contains('\x1b'), "{tsv}");
+    let on_tty = |no_color: bool| {
+        let cmd = format!(
+            "{} --config {} --log stderr roots list",
+            env!("CARGO_BIN_EXE_tabula"),
+            s.config.display()
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]);
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&common::run(&mut c).stdout).into_owned()
+    };
+    let table = on_tty(false);
+    assert!(table.contains("\x1b[1mREF  SEQ  NAME"), "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("-1   3    00003-"),
+        "{table}"
+    );
+    let plain = on_tty(true);
+    assert!(
+        plain.starts_with("REF  SEQ") && !plain.contains('\x1b'),
+        "{plain}"
+    );
     let shown = s.tabula_ok(&["roots", "show", "-2"]);
     assert!(
         shown.contains("seq:           2") && shown.contains(&retired(&s)[1]),
