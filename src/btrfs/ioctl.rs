@@ -147,6 +147,7 @@ nix::ioctl_none!(btrfs_sync, MAGIC, 8);
 nix::ioctl_write_int!(ficlone, MAGIC, 9);
 nix::ioctl_write_ptr!(btrfs_snap_destroy, MAGIC, 15, VolArgs);
 nix::ioctl_readwrite!(btrfs_tree_search, MAGIC, 17, SearchArgs);
+nix::ioctl_write_ptr!(btrfs_default_subvol, MAGIC, 19, u64);
 nix::ioctl_write_ptr!(btrfs_snap_create_v2, MAGIC, 23, VolArgsV2);
 nix::ioctl_write_ptr!(btrfs_subvol_create_v2, MAGIC, 24, VolArgsV2);
 nix::ioctl_read!(btrfs_subvol_getflags, MAGIC, 25, u64);
@@ -227,6 +228,12 @@ pub fn snap_destroy_v1(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
     put_name(&mut args.name, name)?;
     // SAFETY: as above.
     unsafe { btrfs_snap_destroy(dir.as_raw_fd(), &*args) }.map(drop)
+}
+
+/// `BTRFS_IOC_DEFAULT_SUBVOL`: make subvolume `id` the default of the filesystem `fd` is on.
+pub fn default_subvol(fd: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
+    // SAFETY: the kernel reads one u64.
+    unsafe { btrfs_default_subvol(fd.as_raw_fd(), &id) }.map(drop)
 }
 
 /// `BTRFS_IOC_SUBVOL_GETFLAGS`.

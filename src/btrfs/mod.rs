@@ -388,6 +388,14 @@ pub fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> std::result::Resu
     ioctl::clone_file(dst, src)
 }
 
+/// Makes subvolume `id` the filesystem's default subvolume (`BTRFS_IOC_DEFAULT_SUBVOL`; durable at the
+/// next commit).
+pub fn set_default_subvolume(fd: BorrowedFd<'_>, id: u64) -> Result<()> {
+    let op = "setting the default subvolume to";
+    require_btrfs(fd).map_err(err(op, id))?;
+    ioctl::default_subvol(fd, id).map_err(err(op, id))
+}
+
 /// The id of the filesystem's default subvolume (what a mount without `subvol=` shows).
 ///
 /// Read from the `default` dir item of the root tree (`BTRFS_IOC_TREE_SEARCH`, needs CAP_SYS_ADMIN).
