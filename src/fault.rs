@@ -8,8 +8,10 @@
 /// Every fault point, in the order the rollback reaches them.
 pub const ROLLBACK_POINTS: &[&str] = &[
     "after-snapshot",
+    "after-intent",
     "after-retire",
     "after-promote",
+    "after-set-default",
     "after-metadata-tmp",
     "after-metadata",
     "after-freeze",

@@ -119,47 +119,166 @@ impl RootMeta {
     }
 }
 
-/// Reads `old_roots/<name>.json`; `Ok(None)` when it does not exist.
-pub fn read_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<Option<RootMeta>> {
-    let file = RootMeta::file_name(name);
+/// Metadata and intent files are small; anything bigger is not ours.
+pub const META_MAX_BYTES: u64 = 64 << 10;
+
+/// Reads a small JSON file `old_roots/<file>` defensively: opened without blocking (a FIFO must not hang
+/// the boot) or following a link, and only when it is a regular file of sane size. `Ok(None)` when absent.
+fn read_json<T: serde::de::DeserializeOwned>(dir: BorrowedFd<'_>, file: &str) -> Result<Option<T>> {
+    use std::io::Read;
     let fd = match openat(
-        old_roots,
-        file.as_str(),
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        dir,
+        file,
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => {
+            anyhow::bail!("metadata 'old_roots/{file}' is a symlink, not a regular file")
+        }
         Err(e) => return Err(e).with_context(|| format!("opening metadata 'old_roots/{file}'")),
     };
-    let meta: RootMeta = serde_json::from_reader(std::io::BufReader::new(std::fs::File::from(fd)))
+    let st =
+        nix::sys::stat::fstat(&fd).with_context(|| format!("inspecting 'old_roots/{file}'"))?;
+    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
+        anyhow::bail!("metadata 'old_roots/{file}' is not a regular file");
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+    if size > META_MAX_BYTES {
+        anyhow::bail!("metadata 'old_roots/{file}' is {size} bytes, more than metadata ever is");
+    }
+    let mut buf = Vec::new();
+    std::fs::File::from(fd)
+        .take(META_MAX_BYTES + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading metadata 'old_roots/{file}'"))?;
+    let value = serde_json::from_slice(&buf)
         .with_context(|| format!("parsing metadata 'old_roots/{file}'"))?;
-    Ok(Some(meta))
+    Ok(Some(value))
 }
 
-/// Writes `old_roots/<name>.json` atomically: temp file, fsync, rename, fsync of the directory.
-pub fn write_meta(old_roots: BorrowedFd<'_>, meta: &RootMeta) -> Result<()> {
-    let file = RootMeta::file_name(&meta.name);
+/// Writes `old_roots/<file>` atomically: temp file, fsync, rename, fsync of the directory.
+fn write_json<T: Serialize>(dir: BorrowedFd<'_>, file: &str, value: &T) -> Result<()> {
     let tmp = format!(".{file}.tmp");
     let what = || format!("writing metadata 'old_roots/{file}'");
-    let _ = unlinkat(old_roots, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     let fd = openat(
-        old_roots,
+        dir,
         tmp.as_str(),
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )
     .with_context(what)?;
     let mut f = std::fs::File::from(fd);
-    let mut json = serde_json::to_vec_pretty(meta).with_context(what)?;
+    let mut json = serde_json::to_vec_pretty(value).with_context(what)?;
     json.push(b'\n');
     f.write_all(&json).with_context(what)?;
     f.sync_all().with_context(what)?;
     drop(f);
     crate::fault::point("after-metadata-tmp");
-    renameat(old_roots, tmp.as_str(), old_roots, file.as_str()).with_context(what)?;
-    fsync(old_roots).with_context(what)?;
+    renameat(dir, tmp.as_str(), dir, file).with_context(what)?;
+    fsync(dir).with_context(what)?;
     Ok(())
+}
+
+/// Reads `old_roots/<name>.json`; `Ok(None)` when it does not exist (see [`read_json`] for what is refused).
+pub fn read_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<Option<RootMeta>> {
+    read_json(old_roots, &RootMeta::file_name(name))
+}
+
+/// Writes `old_roots/<name>.json` atomically: temp file, fsync, rename, fsync of the directory.
+pub fn write_meta(old_roots: BorrowedFd<'_>, meta: &RootMeta) -> Result<()> {
+    write_json(old_roots, &RootMeta::file_name(&meta.name), meta)
+}
+
+/// The retirement intent file in `old_roots`.
+pub const INTENT_FILE: &str = ".tabula-retiring.json";
+
+/// What a rollback is about to retire, written and fsynced before the rename: the proof that the subvolume
+/// later found under `name` is the one tabula moved there. It is replaced by the next retirement, never
+/// deleted, so its `seq` is also the sequence high-water mark that survives deleting the newest root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Schema version (1).
+    pub version: u32,
+    /// The sequence number taken.
+    pub seq: u64,
+    /// The name in `old_roots` the root is moved to.
+    pub name: String,
+    /// The retired root's subvolume id.
+    pub subvolume_id: u64,
+    /// The retired root's uuid.
+    pub uuid: String,
+}
+
+/// Reads the retirement intent; `Ok(None)` when there is none (nothing retired yet, or before tabula kept one).
+pub fn read_intent(old_roots: BorrowedFd<'_>) -> Result<Option<Intent>> {
+    read_json(old_roots, INTENT_FILE)
+}
+
+/// Writes the retirement intent durably (before the rename it announces).
+pub fn write_intent(old_roots: BorrowedFd<'_>, intent: &Intent) -> Result<()> {
+    write_json(old_roots, INTENT_FILE, intent)
+}
+
+/// Whether tabula manages an entry of `old_roots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "standing", rename_all = "snake_case")]
+pub enum Standing {
+    /// Retired by tabula: its metadata parses and matches its subvolume id and uuid.
+    Managed,
+    /// Retired by tabula, which was interrupted before writing its metadata: the intent names it with its
+    /// id and uuid. The next rollback or prune completes it.
+    Retiring,
+    /// Anything else: listed, never written, frozen, deleted, or counted.
+    Unmanaged {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Standing {
+    /// Managed or retiring: tabula's own.
+    pub fn is_ours(&self) -> bool {
+        !matches!(self, Standing::Unmanaged { .. })
+    }
+}
+
+/// Judges an entry `name` of `old_roots` from its subvolume identity, the outcome of reading its metadata,
+/// and the retirement intent.
+pub fn standing(
+    name: &str,
+    info: Option<&SubvolumeInfo>,
+    meta: &std::result::Result<Option<RootMeta>, String>,
+    intent: Option<&Intent>,
+) -> Standing {
+    let unmanaged = |reason: String| Standing::Unmanaged { reason };
+    let Some(info) = info else {
+        return unmanaged("not a subvolume".into());
+    };
+    match meta {
+        Err(e) => unmanaged(format!("{e}: protected, never rewritten")),
+        Ok(Some(m)) if m.subvolume_id == info.id && m.uuid == info.uuid => Standing::Managed,
+        Ok(Some(m)) => unmanaged(format!(
+            "it is subvolume {} ({}) but its metadata records {} ({}): not the root tabula retired",
+            info.id, info.uuid, m.subvolume_id, m.uuid
+        )),
+        Ok(None) => match intent {
+            Some(i) if i.name == name && i.subvolume_id == info.id && i.uuid == info.uuid => {
+                Standing::Retiring
+            }
+            Some(i) if i.name == name => unmanaged(format!(
+                "it is subvolume {} ({}) but tabula retired {} ({}) under this name: not the root tabula retired",
+                info.id, info.uuid, i.subvolume_id, i.uuid
+            )),
+            _ => unmanaged("no tabula metadata: not retired by tabula".into()),
+        },
+    }
 }
 
 /// Removes `old_roots/<name>.json` (and a stale temp file), if present.
@@ -219,8 +338,8 @@ pub fn entry_at(dir: BorrowedFd<'_>, name: &str) -> Result<Entry> {
     }
 }
 
-/// Names in `old_roots` that parse as retired roots, sorted by sequence number (O(entries), no opens).
-pub fn retired_names(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredName>> {
+/// Every entry name in `old_roots` that is valid UTF-8 (O(entries), no opens).
+pub fn entry_names(old_roots: BorrowedFd<'_>) -> Result<Vec<String>> {
     let dir = nix::dir::Dir::openat(
         old_roots,
         ".",
@@ -231,12 +350,78 @@ pub fn retired_names(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredName>> {
     let mut names = Vec::new();
     for e in dir {
         let e = e.context("listing 'old_roots'")?;
-        if let Some(n) = e.file_name().to_str().ok().and_then(RetiredName::parse) {
-            names.push(n);
+        if let Ok(n) = e.file_name().to_str()
+            && n != "."
+            && n != ".."
+        {
+            names.push(n.to_string());
         }
     }
+    Ok(names)
+}
+
+/// Names in `old_roots` that parse as retired roots, sorted by sequence number (O(entries), no opens).
+/// Whether tabula manages each is a separate question: see [`standing`].
+pub fn retired_names(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredName>> {
+    let mut names: Vec<RetiredName> = entry_names(old_roots)?
+        .iter()
+        .filter_map(|n| RetiredName::parse(n))
+        .collect();
     names.sort();
     Ok(names)
+}
+
+/// The filesystem's default subvolume (what a mount without `subvol=` shows), named in layout terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefaultSubvolume {
+    /// Its subvolume id.
+    pub id: u64,
+    /// `root`, `top level`, `old_roots/<name>`, … or `None` when it is none of the layout's.
+    pub name: Option<String>,
+    /// Set when booting without `subvol=` would not land on `root`.
+    pub warning: Option<String>,
+}
+
+/// Reads and names the default subvolume. tabula moves it along with `root` when it is `root`, and
+/// leaves any other default alone.
+pub fn default_subvolume(
+    top: BorrowedFd<'_>,
+    layout: &crate::config::Layout,
+) -> Result<DefaultSubvolume> {
+    let id = btrfs::default_subvolume_id(top).context("reading the default subvolume")?;
+    let mut name = (id == btrfs::TOP_LEVEL_ID).then(|| "top level".to_string());
+    for n in [
+        &layout.root,
+        &layout.blank,
+        &layout.persist,
+        &layout.old_roots,
+    ] {
+        if name.is_none()
+            && let Entry::Subvolume { info } = entry_at(top, n)?
+            && info.id == id
+        {
+            name = Some(n.clone());
+        }
+    }
+    if name.is_none()
+        && let Ok(old) = open_subvolume(top, &layout.old_roots)
+        && let Ok(children) = btrfs::child_subvolumes(old.as_fd())
+    {
+        name = children
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| format!("{}/{}", layout.old_roots, c.path.display()));
+    }
+    let warning = (name.as_deref() != Some(layout.root.as_str())).then(|| {
+        format!(
+            "booting without subvol= (no rootflags=subvol={}) lands on {}, not on '{}'",
+            layout.root,
+            name.as_deref()
+                .map_or_else(|| format!("subvolume {id}"), |n| format!("'{n}'")),
+            layout.root
+        )
+    });
+    Ok(DefaultSubvolume { id, name, warning })
 }
 
 /// Opens `name` in `dir` as a directory fd (no symlinks).

@@ -5,17 +5,27 @@
 //! fail for ordinary reasons (the snapshot: ENOSPC, a quota) happens before the live root is touched:
 //!
 //! 1. snapshot the blank to `<root>.tabula-new` (staging)
-//! 2. rename `root` → `old_roots/<seq>-<time>` (atomic)
-//! 3. rename staging → `root` (atomic)
-//! 4. write the retired root's metadata (temp, fsync, rename, fsync dir), then make it read-only
-//! 5. commit
+//! 2. record the intent: the name, id and uuid of the root about to be retired (`old_roots/.tabula-retiring.json`,
+//!    fsynced)
+//! 3. rename `root` → `old_roots/<seq>-<time>` (atomic)
+//! 4. rename staging → `root` (atomic)
+//! 5. when the filesystem's default subvolume was the old root, make the new root the default
+//! 6. write the retired root's metadata (temp, fsync, rename, fsync dir), then make it read-only
+//! 7. commit
 //!
 //! The only moment without a `root` is between two renames. A rerun after a power cut at any point
-//! finishes the job: a staging subvolume is reused, a missing `root` is filled from the staging, and a
-//! newest retired root without metadata or still writable is completed. A root that is still the untouched
-//! snapshot of the blank is not retired again, so a rerun in the same boot changes nothing. If step 3
-//! fails, step 2 is undone, so a failure never leaves the machine without a bootable `root`.
-//! Cost is O(1) in the number of retired roots (one directory listing for the next sequence number).
+//! finishes the job: a staging subvolume is reused when it is an untouched snapshot of this run's source
+//! (otherwise it is discarded and made again), a missing `root` is filled from the staging, and the newest
+//! retirement is completed (metadata, default subvolume, read-only) only when it is provably tabula's: its
+//! metadata matches it, or the intent names its id and uuid. Anything else in `old_roots` is never written,
+//! frozen or counted. The default subvolume is moved before the old root is frozen, so it is on a writable
+//! root at every step. A root that is still the untouched snapshot of the blank is not retired again, so a
+//! rerun in the same boot changes nothing. If step 4 fails, step 3 is undone, so a failure never leaves the
+//! machine without a bootable `root`; every failure reports the [`State`] the machine is left in.
+//!
+//! Sequence numbers come from the intent (the high-water mark, kept across deletions) and managed roots
+//! only, and are never wrapped. Cost is O(1) in the number of retired roots in the usual case (one
+//! directory listing; roots are opened from the newest down until two managed ones are found).
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -29,17 +39,27 @@ use crate::cmdline::BootFlags;
 use crate::config::Layout;
 use crate::error::Refusal;
 use crate::fault;
-use crate::layout::{self, Entry, RetiredName, Retirer, RootMeta, RootRef, STAGING_SUFFIX};
+use crate::layout::{
+    self, Entry, Intent, RetiredName, Retirer, RootMeta, RootRef, STAGING_SUFFIX, Standing,
+};
 
-/// The newest retired root, as found.
+/// A retired root, as found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Retired {
     /// Its name in `old_roots`.
     pub name: String,
     /// Subvolume identity (`None` when the name is not a subvolume).
     pub info: Option<SubvolumeInfo>,
-    /// Its metadata, when written.
+    /// Its metadata, when written and readable.
     pub meta: Option<RootMeta>,
+    /// Whether tabula manages it.
+    pub standing: Standing,
+}
+
+impl Retired {
+    fn seq(&self) -> Option<u64> {
+        RetiredName::parse(&self.name).map(|n| n.seq)
+    }
 }
 
 /// Everything [`plan`] needs, read from the top level without changing it.
@@ -53,11 +73,16 @@ pub struct Observed {
     pub staging: Entry,
     /// The `old_roots` subvolume.
     pub old_roots: Entry,
-    /// Retired root names, by sequence.
-    pub retired: Vec<String>,
-    /// The newest retired root and the one before it (for completing an interrupted run and for
-    /// deriving boot ids).
+    /// The filesystem's default subvolume id, when it could be read.
+    pub default_id: Option<u64>,
+    /// The last retirement's intent (also the sequence high-water mark).
+    pub intent: Option<Intent>,
+    /// Every entry name in `old_roots` (a new name must collide with none).
+    pub taken: Vec<String>,
+    /// The newest roots tabula manages (at most two), newest first.
     pub newest: Vec<Retired>,
+    /// Unmanaged roots named above the newest managed one: left alone, reported.
+    pub skipped: Vec<Retired>,
     /// The retired root asked for by `tabula.boot=`, if any and found.
     pub boot_source: Option<Retired>,
 }
@@ -79,12 +104,22 @@ pub struct BootContext {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
+    /// Delete a staging root that is not what this run would make.
+    DiscardStaging {
+        /// The staging name.
+        staging: String,
+    },
     /// Snapshot `source` (writable) as the staging root.
     Snapshot {
         /// `blank` name or `old_roots/<name>`.
         source: String,
         /// The staging name.
         staging: String,
+    },
+    /// Record durably which subvolume is about to be retired under which name.
+    RecordIntent {
+        /// The intent.
+        intent: Intent,
     },
     /// Move the live root into `old_roots`.
     Retire {
@@ -100,6 +135,11 @@ pub enum Action {
         /// The live root's name.
         root: String,
     },
+    /// Make the live root the filesystem's default subvolume (it was the root being retired).
+    SetDefault {
+        /// The live root's name.
+        root: String,
+    },
     /// Write a retired root's metadata (`new_root_uuid` is filled in once the new root exists).
     WriteMetadata {
         /// The metadata.
@@ -109,9 +149,69 @@ pub enum Action {
     Freeze {
         /// Its name in `old_roots`.
         name: String,
+        /// Its uuid, checked before the change.
+        uuid: String,
     },
     /// Commit the filesystem.
     Sync,
+}
+
+/// The state a failed rollback leaves the machine in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// `root` is the old root, untouched.
+    OldRoot,
+    /// The old root was retired, the promotion failed, and the old root was put back.
+    PutBack,
+    /// There is no `root` to boot.
+    NoRoot,
+    /// A fresh root is in place; the retirement of the old one may be unfinished.
+    FreshRoot,
+}
+
+/// The context of a failed [`apply`]: where the machine stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The state.
+    pub state: State,
+    /// The root whose retirement is unfinished, if any.
+    pub unfinished: Option<String>,
+    /// The default subvolume is still the old root (it was to follow `root`, and did not yet): a boot
+    /// without `subvol=` lands on the old root.
+    pub default_on_old: bool,
+    /// `old_roots`' name, for messages.
+    pub old_roots: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.state {
+            State::OldRoot => write!(
+                f,
+                "nothing was retired: the old root is in place, untouched"
+            ),
+            State::PutBack => write!(f, "the old root is back in place"),
+            State::NoRoot => write!(f, "there is NO root to boot"),
+            State::FreshRoot => {
+                write!(f, "a fresh root is in place")?;
+                if self.default_on_old {
+                    write!(
+                        f,
+                        ", but the default subvolume is still the old root (a boot without subvol= lands on it)"
+                    )?;
+                }
+                if let Some(n) = &self.unfinished {
+                    write!(
+                        f,
+                        "; retiring the old root as '{}/{n}' is unfinished: the next rollback or prune completes it",
+                        self.old_roots
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What a rollback will do, and why.
@@ -123,6 +223,22 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// The name the live root will be retired under, if it will be.
     pub retire_as: Option<String>,
+    /// The state before the first action (what a failure of the first action leaves).
+    pub start: State,
+    /// Whether the new root comes fresh from the blank (not from `tabula.boot=`, not a leftover).
+    pub fresh: bool,
+}
+
+fn look(dir: BorrowedFd<'_>, name: &str, intent: Option<&Intent>) -> Result<Retired> {
+    let info = layout::entry_at(dir, name)?.subvolume().cloned();
+    let read = layout::read_meta(dir, name).map_err(|e| format!("{e:#}"));
+    let standing = layout::standing(name, info.as_ref(), &read, intent);
+    Ok(Retired {
+        name: name.to_string(),
+        info,
+        meta: read.ok().flatten(),
+        standing,
+    })
 }
 
 /// Reads the top level. Changes nothing, but commits pending writes first: whether the live root was
@@ -131,63 +247,158 @@ pub fn observe(top: BorrowedFd<'_>, layout: &Layout, flags: &BootFlags) -> Resul
     btrfs::sync(top).context("committing pending writes before looking at the layout")?;
     let staging_name = format!("{}{STAGING_SUFFIX}", layout.root);
     let old_roots = layout::entry_at(top, &layout.old_roots)?;
-    let mut retired = Vec::new();
-    let mut newest = Vec::new();
-    let mut boot_source = None;
-    if old_roots.subvolume().is_some() {
-        let dir = layout::open_subvolume(top, &layout.old_roots)?;
-        let names = layout::retired_names(dir.as_fd())?;
-        let look = |n: &RetiredName| -> Result<Retired> {
-            let name = n.to_string();
-            Ok(Retired {
-                info: layout::entry_at(dir.as_fd(), &name)?.subvolume().cloned(),
-                meta: layout::read_meta(dir.as_fd(), &name).unwrap_or_else(|e| {
-                    warn!("{e:#}, treating it as missing");
-                    None
-                }),
-                name,
-            })
-        };
-        for n in names.iter().rev().take(2) {
-            newest.push(look(n)?);
-        }
-        if let Some(r) = &flags.boot
-            && let Ok(rr) = RootRef::parse(r)
-            && let Some(n) = rr.pick(&names)
-        {
-            boot_source = Some(look(n)?);
-        }
-        retired = names.iter().map(ToString::to_string).collect();
-    }
-    Ok(Observed {
+    let mut obs = Observed {
         root: layout::entry_at(top, &layout.root)?,
         blank: layout::entry_at(top, &layout.blank)?,
         staging: layout::entry_at(top, &staging_name)?,
-        old_roots,
-        retired,
-        newest,
-        boot_source,
-    })
+        old_roots: old_roots.clone(),
+        default_id: btrfs::default_subvolume_id(top).ok(),
+        intent: None,
+        taken: Vec::new(),
+        newest: Vec::new(),
+        skipped: Vec::new(),
+        boot_source: None,
+    };
+    if old_roots.subvolume().is_none() {
+        return Ok(obs);
+    }
+    let dir = layout::open_subvolume(top, &layout.old_roots)?;
+    obs.intent = layout::read_intent(dir.as_fd()).unwrap_or_else(|e| {
+        warn!("{e:#}: ignoring it (nothing it names is completed)");
+        None
+    });
+    obs.taken = layout::entry_names(dir.as_fd())?;
+    let mut names: Vec<RetiredName> = obs
+        .taken
+        .iter()
+        .filter_map(|n| RetiredName::parse(n))
+        .collect();
+    names.sort();
+    let back = match &flags.boot {
+        Some(r) => match RootRef::parse(r) {
+            Ok(RootRef::Back(n)) => Some(n),
+            Ok(rr) => {
+                if let Some(n) = rr.pick(&names) {
+                    obs.boot_source = Some(look(dir.as_fd(), &n.to_string(), obs.intent.as_ref())?);
+                }
+                None
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
+    // From the newest down: the two newest managed roots (and the n-th for `tabula.boot=-n`).
+    let mut managed = 0;
+    for n in names.iter().rev() {
+        let r = look(dir.as_fd(), &n.to_string(), obs.intent.as_ref())?;
+        if r.standing.is_ours() {
+            managed += 1;
+            if back == Some(managed) {
+                obs.boot_source = Some(r.clone());
+            }
+            if obs.newest.len() < 2 {
+                obs.newest.push(r);
+            }
+        } else if obs.newest.is_empty() {
+            obs.skipped.push(r);
+        }
+        if obs.newest.len() == 2 && back.is_none_or(|b| managed >= b) {
+            break;
+        }
+    }
+    Ok(obs)
 }
 
 fn refuse(rule: &'static str, msg: impl Into<String>) -> Refusal {
     Refusal::new(rule, msg)
 }
 
-/// A root that nothing has written to since it was snapshotted from `source` has nothing to retire.
-fn untouched_copy_of(root: &SubvolumeInfo, source: &SubvolumeInfo) -> bool {
-    root.parent_uuid.as_deref() == Some(source.uuid.as_str()) && root.generation <= root.otransid
+/// A subvolume that nothing has written to since it was snapshotted from `source`.
+fn untouched_copy_of(sub: &SubvolumeInfo, source: &SubvolumeInfo) -> bool {
+    sub.parent_uuid.as_deref() == Some(source.uuid.as_str()) && sub.generation <= sub.otransid
+}
+
+/// Completing the newest retirement an interrupted run left: metadata when the intent proves it ours, the
+/// default subvolume when it still points at it (only when a `root` will exist), read-only last.
+/// Returns the actions and the metadata written (the previous root of a retirement in the same run).
+fn completion(
+    obs: &Observed,
+    layout: &Layout,
+    ctx: &BootContext,
+    root_will_exist: bool,
+    notes: &mut Vec<String>,
+) -> (Vec<Action>, Option<RootMeta>, bool) {
+    for r in &obs.skipped {
+        if let Standing::Unmanaged { reason } = &r.standing {
+            notes.push(format!(
+                "'{}/{}' is not tabula's ({reason}): left alone",
+                layout.old_roots, r.name
+            ));
+        }
+    }
+    let mut actions = Vec::new();
+    let mut meta = None;
+    let mut moved_default = false;
+    let Some(n) = obs.newest.first() else {
+        return (actions, meta, moved_default);
+    };
+    let Some(info) = &n.info else {
+        return (actions, meta, moved_default);
+    };
+    if n.standing == Standing::Retiring {
+        notes.push(format!(
+            "'{}/{}' has no metadata (interrupted run; the intent proves tabula retired it): writing it now",
+            layout.old_roots, n.name
+        ));
+        let note =
+            "metadata completed after an interrupted rollback; retired_at is the completion time";
+        let m = new_meta(
+            &n.name,
+            n.seq().unwrap_or(0),
+            info,
+            obs.newest.get(1).and_then(|p| p.meta.as_ref()),
+            ctx,
+            Some(note),
+        );
+        actions.push(Action::WriteMetadata {
+            meta: Box::new(m.clone()),
+        });
+        meta = Some(m);
+    }
+    if obs.default_id == Some(info.id) && root_will_exist {
+        notes.push(format!(
+            "the default subvolume is still the retired '{}/{}': moving it to '{}'",
+            layout.old_roots, n.name, layout.root
+        ));
+        actions.push(Action::SetDefault {
+            root: layout.root.clone(),
+        });
+        moved_default = true;
+    }
+    if !info.read_only {
+        actions.push(Action::Freeze {
+            name: n.name.clone(),
+            uuid: info.uuid.clone(),
+        });
+    }
+    (actions, meta, moved_default)
 }
 
 /// Decides what to do. Pure: same input, same plan.
 pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, Refusal> {
     let mut notes = Vec::new();
+    let start = match obs.root {
+        Entry::Missing => State::NoRoot,
+        _ => State::OldRoot,
+    };
     if ctx.flags.skip {
         notes.push("tabula.skip is on the kernel command line: no rollback this boot".to_string());
         return Ok(Plan {
             actions: Vec::new(),
             notes,
             retire_as: None,
+            start,
+            fresh: false,
         });
     }
     let staging = format!("{}{STAGING_SUFFIX}", layout.root);
@@ -295,9 +506,55 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
         }
     }
 
+    // Staging is reused only when it is an untouched snapshot of this run's source.
+    let staging_fits = match (obs.staging.subvolume(), source) {
+        (Some(st), Some(src)) => untouched_copy_of(st, src),
+        _ => false,
+    };
+    let make_staging = |actions: &mut Vec<Action>, notes: &mut Vec<String>| match obs
+        .staging
+        .subvolume()
+    {
+        Some(_) if staging_fits => {
+            notes.push(format!("reusing '{staging}' left by an interrupted run"));
+            true
+        }
+        Some(_) if source.is_some() => {
+            notes.push(format!(
+                "discarding '{staging}': it is not an untouched snapshot of '{source_name}' (left by another kind of run)"
+            ));
+            actions.push(Action::DiscardStaging {
+                staging: staging.clone(),
+            });
+            actions.push(Action::Snapshot {
+                source: source_name.clone(),
+                staging: staging.clone(),
+            });
+            true
+        }
+        Some(_) => {
+            notes.push(format!(
+                "'{staging}' is not a snapshot of a usable '{source_name}', which is all there is: promoting it so \
+                 that there is a root to boot (this boot is NOT fresh)"
+            ));
+            false
+        }
+        None => {
+            actions.push(Action::Snapshot {
+                source: source_name.clone(),
+                staging: staging.clone(),
+            });
+            true
+        }
+    };
+
     let mut actions = Vec::new();
-    let newest = obs.newest.first();
     let mut retire_as = None;
+    let mut fresh = ctx.flags.boot.is_none();
+    let root_will_exist;
+    let mut new_retirement = Vec::new();
+    let mut root_is_default = false;
+    let mut start = start;
 
     match (&obs.root, source) {
         (Entry::Subvolume { info: root }, Some(src))
@@ -307,101 +564,113 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 "'{}' is still the untouched snapshot of '{source_name}': nothing to retire",
                 layout.root
             ));
+            start = State::FreshRoot;
+            root_will_exist = true;
         }
         (Entry::Subvolume { info: root }, _) => {
-            match obs.staging.subvolume() {
-                Some(_) => notes.push(format!("reusing '{staging}' left by an interrupted run")),
-                None => actions.push(Action::Snapshot {
-                    source: source_name.clone(),
-                    staging: staging.clone(),
-                }),
-            }
-            let seq = obs
-                .retired
-                .iter()
-                .filter_map(|n| RetiredName::parse(n))
-                .map(|n| n.seq)
+            root_will_exist = true;
+            make_staging(&mut actions, &mut notes);
+            let floor = obs
+                .intent
+                .as_ref()
+                .map(|i| i.seq)
+                .into_iter()
+                .chain(obs.newest.first().and_then(Retired::seq))
                 .max()
-                .unwrap_or(0)
-                + 1;
-            let name = RetiredName::new(seq, ctx.now).to_string();
-            actions.push(Action::Retire {
+                .unwrap_or(0);
+            let mut seq = floor;
+            let name = loop {
+                seq = seq.checked_add(1).ok_or_else(|| {
+                    refuse(
+                        "sequence-exhausted",
+                        format!(
+                            "the boot sequence number is at the top of its range ({floor}): tabula never wraps it; \
+                             move the retired roots aside (or delete them) and remove '{}/{}' to start again",
+                            layout.old_roots,
+                            layout::INTENT_FILE
+                        ),
+                    )
+                })?;
+                let name = RetiredName::new(seq, ctx.now).to_string();
+                let json = RootMeta::file_name(&name);
+                if !obs.taken.iter().any(|t| *t == name || *t == json) {
+                    break name;
+                }
+            };
+            new_retirement.push(Action::RecordIntent {
+                intent: Intent {
+                    version: 1,
+                    seq,
+                    name: name.clone(),
+                    subvolume_id: root.id,
+                    uuid: root.uuid.clone(),
+                },
+            });
+            new_retirement.push(Action::Retire {
                 root: layout.root.clone(),
                 name: name.clone(),
             });
-            actions.push(Action::Promote {
+            new_retirement.push(Action::Promote {
                 staging: staging.clone(),
                 root: layout.root.clone(),
             });
-            actions.push(Action::WriteMetadata {
-                meta: Box::new(new_meta(&name, seq, root, newest, ctx, None)),
-            });
-            actions.push(Action::Freeze { name: name.clone() });
-            retire_as = Some(name);
+            root_is_default = obs.default_id == Some(root.id);
+            retire_as = Some((name, seq, root.clone()));
         }
         (Entry::Missing, _) => {
+            root_will_exist = true;
             match obs.staging.subvolume() {
                 Some(_) => notes.push(format!(
                     "'{}' is missing and '{staging}' exists: finishing an interrupted run",
                     layout.root
                 )),
-                None => {
-                    notes.push(format!(
-                        "'{}' is missing: creating it from '{source_name}'",
-                        layout.root
-                    ));
-                    actions.push(Action::Snapshot {
-                        source: source_name.clone(),
-                        staging: staging.clone(),
-                    });
-                }
+                None => notes.push(format!(
+                    "'{}' is missing: creating it from '{source_name}'",
+                    layout.root
+                )),
             }
+            fresh = make_staging(&mut actions, &mut notes) && fresh;
             actions.push(Action::Promote {
                 staging: staging.clone(),
                 root: layout.root.clone(),
             });
         }
         // Refused above.
-        (Entry::Other, _) => {}
+        (Entry::Other, _) => root_will_exist = false,
     }
 
-    // Complete the newest retired root if an interrupted run left it without metadata or writable. The
-    // completion goes before a new retirement, so metadata files appear in sequence order.
-    let mut completion = Vec::new();
-    if let Some(n) = newest
-        && let Some(info) = &n.info
-    {
-        let meta_ok = n.meta.as_ref().is_some_and(|m| m.uuid == info.uuid);
-        if !meta_ok {
-            notes.push(format!(
-                "'{}/{}' has no metadata (interrupted run): writing it now",
-                layout.old_roots, n.name
-            ));
-            let seq = RetiredName::parse(&n.name).map_or(0, |x| x.seq);
-            let note = "metadata completed after an interrupted rollback; retired_at is the completion time";
-            let meta = new_meta(&n.name, seq, info, obs.newest.get(1), ctx, Some(note));
-            completion.push(Action::WriteMetadata {
-                meta: Box::new(meta),
+    // Complete the newest retirement first, so metadata files appear in sequence order and the default
+    // subvolume is on `root` before a new retirement is judged.
+    let (complete, completed_meta, moved_default) =
+        completion(obs, layout, ctx, root_will_exist, &mut notes);
+    actions.extend(complete);
+    if let Some((name, seq, root)) = &retire_as {
+        actions.extend(new_retirement);
+        if root_is_default || moved_default {
+            actions.push(Action::SetDefault {
+                root: layout.root.clone(),
             });
         }
-        if !meta_ok || !info.read_only {
-            completion.push(Action::Freeze {
-                name: n.name.clone(),
-            });
-        }
+        let previous = completed_meta
+            .as_ref()
+            .or_else(|| obs.newest.first().and_then(|p| p.meta.as_ref()));
+        actions.push(Action::WriteMetadata {
+            meta: Box::new(new_meta(name, *seq, root, previous, ctx, None)),
+        });
+        actions.push(Action::Freeze {
+            name: name.clone(),
+            uuid: root.uuid.clone(),
+        });
     }
-    let at = actions
-        .iter()
-        .position(|a| matches!(a, Action::Retire { .. }))
-        .unwrap_or(actions.len());
-    actions.splice(at..at, completion);
     if !actions.is_empty() {
         actions.push(Action::Sync);
     }
     Ok(Plan {
         actions,
         notes,
-        retire_as,
+        retire_as: retire_as.map(|r| r.0),
+        start,
+        fresh,
     })
 }
 
@@ -411,11 +680,10 @@ fn new_meta(
     name: &str,
     seq: u64,
     root: &SubvolumeInfo,
-    previous: Option<&Retired>,
+    prev_meta: Option<&RootMeta>,
     ctx: &BootContext,
     note: Option<&str>,
 ) -> RootMeta {
-    let prev_meta = previous.and_then(|p| p.meta.as_ref());
     let creator = prev_meta
         .map(|m| &m.retired_by)
         .filter(|r| r.new_root_uuid.as_deref() == Some(root.uuid.as_str()));
@@ -450,77 +718,181 @@ fn new_meta(
     }
 }
 
-/// Executes `plan` on the top level `top`. On a failed promotion the retirement is undone.
+/// Opens `old_roots/name` and checks that it is still the subvolume `uuid` names (never write into a
+/// subvolume swapped in under a name tabula chose).
+fn open_ours(
+    old_roots: BorrowedFd<'_>,
+    layout: &Layout,
+    name: &str,
+    uuid: &str,
+) -> Result<std::os::fd::OwnedFd> {
+    let sub = layout::open_subvolume(old_roots, name)?;
+    let info = btrfs::subvolume_info(sub.as_fd())
+        .with_context(|| format!("inspecting '{}/{name}'", layout.old_roots))?;
+    anyhow::ensure!(
+        info.uuid == uuid,
+        "'{}/{name}' is subvolume {} ({}), not the root tabula retired ({uuid}): left alone",
+        layout.old_roots,
+        info.id,
+        info.uuid
+    );
+    Ok(sub)
+}
+
+/// Executes `plan` on the top level `top`. On a failed promotion the retirement is undone. A failure
+/// carries a [`Failed`] context saying the state the machine is left in.
 pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
-    let old_roots = layout::open_subvolume(top, &layout.old_roots)?;
+    let mut state = plan.start;
+    let mut unfinished: Option<String> = None;
+    let failed = |state: State, unfinished: &Option<String>, default_on_old: bool| Failed {
+        state,
+        unfinished: unfinished.clone(),
+        default_on_old,
+        old_roots: layout.old_roots.clone(),
+    };
+    let old_roots = layout::open_subvolume(top, &layout.old_roots)
+        .map_err(|e| e.context(failed(state, &unfinished, false)))?;
     let mut retired: Option<String> = None;
     for action in &plan.actions {
-        match action {
-            Action::Snapshot { source, staging } => {
-                let (dir, name) = match source.split_once('/') {
-                    Some((_, n)) => (old_roots.as_fd(), n),
-                    None => (top, source.as_str()),
-                };
-                let src = layout::open_subvolume(dir, name)?;
-                fault::fail("snapshot")?;
-                btrfs::snapshot(src.as_fd(), top, staging, false).with_context(|| {
-                    format!("creating the new root '{staging}' from '{source}'")
-                })?;
-                info!("created '{staging}' from '{source}'");
-                fault::point("after-snapshot");
-            }
-            Action::Retire { root, name } => {
-                layout::rename_noreplace(top, root, old_roots.as_fd(), name).with_context(
-                    || format!("retiring '{root}' as '{}/{name}'", layout.old_roots),
-                )?;
-                retired = Some(name.clone());
-                info!("retired '{root}' as '{}/{name}'", layout.old_roots);
-                fault::point("after-retire");
-            }
-            Action::Promote { staging, root } => {
-                let promoted = fault::fail("promote").and_then(|()| {
+        let step = || -> Result<()> {
+            match action {
+                Action::DiscardStaging { staging } => {
+                    fault::fail("discard-staging")?;
+                    btrfs::delete_subvolume(top, staging)
+                        .with_context(|| format!("discarding '{staging}'"))?;
+                    info!("discarded '{staging}'");
+                }
+                Action::Snapshot { source, staging } => {
+                    let (dir, name) = match source.split_once('/') {
+                        Some((_, n)) => (old_roots.as_fd(), n),
+                        None => (top, source.as_str()),
+                    };
+                    let src = layout::open_subvolume(dir, name)?;
+                    fault::fail("snapshot")?;
+                    btrfs::snapshot(src.as_fd(), top, staging, false).with_context(|| {
+                        format!("creating the new root '{staging}' from '{source}'")
+                    })?;
+                    info!("created '{staging}' from '{source}'");
+                    fault::point("after-snapshot");
+                }
+                Action::RecordIntent { intent } => {
+                    fault::fail("intent")?;
+                    layout::write_intent(old_roots.as_fd(), intent)
+                        .context("recording the retirement intent")?;
+                    fault::point("after-intent");
+                }
+                Action::Retire { root, name } => {
+                    fault::fail("retire")?;
+                    layout::rename_noreplace(top, root, old_roots.as_fd(), name).with_context(
+                        || format!("retiring '{root}' as '{}/{name}'", layout.old_roots),
+                    )?;
+                    info!("retired '{root}' as '{}/{name}'", layout.old_roots);
+                    fault::point("after-retire");
+                }
+                Action::Promote { staging, root } => {
+                    fault::fail("promote")?;
                     layout::rename_noreplace(top, staging, top, root)
-                        .with_context(|| format!("renaming '{staging}' to '{root}'"))
-                });
-                if let Err(e) = promoted {
-                    if let Some(name) = &retired {
-                        put_back(top, old_roots.as_fd(), layout, name, root);
+                        .with_context(|| format!("renaming '{staging}' to '{root}'"))?;
+                    info!(
+                        "'{root}' is {}",
+                        if plan.fresh {
+                            "a fresh root"
+                        } else {
+                            "in place"
+                        }
+                    );
+                    fault::point("after-promote");
+                }
+                Action::SetDefault { root } => {
+                    fault::fail("set-default")?;
+                    let fd = layout::open_subvolume(top, root)?;
+                    let id = btrfs::subvolume_info(fd.as_fd())?.id;
+                    btrfs::set_default_subvolume(top, id)?;
+                    btrfs::sync(top).context("committing the default subvolume")?;
+                    info!("the default subvolume is '{root}' (subvolume {id})");
+                    fault::point("after-set-default");
+                }
+                Action::WriteMetadata { meta } => {
+                    let mut meta = (**meta).clone();
+                    open_ours(old_roots.as_fd(), layout, &meta.name, &meta.uuid)?;
+                    if Some(&meta.name) == retired.as_ref() {
+                        let root = layout::open_subvolume(top, &layout.root)?;
+                        meta.retired_by.new_root_uuid =
+                            Some(btrfs::subvolume_info(root.as_fd())?.uuid);
                     }
-                    return Err(e);
+                    fault::fail("metadata")?;
+                    layout::write_meta(old_roots.as_fd(), &meta)?;
+                    fault::point("after-metadata");
                 }
-                info!("'{root}' is a fresh root");
-                fault::point("after-promote");
-            }
-            Action::WriteMetadata { meta } => {
-                let mut meta = (**meta).clone();
-                if Some(&meta.name) == retired.as_ref() {
-                    let root = layout::open_subvolume(top, &layout.root)?;
-                    meta.retired_by.new_root_uuid = Some(btrfs::subvolume_info(root.as_fd())?.uuid);
+                Action::Freeze { name, uuid } => {
+                    fault::fail("freeze")?;
+                    let sub = open_ours(old_roots.as_fd(), layout, name, uuid)?;
+                    btrfs::set_read_only(sub.as_fd(), true).with_context(|| {
+                        format!("making '{}/{name}' read-only", layout.old_roots)
+                    })?;
+                    fault::point("after-freeze");
                 }
-                fault::fail("metadata")?;
-                layout::write_meta(old_roots.as_fd(), &meta)?;
-                fault::point("after-metadata");
+                Action::Sync => {
+                    fault::fail("sync")?;
+                    btrfs::sync(top).context("committing the rollback")?;
+                }
             }
-            Action::Freeze { name } => {
-                let sub = layout::open_subvolume(old_roots.as_fd(), name)?;
-                btrfs::set_read_only(sub.as_fd(), true)
-                    .with_context(|| format!("making '{}/{name}' read-only", layout.old_roots))?;
-                fault::point("after-freeze");
+            Ok(())
+        };
+        match (step(), action) {
+            (Ok(()), Action::Retire { name, .. }) => {
+                retired = Some(name.clone());
+                unfinished = Some(name.clone());
+                state = State::NoRoot;
             }
-            Action::Sync => btrfs::sync(top).context("committing the rollback")?,
+            (Ok(()), Action::Promote { .. }) => state = State::FreshRoot,
+            (Ok(()), Action::Freeze { name, .. }) if unfinished.as_ref() == Some(name) => {
+                unfinished = None;
+            }
+            (Ok(()), _) => {}
+            (Err(e), Action::Promote { root, .. }) => {
+                if let Some(name) = &retired {
+                    state = if put_back(top, old_roots.as_fd(), layout, name, root) {
+                        State::PutBack
+                    } else {
+                        State::NoRoot
+                    };
+                    unfinished = None;
+                }
+                return Err(e.context(failed(state, &unfinished, false)));
+            }
+            (Err(e), _) => {
+                let default_on_old = state == State::FreshRoot
+                    && plan
+                        .actions
+                        .iter()
+                        .skip_while(|a| *a != action)
+                        .any(|a| matches!(a, Action::SetDefault { .. }));
+                if state == State::FreshRoot
+                    && let Some(n) = plan.actions.iter().find_map(|a| match a {
+                        Action::WriteMetadata { meta } => Some(meta.name.clone()),
+                        Action::Freeze { name, .. } => Some(name.clone()),
+                        _ => None,
+                    })
+                {
+                    unfinished.get_or_insert(n);
+                }
+                return Err(e.context(failed(state, &unfinished, default_on_old)));
+            }
         }
     }
     Ok(())
 }
 
-/// Undoes a retirement so that `root` exists again; logs loudly when even that fails.
+/// Undoes a retirement so that `root` exists again; logs loudly when even that fails. Returns whether the
+/// old root is back.
 fn put_back(
     top: BorrowedFd<'_>,
     old_roots: BorrowedFd<'_>,
     layout: &Layout,
     name: &str,
     root: &str,
-) {
+) -> bool {
     match layout::rename_noreplace(old_roots, name, top, root) {
         Ok(()) => {
             let _ = btrfs::sync(top);
@@ -528,13 +900,45 @@ fn put_back(
                 "put the old root back: '{}/{name}' is '{root}' again",
                 layout.old_roots
             );
+            true
         }
-        Err(e) => error!(
-            "could not put the old root back ({e}): boot from a rescue system, mount the top level and \
-             `mv {}/{name} {root}`",
-            layout.old_roots
-        ),
+        Err(e) => {
+            error!(
+                "could not put the old root back ({e}): boot from a rescue system, mount the top level and \
+                 `mv {}/{name} {root}`",
+                layout.old_roots
+            );
+            false
+        }
     }
+}
+
+/// Completes a retirement an interrupted rollback left (metadata, default subvolume, read-only), when the
+/// intent proves tabula retired it; for `roots prune`. Returns the name completed, if any.
+pub fn complete_interrupted(
+    top: BorrowedFd<'_>,
+    layout: &Layout,
+    ctx: &BootContext,
+) -> Result<Option<String>> {
+    let obs = observe(top, layout, &BootFlags::default())?;
+    let mut notes = Vec::new();
+    let root_exists = obs.root.subvolume().is_some();
+    let (actions, _, _) = completion(&obs, layout, ctx, root_exists, &mut notes);
+    if actions.is_empty() {
+        return Ok(None);
+    }
+    for n in &notes {
+        info!("{n}");
+    }
+    let plan = Plan {
+        actions: actions.into_iter().chain([Action::Sync]).collect(),
+        notes,
+        retire_as: None,
+        start: State::FreshRoot,
+        fresh: false,
+    };
+    apply(top, layout, &plan)?;
+    Ok(obs.newest.first().map(|n| n.name.clone()))
 }
 
 /// Names of the fault points of this command (for `--list-fault-points`).
@@ -600,8 +1004,17 @@ mod tests {
             blank: sub(257, "blank", None, true, 5, 5),
             staging: Entry::Missing,
             old_roots: sub(258, "old", None, false, 9, 3),
-            retired: vec!["00041-2025-01-01T000000Z".into()],
+            default_id: Some(5),
+            intent: Some(Intent {
+                version: 1,
+                seq: 41,
+                name: "00041-2025-01-01T000000Z".into(),
+                subvolume_id: 299,
+                uuid: "gone".into(),
+            }),
+            taken: vec!["00041-2025-01-01T000000Z".into()],
             newest: vec![],
+            skipped: vec![],
             boot_source: None,
         }
     }
@@ -610,7 +1023,10 @@ mod tests {
         p.actions
             .iter()
             .map(|a| match a {
+                Action::DiscardStaging { .. } => "discard",
                 Action::Snapshot { .. } => "snapshot",
+                Action::RecordIntent { .. } => "intent",
+                Action::SetDefault { .. } => "default",
                 Action::Retire { .. } => "retire",
                 Action::Promote { .. } => "promote",
                 Action::WriteMetadata { .. } => "meta",
@@ -625,7 +1041,9 @@ mod tests {
         let p = plan(&normal(), &layout(), &ctx()).unwrap();
         assert_eq!(
             kinds(&p),
-            ["snapshot", "retire", "promote", "meta", "freeze", "sync"]
+            [
+                "snapshot", "intent", "retire", "promote", "meta", "freeze", "sync"
+            ]
         );
         assert_eq!(p.retire_as.as_deref(), Some("00042-2025-10-09T085320Z"));
     }
@@ -637,7 +1055,7 @@ mod tests {
         o.staging = sub(301, "s", Some("blank"), false, 11, 11);
         assert_eq!(
             kinds(&plan(&o, &layout(), &ctx()).unwrap()),
-            ["retire", "promote", "meta", "freeze", "sync"]
+            ["intent", "retire", "promote", "meta", "freeze", "sync"]
         );
         // Crash after retiring: no root, staging there, newest retired root without metadata.
         o.root = Entry::Missing;
@@ -647,6 +1065,7 @@ mod tests {
                 .subvolume()
                 .cloned(),
             meta: None,
+            standing: Standing::Retiring,
         }];
         let p = plan(&o, &layout(), &ctx()).unwrap();
         assert_eq!(kinds(&p), ["promote", "meta", "freeze", "sync"]);
@@ -667,6 +1086,7 @@ mod tests {
             &ctx(),
             None,
         ));
+        o.newest[0].standing = Standing::Managed;
         assert_eq!(
             kinds(&plan(&o, &layout(), &ctx()).unwrap()),
             ["freeze", "sync"]
@@ -753,17 +1173,12 @@ mod tests {
         let mut prev = new_meta("00041-x", 41, &root, None, &ctx(), None);
         prev.retired_by.new_root_uuid = Some("r".into());
         prev.retired_by.boot_id = Some("previous-boot".into());
-        let prev = Retired {
-            name: "00041-x".into(),
-            info: None,
-            meta: Some(prev),
-        };
         let m = new_meta("00042-y", 42, &root, Some(&prev), &ctx(), None);
         assert_eq!(m.boot_id.as_deref(), Some("previous-boot"));
         let mut early = ctx();
         early.now = DateTime::from_timestamp(1_759_000_000, 0).unwrap();
         let m2 = new_meta("00042-y", 42, &root, Some(&prev), &early, None);
         assert!(!m2.clock_trusted, "behind the previous trusted retirement");
-        assert_eq!(m2.clock_floor, prev.meta.as_ref().unwrap().clock_floor);
+        assert_eq!(m2.clock_floor, prev.clock_floor);
     }
 }

@@ -34,12 +34,20 @@ pub struct RetiredRoot {
     pub meta: Option<RootMeta>,
     /// Why the metadata could not be read, if it could not.
     pub meta_error: Option<String>,
+    /// Whether tabula manages it (see [`layout::standing`]).
+    pub standing: layout::Standing,
 }
 
 impl RetiredRoot {
-    /// Whether tabula retired it: metadata present and matching the subvolume.
+    /// Whether tabula retired it and its metadata is complete: metadata present and matching the subvolume.
     pub fn is_ours(&self) -> bool {
         matches!((&self.info, &self.meta), (Some(i), Some(m)) if i.id == m.subvolume_id && i.uuid == m.uuid)
+    }
+
+    /// Whether tabula manages it: [`RetiredRoot::is_ours`], or a retirement the intent proves but whose
+    /// metadata is not written yet. Only these count for `newest`, `-1` and sequence numbers.
+    pub fn managed(&self) -> bool {
+        self.standing.is_ours()
     }
 
     /// Pinned by the user.
@@ -50,13 +58,19 @@ impl RetiredRoot {
 
 /// Every retired root in `old_roots`, oldest first (by sequence number).
 pub fn list(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredRoot>> {
+    let intent = layout::read_intent(old_roots).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}: ignoring it");
+        None
+    });
     let mut out = Vec::new();
     for n in layout::retired_names(old_roots)? {
         let name = n.to_string();
         let info = layout::entry_at(old_roots, &name)?.subvolume().cloned();
-        let (meta, meta_error) = match layout::read_meta(old_roots, &name) {
+        let read = layout::read_meta(old_roots, &name).map_err(|e| format!("{e:#}"));
+        let standing = layout::standing(&name, info.as_ref(), &read, intent.as_ref());
+        let (meta, meta_error) = match read {
             Ok(m) => (m, None),
-            Err(e) => (None, Some(format!("{e:#}"))),
+            Err(e) => (None, Some(e)),
         };
         out.push(RetiredRoot {
             name,
@@ -64,6 +78,7 @@ pub fn list(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredRoot>> {
             info,
             meta,
             meta_error,
+            standing,
         });
     }
     Ok(out)
@@ -78,8 +93,10 @@ pub fn resolve<'a>(roots: &'a [RetiredRoot], r: &str) -> Result<&'a RetiredRoot>
         ))
         .into());
     }
+    // `-1`, `-2`, … count managed roots only: a stray entry named like a root never becomes "last boot's".
     let names: Vec<RetiredName> = roots
         .iter()
+        .filter(|x| !matches!(rr, RootRef::Back(_)) || x.managed())
         .filter_map(|x| RetiredName::parse(&x.name))
         .collect();
     let picked = rr.pick(&names).ok_or_else(|| {
@@ -129,7 +146,7 @@ pub struct Guard {
     pub default_id: u64,
     /// Ids of subvolumes of this filesystem mounted anywhere we can see.
     pub mounted: BTreeSet<u64>,
-    /// Sequence number of the newest retired root.
+    /// Sequence number of the newest managed retired root.
     pub newest_seq: Option<u64>,
 }
 
@@ -156,7 +173,7 @@ impl Guard {
             old_roots_id: btrfs::subvolume_info(old_roots)?.id,
             default_id: btrfs::default_subvolume_id(top)?,
             mounted,
-            newest_seq: roots.iter().map(|r| r.seq).max(),
+            newest_seq: roots.iter().filter(|r| r.managed()).map(|r| r.seq).max(),
         })
     }
 

@@ -221,6 +221,15 @@ fn every_fault_point_is_recoverable() {
     assert!(points.len() >= 6, "{points:?}");
     for point in &points {
         let s = initialised(&format!("fault point {point}")).unwrap();
+        // `root` is the default subvolume, so that every step (moving the default too) is reached.
+        let root_id = btrfs::subvolume_info(open_dir(&s.top.join("root")).as_fd())
+            .unwrap()
+            .id;
+        common::run(
+            std::process::Command::new("btrfs")
+                .args(["subvolume", "set-default", &root_id.to_string()])
+                .arg(&s.top),
+        );
         fs::write(s.top.join("root/boot1"), "1").unwrap();
         s.tabula_ok(&["rollback"]);
         let first = retired(&s);
@@ -519,7 +528,8 @@ fn dry_run_changes_nothing() {
     let json = s.tabula_ok(&["rollback", "--dry-run", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["version"], 1);
-    assert_eq!(v["plan"]["actions"][1]["action"], "retire");
+    assert_eq!(v["plan"]["actions"][1]["action"], "record_intent");
+    assert_eq!(v["plan"]["actions"][2]["action"], "retire");
     let out = s.tabula_ok(&["init", "--dry-run"]);
     assert!(out.contains("nothing to do"), "{out}");
     assert_eq!(

@@ -182,20 +182,74 @@ fn cmd_rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitStatus> {
         .map(|c| c.boot.on_failure)
         .unwrap_or_default();
     let result = config.and_then(|config| rollback_with(config, cli, args));
-    match result {
-        Err(e)
-            if in_initrd && !args.dry_run && on_failure == crate::config::OnFailure::Continue =>
-        {
-            tracing::error!("{e:#}");
-            tracing::error!(
-                "rollback FAILED: booting the old root as it is (on_failure = \"continue\")"
-            );
-            eprintln!(
-                "tabula: error: {e:#}\ntabula: rollback FAILED: booting the old root as it is (on_failure = \"continue\")"
-            );
-            Ok(ExitStatus::Success)
+    let Err(e) = result else {
+        return result;
+    };
+    if !in_initrd || args.dry_run {
+        return Err(e);
+    }
+    // Say the state the machine is actually in; stop the boot only when there is no fresh root to boot.
+    let state = e
+        .downcast_ref::<rollback::Failed>()
+        .map_or(rollback::State::OldRoot, |f| f.state);
+    let default_on_old = e
+        .downcast_ref::<rollback::Failed>()
+        .is_some_and(|f| f.default_on_old);
+    let emergency = on_failure == crate::config::OnFailure::Emergency;
+    let (verdict, boots) = match state {
+        rollback::State::FreshRoot if default_on_old => (
+            format!(
+                "rollback incomplete: a fresh root is in place, but the default subvolume is still the old root: \
+                 a boot without subvol= lands on the old root as it is; {} (on_failure = \"{}\")",
+                if emergency { "stopping the boot" } else { "booting" },
+                if emergency { "emergency" } else { "continue" }
+            ),
+            !emergency,
+        ),
+        rollback::State::FreshRoot => (
+            "rollback incomplete: a fresh root is in place: booting it; the next rollback or prune completes \
+             the retirement"
+                .to_string(),
+            true,
+        ),
+        rollback::State::NoRoot => (
+            "rollback FAILED: there is NO root to boot: stopping the boot".to_string(),
+            false,
+        ),
+        rollback::State::OldRoot | rollback::State::PutBack => {
+            let what = if state == rollback::State::PutBack {
+                "the old root is back in place: booting it as it is"
+            } else {
+                "booting the old root as it is"
+            };
+            if emergency {
+                (
+                    format!(
+                        "rollback FAILED: {}: stopping the boot (on_failure = \"emergency\")",
+                        if state == rollback::State::PutBack {
+                            "the old root is back in place"
+                        } else {
+                            "the old root is in place, untouched"
+                        }
+                    ),
+                    false,
+                )
+            } else {
+                (
+                    format!("rollback FAILED: {what} (on_failure = \"continue\")"),
+                    true,
+                )
+            }
         }
-        other => other,
+    };
+    tracing::error!("{e:#}");
+    tracing::error!("{verdict}");
+    if boots {
+        eprintln!("tabula: error: {e:#}\ntabula: {verdict}");
+        Ok(ExitStatus::Success)
+    } else {
+        eprintln!("tabula: {verdict}");
+        Err(e)
     }
 }
 
@@ -242,10 +296,22 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
             .with_context(|| format!("rolling back the root on {}", fs.device.display()))?;
         if !args.json {
             match &plan.retire_as {
-                Some(name) => println!(
-                    "retired '{}' as '{}/{name}'; '{}' is fresh from '{}'",
-                    layout.root, layout.old_roots, layout.root, layout.blank
-                ),
+                Some(name) => {
+                    let source = plan.actions.iter().find_map(|a| match a {
+                        rollback::Action::Snapshot { source, .. } => Some(source.as_str()),
+                        _ => None,
+                    });
+                    let how = match source {
+                        Some(src) if !plan.fresh => format!("a writable snapshot of '{src}'"),
+                        Some(src) => format!("fresh from '{src}'"),
+                        None if plan.fresh => format!("fresh from '{}'", layout.blank),
+                        None => "the staging root left by an interrupted run".to_string(),
+                    };
+                    println!(
+                        "retired '{}' as '{}/{name}'; '{}' is {how}",
+                        layout.root, layout.old_roots, layout.root
+                    )
+                }
                 None if plan.actions.is_empty() => println!("nothing to do"),
                 None => println!(
                     "finished an interrupted rollback; '{}' is in place",
@@ -266,7 +332,13 @@ fn describe(a: &rollback::Action, layout: &crate::config::Layout) -> String {
         WriteMetadata { meta } => {
             format!("write metadata '{}/{}.json'", layout.old_roots, meta.name)
         }
-        Freeze { name } => format!("make '{}/{name}' read-only", layout.old_roots),
+        Freeze { name, .. } => format!("make '{}/{name}' read-only", layout.old_roots),
+        DiscardStaging { staging } => format!("delete '{staging}' (not what this run would make)"),
+        RecordIntent { intent } => format!(
+            "record the intent to retire subvolume {} ({}) as '{}/{}'",
+            intent.subvolume_id, intent.uuid, layout.old_roots, intent.name
+        ),
+        SetDefault { root } => format!("make '{root}' the default subvolume"),
         Sync => "commit".to_string(),
     }
 }

@@ -73,9 +73,19 @@ pub(super) fn check(cli: &Cli, args: &CheckArgs) -> Result<ExitStatus> {
     let mut _held = None;
     if blank.is_none() {
         match blank_from_device(cli) {
-            Ok((fd, path)) => {
+            Ok((fd, path, default)) => {
                 _held = Some(fd);
                 blank = Some(path);
+                if let Some(d) = default {
+                    eprintln!(
+                        "tabula: note: the default subvolume is {} (subvolume {})",
+                        d.name.as_deref().unwrap_or("not in the layout"),
+                        d.id
+                    );
+                    if let Some(w) = d.warning {
+                        eprintln!("tabula: warning: {w}");
+                    }
+                }
             }
             Err(e) => eprintln!(
                 "tabula: note: the blank snapshot was not checked ({e:#}); pass --blank DIR"
@@ -105,14 +115,21 @@ pub(super) fn check(cli: &Cli, args: &CheckArgs) -> Result<ExitStatus> {
 
 /// The blank subvolume, reachable as `/proc/self/fd/N` (no visible mount), when the config and device
 /// allow it; never waits for a device.
-fn blank_from_device(cli: &Cli) -> Result<(std::os::fd::OwnedFd, PathBuf)> {
+fn blank_from_device(
+    cli: &Cli,
+) -> Result<(
+    std::os::fd::OwnedFd,
+    PathBuf,
+    Option<layout::DefaultSubvolume>,
+)> {
     let mut config = load_config(cli)?;
     config.layout.device_timeout = Duration::ZERO;
     let fs = open_filesystem(config, None)?;
     let blank = layout::open_subvolume(fs.top.as_fd(), &fs.config.layout.blank)?;
     let path = PathBuf::from(format!("/proc/self/fd/{}", blank.as_raw_fd()));
+    let default = layout::default_subvolume(fs.top.as_fd(), &fs.config.layout).ok();
     // The top-level fd can go: the blank's fd keeps the (detached) mount alive.
-    Ok((blank, path))
+    Ok((blank, path, default))
 }
 
 #[derive(Serialize)]
@@ -124,6 +141,7 @@ struct Status {
     persist: Option<crate::btrfs::SubvolumeInfo>,
     retired_roots: Option<usize>,
     newest_retired: Option<String>,
+    default_subvolume: Option<layout::DefaultSubvolume>,
     entries: Vec<persist::EntryStatus>,
 }
 
@@ -139,6 +157,7 @@ pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
         persist: None,
         retired_roots: None,
         newest_retired: None,
+        default_subvolume: None,
         entries,
     };
     let layout_cfg = config.layout.clone();
@@ -158,8 +177,14 @@ pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
             if let Ok(old) = open_old_roots(&fs) {
                 let names = layout::retired_names(old.as_fd())?;
                 st.retired_roots = Some(names.len());
-                st.newest_retired = names.last().map(ToString::to_string);
+                // The newest tabula manages: a stray entry named like a root is not "newest".
+                st.newest_retired = crate::roots::list(old.as_fd())?
+                    .iter()
+                    .rev()
+                    .find(|r| r.managed())
+                    .map(|r| r.name.clone());
             }
+            st.default_subvolume = layout::default_subvolume(top, &layout_cfg).ok();
         }
         Err(e) => st.layout_error = Some(format!("{e:#}")),
     }
@@ -200,6 +225,17 @@ pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
                             .unwrap_or_default()
                     )?,
                     None => writeln!(out, "retired roots: '{}' MISSING", layout_cfg.old_roots)?,
+                }
+                if let Some(d) = &st.default_subvolume {
+                    writeln!(
+                        out,
+                        "default subvolume: {} (subvolume {})",
+                        d.name.as_deref().unwrap_or("not in the layout"),
+                        d.id
+                    )?;
+                    if let Some(w) = &d.warning {
+                        writeln!(out, "warning:       {w}")?;
+                    }
                 }
             }
             None => writeln!(

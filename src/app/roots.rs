@@ -80,24 +80,39 @@ struct Row<'a> {
 }
 
 fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
-    let n = roots.len();
+    // `-N` refs count managed roots only (as `resolve` does); unmanaged rows have none.
+    let mut back = 0;
+    let mut refs: Vec<String> = roots
+        .iter()
+        .rev()
+        .map(|r| {
+            if r.managed() {
+                back += 1;
+                format!("-{back}")
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    refs.reverse();
     roots
         .iter()
-        .enumerate()
+        .zip(refs)
         .rev()
-        .map(|(i, r)| {
+        .map(|(r, r_ref)| {
             let m = r.meta.as_ref();
-            let problem = if r.info.is_none() {
-                Some("not a subvolume".to_string())
-            } else if let Some(e) = &r.meta_error {
-                Some(e.clone())
-            } else if !r.is_ours() {
-                Some("no matching tabula metadata: not managed by tabula".to_string())
-            } else {
-                None
+            let problem = match &r.standing {
+                layout::Standing::Unmanaged { reason } => {
+                    Some(format!("{reason}: not managed by tabula"))
+                }
+                layout::Standing::Retiring => Some(
+                    "retirement unfinished (no metadata yet): the next rollback or prune completes it"
+                        .to_string(),
+                ),
+                layout::Standing::Managed => None,
             };
             Row {
-                r#ref: format!("-{}", n - i),
+                r#ref: r_ref,
                 seq: r.seq,
                 name: &r.name,
                 booted_at: m.and_then(|m| m.booted_at),
@@ -466,6 +481,9 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
     let fs = open_filesystem(load_config(cli)?, (!dry_run).then_some(cli.lock_wait))?;
     let policy = fs.config.retention.clone();
     let old = open_old_roots(&fs)?;
+    if !dry_run {
+        complete_interrupted(&fs);
+    }
     let roots = roots::list(old.as_fd())?;
     let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &mounts, &roots)?;
     let plan = roots::plan_prune(old.as_fd(), &roots, &guard, &policy, Utc::now());
@@ -551,6 +569,22 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
         .into());
     }
     Ok(ExitStatus::Success)
+}
+
+/// A retirement an interrupted rollback left without metadata is completed here too, when the intent
+/// proves it is tabula's (a failure is only logged: the root then stays unmanaged and is held).
+fn complete_interrupted(fs: &Filesystem) {
+    let ctx = crate::rollback::BootContext {
+        now: crate::fault::now(),
+        boot_id: crate::device::boot_id(),
+        kernel: crate::device::kernel_release(),
+        flags: Default::default(),
+    };
+    match crate::rollback::complete_interrupted(fs.top.as_fd(), &fs.config.layout, &ctx) {
+        Ok(Some(name)) => info!("completed the interrupted retirement of '{name}'"),
+        Ok(None) => {}
+        Err(e) => warn!("{e:#}: left as it is"),
+    }
 }
 
 fn print_prune_plan(plan: &roots::PrunePlan, dry_run: bool) -> Result<()> {
