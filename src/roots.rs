@@ -119,11 +119,12 @@ pub fn set_pinned(
     pinned: bool,
     note: Option<&str>,
 ) -> Result<()> {
-    let Some(meta) = &root.meta else {
+    let (Some(meta), true) = (&root.meta, root.is_ours()) else {
         return Err(Refusal::new(
             "no-metadata",
             format!(
-                "'{}' has no tabula metadata: tabula did not retire it and will not manage it",
+                "'{}' has no matching tabula metadata: tabula did not retire it (or cannot read what it wrote) \
+                 and never writes to it",
                 root.name
             ),
         )
