@@ -1181,4 +1181,112 @@ mod tests {
         assert!(!m2.clock_trusted, "behind the previous trusted retirement");
         assert_eq!(m2.clock_floor, prev.clock_floor);
     }
+
+    fn retired(name: &str, info: Entry, standing: Standing) -> Retired {
+        Retired {
+            name: name.into(),
+            info: info.subvolume().cloned(),
+            meta: None,
+            standing,
+        }
+    }
+
+    #[test]
+    fn unmanaged_roots_are_never_completed_or_counted() {
+        let mut o = normal();
+        let stray = "99999-2030-01-01T000000Z";
+        o.taken.push(stray.into());
+        o.skipped = vec![retired(
+            stray,
+            sub(400, "x", None, false, 9, 9),
+            Standing::Unmanaged {
+                reason: "no tabula metadata".into(),
+            },
+        )];
+        let p = plan(&o, &layout(), &ctx()).unwrap();
+        assert_eq!(
+            kinds(&p),
+            [
+                "snapshot", "intent", "retire", "promote", "meta", "freeze", "sync"
+            ]
+        );
+        assert!(p.retire_as.as_deref().unwrap().starts_with("00042-"));
+        assert!(
+            p.actions
+                .iter()
+                .all(|a| !matches!(a, Action::Freeze { name, .. } if name == stray))
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains(stray) && n.contains("left alone"))
+        );
+    }
+
+    #[test]
+    fn the_sequence_never_wraps_and_never_reuses_a_taken_name() {
+        let mut o = normal();
+        o.intent.as_mut().unwrap().seq = u64::MAX;
+        assert_eq!(
+            plan(&o, &layout(), &ctx()).unwrap_err().rule,
+            "sequence-exhausted"
+        );
+        let mut o = normal();
+        o.taken.push("00042-2025-10-09T085320Z.json".into());
+        let p = plan(&o, &layout(), &ctx()).unwrap();
+        assert_eq!(p.retire_as.as_deref(), Some("00043-2025-10-09T085320Z"));
+    }
+
+    #[test]
+    fn staging_is_reused_only_when_it_is_an_untouched_snapshot_of_the_source() {
+        let mut o = normal();
+        // A snapshot of a retired root (left by a tabula.boot= run): discarded, made again.
+        o.staging = sub(301, "s", Some("some-old-root"), false, 11, 11);
+        let p = plan(&o, &layout(), &ctx()).unwrap();
+        assert_eq!(
+            kinds(&p),
+            [
+                "discard", "snapshot", "intent", "retire", "promote", "meta", "freeze", "sync"
+            ]
+        );
+        // A snapshot of the blank that was written to: the same.
+        o.staging = sub(301, "s", Some("blank"), false, 15, 11);
+        assert_eq!(kinds(&plan(&o, &layout(), &ctx()).unwrap())[0], "discard");
+        // Root missing, staging from another source: discarded too, and the new root is fresh.
+        o.root = Entry::Missing;
+        o.staging = sub(301, "s", Some("some-old-root"), false, 11, 11);
+        let p = plan(&o, &layout(), &ctx()).unwrap();
+        assert_eq!(kinds(&p), ["discard", "snapshot", "promote", "sync"]);
+        assert!(p.fresh);
+    }
+
+    #[test]
+    fn the_default_subvolume_follows_root_before_the_freeze() {
+        let mut o = normal();
+        o.default_id = Some(300);
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            [
+                "snapshot", "intent", "retire", "promote", "default", "meta", "freeze", "sync"
+            ]
+        );
+        // Interrupted after the retirement: the default is still the retired root.
+        o.root = Entry::Missing;
+        o.staging = sub(301, "s", Some("blank"), false, 11, 11);
+        o.newest = vec![retired(
+            "00042-2025-10-09T085320Z",
+            sub(300, "r", Some("blank"), false, 20, 10),
+            Standing::Retiring,
+        )];
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            ["promote", "meta", "default", "freeze", "sync"]
+        );
+        // A default that is something else is left alone.
+        o.default_id = Some(5);
+        assert_eq!(
+            kinds(&plan(&o, &layout(), &ctx()).unwrap()),
+            ["promote", "meta", "freeze", "sync"]
+        );
+    }
 }

@@ -1,6 +1,11 @@
 //! Retired roots for people: finding, naming (`-1`, `42`, full names), pinning, and deleting them
 //! under the safety rules of DESIGN.md.
 //!
+//! Every entry of `old_roots` named like a retired root is listed, but only managed ones
+//! ([`layout::Standing`]: metadata matching the subvolume, or a retirement the intent proves) count for
+//! `-1`, `-2`, …, the `newest` rule and sequence numbers; only roots with matching metadata are pinned,
+//! judged by retention or deleted.
+//!
 //! Deletion is guarded, in this order, each failure its own refusal: the subvolume is directly in the
 //! `old_roots` subvolume (by subvolume-id ancestry, never by path); it has tabula's metadata and the
 //! metadata's id and uuid match it; it is not pinned and not the newest (unless forced); neither it nor

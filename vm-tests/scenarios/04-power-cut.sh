@@ -9,8 +9,11 @@
 #    intermediate on-disk state durable, so every recovery path of the next boot is exercised.
 #  - timed kills at several delays after tabula first mounts the disk: true power cuts that lose
 #    whatever btrfs had not committed.
+#  - cuts during a `tabula.boot=-1` rollback (which snapshots last boot's root, not the blank): the
+#    staging root it leaves must not be promoted by the next normal boot, which must come up fresh.
 # After each recovery boot: the layout is whole, every retired root seen before is still there, every
-# earlier boot's root is found among the retired roots (nothing lost) and persisted files are all there.
+# earlier boot's root is found among the retired roots (nothing lost), the live root holds only this
+# boot's marker (it is fresh) and persisted files are all there.
 busybox_setup <<'TOML'
 [layout]
 device = "/dev/vda"
@@ -67,4 +70,13 @@ for d in "${delays[@]}"; do
 	vm_boot "cut-${d}s" --kill-at 'scanned by tabula' --kill-delay "$d"
 	vlog "cut-${d}s: last tabula line before the cut: $(serial "cut-${d}s" | grep 'tabula' | tail -1)"
 	good_boot "after-${d}s"
+done
+# Cut during a `tabula.boot=` rollback at the points that leave its staging root behind (with and without
+# a `root`): the next normal boot discards it and comes up fresh (good_boot's "this boot's alone").
+for p in after-snapshot after-intent after-retire; do
+	vm_boot "bootcut-$p" --initrd "$WORK/initrd-fault.img" --append " rd.emergency=shell tabula.boot=-1 TABULA_FAULT=$p" \
+		--kill-at 'last unmount of filesystem|Kernel panic|VMTEST: guest up'
+	check "bootcut-$p: the fault point was reached in a tabula.boot rollback" serial_has "bootcut-$p" "fault injection: aborting at $p"
+	good_boot "after-bootcut-$p"
+	check "after-bootcut-$p: the leftover staging root was discarded, not promoted" serial_has "after-bootcut-$p" "discarding 'root.tabula-new'"
 done
