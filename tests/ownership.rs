@@ -576,3 +576,56 @@ fn failure_messages_tell_the_truth() {
         }
     }
 }
+
+/// A refusal when there is no `root` at all says so, and stops the boot whatever the policy; a failure
+/// discarding a leftover staging root leaves the old root untouched.
+#[test]
+fn no_root_and_discard_failures_are_reported_as_they_are() {
+    let Some(s) = booted("no_root_reported", 1) else {
+        return;
+    };
+    if !fault_build("no_root_reported") {
+        return;
+    }
+    // A leftover staging root from a tabula.boot= run, and discarding it fails.
+    fs::write(s.top.join("root/marker"), "m").unwrap();
+    let out = with_env(
+        &s,
+        &[
+            ("TABULA_FAULT", "after-snapshot"),
+            ("TABULA_TEST_CMDLINE", "tabula.boot=1"),
+        ],
+        &["rollback"],
+    );
+    assert!(!out.status.success());
+    let out = with_env(
+        &s,
+        &[("TABULA_FAIL", "discard-staging")],
+        &["rollback", "--initrd"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rollback FAILED: booting the old root as it is"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_to_string(s.top.join("root/marker")).unwrap(), "m");
+    // No root and no blank: nothing to boot, and the log says so.
+    let top = s.top_fd();
+    btrfs::delete_subvolume(top.as_fd(), "root.tabula-new").unwrap();
+    btrfs::delete_subvolume(top.as_fd(), "root").unwrap();
+    btrfs::set_read_only(open_dir(&s.top.join("root-blank")).as_fd(), false).unwrap();
+    btrfs::delete_subvolume(top.as_fd(), "root-blank").unwrap();
+    let out = s.tabula(&["rollback", "--initrd"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("there is NO root to boot"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("booting the old root"),
+        "{}",
+        stderr(&out)
+    );
+}

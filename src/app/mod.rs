@@ -264,7 +264,20 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
         flags: flags.clone(),
     };
     let observed = rollback::observe(fs.top.as_fd(), layout, &flags)?;
-    let plan = rollback::plan(&observed, layout, &ctx)?;
+    let plan = rollback::plan(&observed, layout, &ctx).map_err(|refusal| {
+        let e = anyhow::Error::from(refusal);
+        if observed.root == crate::layout::Entry::Missing {
+            // Refused with no `root` at all: say so, never "booting the old root".
+            e.context(rollback::Failed {
+                state: rollback::State::NoRoot,
+                unfinished: None,
+                default_on_old: false,
+                old_roots: layout.old_roots.clone(),
+            })
+        } else {
+            e
+        }
+    })?;
     if args.json {
         #[derive(Serialize)]
         struct Out<'a> {
