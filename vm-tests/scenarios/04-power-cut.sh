@@ -11,9 +11,10 @@
 #    whatever btrfs had not committed.
 #  - cuts during a `tabula.boot=-1` rollback (which snapshots last boot's root, not the blank): the
 #    staging root it leaves must not be promoted by the next normal boot, which must come up fresh.
-# After each recovery boot: the layout is whole, every retired root seen before is still there, every
-# earlier boot's root is found among the retired roots (nothing lost), the live root holds only this
-# boot's marker (it is fresh) and persisted files are all there.
+# `root` is also the filesystem's default subvolume, so the rotation moves the default at every boot.
+# After each recovery boot: the layout is whole, the default subvolume is `root`, every retired root seen
+# before is still there, every earlier boot's root is found among the retired roots (nothing lost), the
+# live root holds only this boot's marker (it is fresh) and persisted files are all there.
 busybox_setup <<'TOML'
 [layout]
 device = "/dev/vda"
@@ -26,6 +27,10 @@ directories = ["/var/lib/keep"]
 keep_last = 100
 TOML
 make_initrd "$WORK/initrd-fault.img" "$conf" "$TABULA_FAULT_BIN"
+# `root` is the default subvolume too, so that every step (moving the default along) is reached and cut.
+mount_image "$IMG" rw
+btrfs -q subvolume set-default "$MNT/root" || die "set-default"
+umount_image
 mapfile -t points < <("$TABULA_FAULT_BIN" rollback --list-fault-points | awk 'NF { print $1 }')
 must "the fault-injection build lists its fault points (${points[*]})" test "${#points[@]}" -gt 0
 # Timed cuts: seconds after the kernel logs tabula's first mount of the disk (the rollback itself takes
@@ -43,6 +48,7 @@ GUEST
 	check "$name: the guest came up" serial_has "$name" '^VMTEST: poweroff'
 	mount_image "$IMG"
 	check "$name: layout whole" layout_whole
+	check "$name: the default subvolume is root" bash -c '[[ $(btrfs subvolume get-default "$1") == *" path root" ]]' _ "$MNT"
 	local -a names
 	mapfile -t names < <(old_roots)
 	for x in "${seen[@]}"; do
