@@ -914,16 +914,28 @@ fn put_back(
 }
 
 /// Completes a retirement an interrupted rollback left (metadata, default subvolume, read-only), when the
-/// intent proves tabula retired it; for `roots prune`. Returns the name completed, if any.
+/// intent proves tabula retired it; for `roots prune`. A retired root that is mounted (a system that came
+/// up on it through the default subvolume) only gets its metadata: it is never frozen under running
+/// programs. Returns the name completed, if any.
 pub fn complete_interrupted(
     top: BorrowedFd<'_>,
     layout: &Layout,
     ctx: &BootContext,
+    mounted: &dyn Fn(u64) -> bool,
 ) -> Result<Option<String>> {
     let obs = observe(top, layout, &BootFlags::default())?;
     let mut notes = Vec::new();
     let root_exists = obs.root.subvolume().is_some();
-    let (actions, _, _) = completion(&obs, layout, ctx, root_exists, &mut notes);
+    let (mut actions, _, _) = completion(&obs, layout, ctx, root_exists, &mut notes);
+    if let Some(n) = obs.newest.first()
+        && n.info.as_ref().is_some_and(|i| mounted(i.id))
+    {
+        actions.retain(|a| matches!(a, Action::WriteMetadata { .. }));
+        notes.push(format!(
+            "'{}/{}' is mounted: only its metadata is written (it stays writable and the default stays)",
+            layout.old_roots, n.name
+        ));
+    }
     if actions.is_empty() {
         return Ok(None);
     }

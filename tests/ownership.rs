@@ -629,3 +629,45 @@ fn no_root_and_discard_failures_are_reported_as_they_are() {
         stderr(&out)
     );
 }
+
+/// A retirement left unfinished whose root is mounted (a system that came up on it through the default
+/// subvolume): prune writes its metadata but never freezes it under running programs.
+#[test]
+fn prune_never_freezes_a_mounted_unfinished_retirement() {
+    let Some(s) = booted("prune_mounted_unfinished", 1) else {
+        return;
+    };
+    if !fault_build("prune_mounted_unfinished") {
+        return;
+    }
+    fs::write(s.top.join("root/boot-2"), "x").unwrap();
+    let out = with_env(&s, &[("TABULA_FAIL", "metadata")], &["rollback"]);
+    assert!(!out.status.success());
+    let second = names(&s).last().unwrap().clone();
+    let target = s.dir.path().join("running");
+    fs::create_dir(&target).unwrap();
+    nix::mount::mount(
+        Some(&s.dev.path),
+        &target,
+        Some("btrfs"),
+        nix::mount::MsFlags::empty(),
+        Some(format!("subvolid={}", info(&old(&s, &second)).id).as_str()),
+    )
+    .unwrap();
+    let _g = common::MountGuard { target };
+    let out = s.tabula(&["roots", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        s.top.join(format!("old_roots/{second}.json")).exists(),
+        "metadata written"
+    );
+    assert!(
+        !info(&old(&s, &second)).read_only,
+        "never frozen while mounted"
+    );
+    assert!(
+        stderr(&out).contains("is mounted: only its metadata"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -482,7 +482,7 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
     let policy = fs.config.retention.clone();
     let old = open_old_roots(&fs)?;
     if !dry_run {
-        complete_interrupted(&fs);
+        complete_interrupted(&fs, &mounts);
     }
     let roots = roots::list(old.as_fd())?;
     let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &mounts, &roots)?;
@@ -573,14 +573,20 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
 
 /// A retirement an interrupted rollback left without metadata is completed here too, when the intent
 /// proves it is tabula's (a failure is only logged: the root then stays unmanaged and is held).
-fn complete_interrupted(fs: &Filesystem) {
+fn complete_interrupted(fs: &Filesystem, mounts: &[crate::mountinfo::Mount]) {
+    // Conservative: any btrfs mount of that subvolume id counts (a false match only protects more).
+    let mounted = |id: u64| {
+        mounts
+            .iter()
+            .any(|m| m.fs_type == "btrfs" && m.subvol_id == Some(id))
+    };
     let ctx = crate::rollback::BootContext {
         now: crate::fault::now(),
         boot_id: crate::device::boot_id(),
         kernel: crate::device::kernel_release(),
         flags: Default::default(),
     };
-    match crate::rollback::complete_interrupted(fs.top.as_fd(), &fs.config.layout, &ctx) {
+    match crate::rollback::complete_interrupted(fs.top.as_fd(), &fs.config.layout, &ctx, &mounted) {
         Ok(Some(name)) => info!("completed the interrupted retirement of '{name}'"),
         Ok(None) => {}
         Err(e) => warn!("{e:#}: left as it is"),
