@@ -3,7 +3,11 @@
 //!
 //! tabula keeps no state besides `old_roots`: a retired root is a read-only subvolume
 //! `old_roots/<seq>-<UTC time>` with its metadata beside it in `old_roots/<name>.json`. The sequence
-//! number, not the clock, orders boots (machines without an RTC boot in 1970).
+//! number, not the clock, orders boots (machines without an RTC boot in 1970). One more file,
+//! `old_roots/.tabula-retiring.json` ([`Intent`]), records before each retirement which subvolume goes
+//! under which name: it proves a retirement interrupted before its metadata was written, and keeps the
+//! highest sequence number ever used. Whether an entry is tabula's is [`standing`]: names alone prove
+//! nothing. Metadata is read defensively (no blocking, no links, regular files of bounded size).
 
 use std::fmt;
 use std::io::Write;
