@@ -81,7 +81,7 @@ pub struct Observed {
     pub taken: Vec<String>,
     /// The newest roots tabula manages (at most two), newest first.
     pub newest: Vec<Retired>,
-    /// Unmanaged roots named above the newest managed one: left alone, reported.
+    /// Unmanaged roots named above the newest managed one (the first 16): left alone, reported.
     pub skipped: Vec<Retired>,
     /// The retired root asked for by `tabula.boot=`, if any and found.
     pub boot_source: Option<Retired>,
@@ -299,7 +299,7 @@ pub fn observe(top: BorrowedFd<'_>, layout: &Layout, flags: &BootFlags) -> Resul
             if obs.newest.len() < 2 {
                 obs.newest.push(r);
             }
-        } else if obs.newest.is_empty() {
+        } else if obs.newest.is_empty() && obs.skipped.len() < 16 {
             obs.skipped.push(r);
         }
         if obs.newest.len() == 2 && back.is_none_or(|b| managed >= b) {
