@@ -671,3 +671,37 @@ fn prune_never_freezes_a_mounted_unfinished_retirement() {
         stderr(&out)
     );
 }
+
+/// Metadata that is a symlink or far too big is never followed, read whole, or replaced.
+#[test]
+fn symlinked_or_huge_metadata_is_refused_and_kept() {
+    let Some(s) = booted("symlinked_metadata", 2) else {
+        return;
+    };
+    let n = names(&s);
+    let link = s.top.join(format!("old_roots/{}.json", n[1]));
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+    let huge = s.top.join(format!("old_roots/{}.json", n[0]));
+    let mut big = fs::read(&huge).unwrap();
+    big.resize(1 << 20, b' ');
+    fs::write(&huge, &big).unwrap();
+    boot(&s, 3);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the symlink was replaced"
+    );
+    assert_eq!(fs::read(&huge).unwrap().len(), 1 << 20);
+    let v = json(&s, &["roots", "list", "--json"]);
+    let roots = v["roots"].as_array().unwrap();
+    let problem = |name: &str| {
+        let r = roots.iter().find(|r| r["name"] == name).unwrap();
+        assert_eq!(r["managed"], false, "{r}");
+        r["problem"].as_str().unwrap().to_string()
+    };
+    assert!(problem(&n[1]).contains("is a symlink"), "{v}");
+    assert!(problem(&n[0]).contains("more than metadata ever is"), "{v}");
+}
