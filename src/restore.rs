@@ -23,6 +23,8 @@
 //! - The source walk stays on the source's filesystem: nested subvolumes and mount points inside
 //!   it are listed as `skip` with a reason, as are sockets. Hard links inside the restored tree are
 //!   kept as hard links.
+//! - A tree more than [`MAX_DEPTH`] directories deep (any user can make one) is refused while
+//!   planning, before anything is created: an error, never a stack overflow.
 //! - Metadata: owner, then mode (so setuid bits survive the chown), then extended attributes (`chown`
 //!   clears `security.capability`), then atime/mtime; a directory's after its contents. An owner or
 //!   xattr that cannot be set (a filesystem without xattrs, `user.*` on a symlink) becomes a warning
@@ -65,6 +67,7 @@ use serde::Serialize;
 use crate::diff::xattr::{self, Xattrs};
 use crate::diff::{FileType, escape_bytes, serialize_mode, serialize_opt_path, serialize_path};
 use crate::error::{Refusal, UsageError};
+use crate::limits::{MAX_DEPTH, too_deep, with_walk_stack};
 
 /// The version of the JSON documents [`RestorePlan`] and [`RestoreReport`] serialize to.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -256,6 +259,17 @@ pub fn plan_restore(
     dest: &Path,
     force: bool,
 ) -> anyhow::Result<RestorePlan> {
+    // The walks below recurse per directory level (bounded by `MAX_DEPTH`) on a stack sized for it.
+    with_walk_stack(|| plan_restore_inner(source_root, source, dest_root, dest, force))?
+}
+
+fn plan_restore_inner(
+    source_root: BorrowedFd<'_>,
+    source: &Path,
+    dest_root: BorrowedFd<'_>,
+    dest: &Path,
+    force: bool,
+) -> anyhow::Result<RestorePlan> {
     let src_parts = components(source, "the path to restore")?;
     let dst_parts = components(dest, "the destination")?;
     let (src_parent, src_name) = open_source_parent(source_root, &src_parts, source)?;
@@ -306,6 +320,14 @@ pub fn plan_restore(
 /// Execute a plan made by [`plan_restore`] with the same trees. Re-checks the refusal rules (the
 /// destination may have changed since) and that the source still is what was planned.
 pub fn apply_restore(
+    plan: &RestorePlan,
+    source_root: BorrowedFd<'_>,
+    dest_root: BorrowedFd<'_>,
+) -> anyhow::Result<RestoreReport> {
+    with_walk_stack(|| apply_restore_inner(plan, source_root, dest_root))?
+}
+
+fn apply_restore_inner(
     plan: &RestorePlan,
     source_root: BorrowedFd<'_>,
     dest_root: BorrowedFd<'_>,
@@ -518,6 +540,12 @@ impl Planner {
             item.reason = Some("a nested subvolume or mount point: not restored".into());
         } else {
             match ft {
+                Some(FileType::Dir) if depth >= MAX_DEPTH => {
+                    bail!(
+                        "{}; restore a directory further down on its own",
+                        too_deep()
+                    )
+                }
                 Some(FileType::Dir) => {
                     item.op = Op::Dir;
                     let mut d = open_checked_dir(dir, name, st)?;
@@ -941,7 +969,7 @@ fn check_destination(
         .ok_or_else(|| anyhow!("'{}' has an unknown file type", dest.display()))?;
     let parent_mnt = mount_of(parent, b"")?;
     if file_type == FileType::Dir {
-        let entries = scan_for_mounts(parent, name, dest, parent_mnt)?;
+        let entries = scan_for_mounts(parent, name, dest, parent_mnt, 0)?;
         Ok(Some(Existing {
             file_type,
             entries: Some(entries),
@@ -1011,9 +1039,13 @@ fn scan_for_mounts(
     name: &[u8],
     path: &Path,
     parent_mnt: (u64, u64),
+    depth: usize,
 ) -> anyhow::Result<u64> {
     if mount_of(parent, name)? != parent_mnt {
         return Err(mount_refusal(path).into());
+    }
+    if depth >= MAX_DEPTH {
+        bail!("the destination is {}", too_deep());
     }
     let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     let mut d = open_checked_dir(parent, name, &st)
@@ -1025,7 +1057,7 @@ fn scan_for_mounts(
         let cpath = path.join(OsStr::from_bytes(&child));
         let cst = fstatat(d.as_fd(), child.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
         if FileType::from_mode(cst.st_mode) == Some(FileType::Dir) {
-            count += scan_for_mounts(d.as_fd(), &child, &cpath, parent_mnt)?;
+            count += scan_for_mounts(d.as_fd(), &child, &cpath, parent_mnt, depth + 1)?;
         } else if mount_of(d.as_fd(), &child)? != parent_mnt {
             return Err(mount_refusal(&cpath).into());
         }
@@ -1036,15 +1068,22 @@ fn scan_for_mounts(
 /// Remove `name` in `parent` and everything beneath it, never following symlinks or crossing into
 /// another filesystem.
 fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
+    remove_tree_at(parent, name, 0)
+}
+
+fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> anyhow::Result<()> {
     let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if FileType::from_mode(st.st_mode) == Some(FileType::Dir) {
+        if depth >= MAX_DEPTH {
+            bail!("'{}' is {}", escape_bytes(name), too_deep());
+        }
         let pst = fstat(parent)?;
         if st.st_dev != pst.st_dev {
             bail!("'{}' is on another filesystem", escape_bytes(name));
         }
         let mut d = open_checked_dir(parent, name, &st)?;
         for child in read_names(&mut d)? {
-            remove_tree(d.as_fd(), &child)?;
+            remove_tree_at(d.as_fd(), &child, depth + 1)?;
         }
         unlinkat(parent, name, UnlinkatFlags::RemoveDir)?;
     } else {

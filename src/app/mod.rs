@@ -37,7 +37,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Restore(args) => files::restore(&cli, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "tabula", &mut std::io::stdout());
+            // Into a buffer: clap_complete panics when its writer fails (a closed stdout).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "tabula", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .context("writing the completion script")?;
             Ok(ExitStatus::Success)
         }
         Command::Man => {
