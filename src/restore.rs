@@ -30,7 +30,9 @@
 //!   xattr that cannot be set (a filesystem without xattrs, `user.*` on a symlink) becomes a warning
 //!   in the report, not a failure.
 //! - Data: reflink (`FICLONE`) first; on `EXDEV`, `EOPNOTSUPP`, `EINVAL`, `ENOTTY` or `ENOSYS` (another
-//!   filesystem, no reflink support, incompatible file flags) a plain copy. The report counts both.
+//!   filesystem, no reflink support, incompatible file flags) a copy of the data ranges only
+//!   (`SEEK_DATA`/`SEEK_HOLE`): sparse files stay sparse. The report counts both and lists, per
+//!   file, which it was (`files`).
 //!
 //! # JSON (`version: 1`)
 //! A plan: `{"version", "source", "dest", "force", "replaces": {"type", "entries"}?, "reflink_expected",
@@ -38,7 +40,8 @@
 //! "items": [{"path", "op": "dir"|"file"|"symlink"|"hardlink"|"fifo"|"char"|"block"|"skip",
 //! "size"?, "mode": "0644", "uid", "gid", "target"?, "link_to"?, "reason"?}]}`; `items[].path` is the
 //! destination path, in creation order. A report: `{"version", "dest", "replaced", "totals",
-//! "reflinked_files", "copied_files", "reflink_used", "warnings"?}`. Paths follow the diff module's
+//! "reflinked_files", "copied_files", "reflink_used", "files": [{"path", "data": "reflinked"|"copied"}],
+//! "warnings"?}`. Paths follow the diff module's
 //! rule (a string, or `{"bytes_base64": …}` when not UTF-8). `reflink_expected` only says that both
 //! ends are on btrfs.
 
@@ -235,9 +238,31 @@ pub struct RestoreReport {
     pub copied_files: u64,
     /// At least one file was reflinked.
     pub reflink_used: bool,
+    /// How each regular file's data got there, in creation order.
+    pub files: Vec<FileData>,
     /// Metadata that could not be restored, and leftovers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// How a restored file's data was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataHow {
+    /// Shares the source's extents (FICLONE): no data written.
+    Reflinked,
+    /// Bytes copied (another filesystem, or no reflink support); holes stay holes.
+    Copied,
+}
+
+/// One restored regular file and how its data was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileData {
+    /// Its destination path.
+    #[serde(serialize_with = "serialize_path")]
+    pub path: PathBuf,
+    /// Reflinked or copied.
+    pub data: DataHow,
 }
 
 /// The persisted path (from `persisted`) that `path` is, or lies beneath, if any; the longest wins.
@@ -343,6 +368,7 @@ fn apply_restore_inner(
         reflinked: 0,
         copied: 0,
         warnings: Vec::new(),
+        files: Vec::new(),
         first_links: HashMap::new(),
         euid: geteuid().as_raw(),
     };
@@ -419,6 +445,7 @@ fn apply_restore_inner(
         reflinked_files: ex.reflinked,
         copied_files: ex.copied,
         reflink_used: ex.reflinked > 0,
+        files: ex.files,
         warnings: ex.warnings,
     })
 }
@@ -623,6 +650,7 @@ struct Executor {
     reflinked: u64,
     copied: u64,
     warnings: Vec<String>,
+    files: Vec<FileData>,
     /// Destination path of a hard-linked file's first name → an fd on it, for `linkat`.
     first_links: HashMap<PathBuf, OwnedFd>,
     euid: u32,
@@ -763,8 +791,8 @@ impl Executor {
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(anyhow::Error::from)?;
-                match crate::btrfs::clone_file(dst.as_fd(), src.as_fd()) {
-                    Ok(()) => self.reflinked += 1,
+                let how = match crate::btrfs::clone_file(dst.as_fd(), src.as_fd()) {
+                    Ok(()) => DataHow::Reflinked,
                     Err(
                         Errno::EXDEV
                         | Errno::EOPNOTSUPP
@@ -772,13 +800,19 @@ impl Executor {
                         | Errno::ENOTTY
                         | Errno::ENOSYS,
                     ) => {
-                        let mut from = File::from(src.try_clone()?);
-                        let mut to = File::from(dst.try_clone()?);
-                        std::io::copy(&mut from, &mut to).context("copying the data")?;
-                        self.copied += 1;
+                        copy_sparse(&src, &dst).context("copying the data")?;
+                        DataHow::Copied
                     }
                     Err(e) => return Err(anyhow::Error::new(e).context("cloning the data")),
+                };
+                match how {
+                    DataHow::Reflinked => self.reflinked += 1,
+                    DataHow::Copied => self.copied += 1,
                 }
+                self.files.push(FileData {
+                    path: item.path.clone(),
+                    data: how,
+                });
                 let xattrs = xattr::list_fd(src.as_fd())
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
@@ -1090,6 +1124,45 @@ fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> anyhow::
         unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)?;
     }
     Ok(())
+}
+
+/// Copies the bytes of `from` into the new, empty file `to`, keeping holes: only the data ranges
+/// `SEEK_DATA`/`SEEK_HOLE` find are written, and the size is set at the end. A 2 GiB sparse VM image
+/// takes as little room in the copy as in the source. (Filesystems without hole tracking report the
+/// whole file as data: a plain copy.)
+fn copy_sparse(from: &OwnedFd, to: &OwnedFd) -> std::io::Result<()> {
+    use rustix::fs::{SeekFrom, seek};
+    use std::os::unix::fs::FileExt;
+    let size = u64::try_from(fstat(from.as_fd())?.st_size).unwrap_or(0);
+    let (src, dst) = (File::from(from.try_clone()?), File::from(to.try_clone()?));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < size {
+        let data = match seek(from, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            // Only a hole up to the end.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = match seek(from, SeekFrom::Hole(data)) {
+            Ok(h) => h.min(size),
+            Err(e) => return Err(e.into()),
+        };
+        let mut at = data;
+        while at < end {
+            let want = usize::try_from(end - at)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = src.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break; // Shrunk meanwhile: the source is read-only in practice; copy what is there.
+            }
+            dst.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        pos = end.max(data + 1);
+    }
+    dst.set_len(size)
 }
 
 /// Best-effort cleanup of a partial copy (the error that caused it is what the user needs).
