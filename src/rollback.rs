@@ -556,6 +556,7 @@ mod tests {
             blank: "root-blank".into(),
             old_roots: "old_roots".into(),
             persist: "persist".into(),
+            allow_degraded: false,
         }
     }
 
