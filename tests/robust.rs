@@ -222,6 +222,16 @@ fn control_characters_in_paths_are_escaped() {
     assert!(!err.contains("\nFAKE"), "one line per message: {err:?}");
     assert!(err.contains("x\\x1b[2J\\x0aFAKE"), "escaped: {err:?}");
 
+    // Human output: a note written to drive the terminal and break the TSV.
+    s.tabula_ok(&["roots", "pin", "-1", "--note", "evil\x1b[2J\tnote\nFAKE"]);
+    let list = s.tabula_ok(&["roots", "list"]);
+    assert!(!list.contains('\x1b'), "{list:?}");
+    assert!(list.contains("evil\\x1b[2J\\x09note\\x0aFAKE"), "{list:?}");
+    assert!(
+        list.lines().all(|l| l.split('\t').count() == 10),
+        "one TSV record per line, ten fields: {list:?}"
+    );
+
     // Log lines (tracing), here from persist, which logs every entry with its path.
     let persist = s.dir.path().join("persist");
     let newroot = s.dir.path().join("newroot");

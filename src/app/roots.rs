@@ -141,6 +141,12 @@ fn local(t: Option<DateTime<Utc>>, trusted: Option<bool>) -> String {
     }
 }
 
+/// A name or note as one line of text: control characters (a tab would break the TSV, an escape
+/// sequence would drive the terminal) as `\xNN`.
+fn esc(s: &str) -> String {
+    crate::logging::escape_controls(s).into_owned()
+}
+
 fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
     let fs = open_filesystem(load_config(cli)?, None)?;
     let old = open_old_roots(&fs)?;
@@ -161,7 +167,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                 [
                     r.r#ref.clone(),
                     r.seq.to_string(),
-                    r.name.to_string(),
+                    esc(r.name),
                     local(r.booted_at, r.clock_trusted),
                     local(r.retired_at, r.clock_trusted),
                     r.age_seconds.map_or("?".into(), short_age),
@@ -171,7 +177,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                         String::new()
                     },
                     r.note
-                        .map(str::to_string)
+                        .map(esc)
                         .or_else(|| r.problem.clone())
                         .unwrap_or_default(),
                     r.kernel.unwrap_or("").to_string(),
@@ -218,7 +224,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 r.r#ref,
                 r.seq,
-                r.name,
+                esc(r.name),
                 t(r.booted_at),
                 t(r.retired_at),
                 r.age_seconds.map(|a| a.to_string()).unwrap_or_default(),
@@ -228,7 +234,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                     "trusted"
                 },
                 if r.pinned { "pinned" } else { "" },
-                r.note.unwrap_or(""),
+                esc(r.note.unwrap_or("")),
                 r.kernel.unwrap_or(""),
             )?;
         }
