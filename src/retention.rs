@@ -71,7 +71,9 @@
 //! **Properties** (property-tested): the newest and the pinned roots are never deleted; every root
 //! has at least one reason and every kept root at least one keeping reason; the result does not
 //! depend on the order of the input; and the plan is idempotent: removing the deleted roots and
-//! planning again with the same `now` deletes nothing more.
+//! planning again with the same `now` deletes nothing more, whenever that removal changes no root's
+//! in-step judgement (deleting roots removes evidence: a wrong clock whose step was ambiguous may be
+//! judged again).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
