@@ -50,7 +50,8 @@
 //! true retirement times grow with the sequence number. Of the roots that pass the two checks
 //! above (pinned ones included: their times are evidence too), the in-step ones are the longest
 //! run, in sequence order, whose times never go back by more than [`STEP_SLACK`] from one to the
-//! next; among equally long runs, the one whose roots come earliest. The rest are `out_of_step`. A
+//! next; among equally long runs, the one spanning the least time (a wrong clock stretches its run),
+//! then the one starting earliest. The rest are `out_of_step`. A
 //! boot at 2099 among correct ones is thus the outlier, not every later boot (they outnumber it);
 //! a clock that jumps back a year for one boot marks that boot; the next boots, correct again,
 //! stay in step. Judging against neighbours rather than against the latest time ever seen is what
@@ -665,8 +666,10 @@ pub fn plan(roots: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Retenti
 
 /// Which of `times` (oldest boot first; `None`: not judged) are in step (see the module
 /// documentation): members of the longest run whose times never go back by more than
-/// [`STEP_SLACK`] from one member to the next, the earliest such run when several are longest.
-/// Quadratic in the number of roots, which stays in the hundreds.
+/// [`STEP_SLACK`] from one member to the next. Among equally long runs, the one spanning the least
+/// time (a wrong clock stretches its run: a boot dated ahead pushes the end later, one dated behind
+/// pulls the start earlier); then the one starting earliest. Quadratic in the number of roots, which
+/// stays in the hundreds.
 fn in_step(times: &[Option<DateTime<Utc>>]) -> Vec<bool> {
     let slack = TimeDelta::from_std(STEP_SLACK).unwrap_or(TimeDelta::zero());
     // Whether `b` may come after `a` in a run.
@@ -674,32 +677,51 @@ fn in_step(times: &[Option<DateTime<Utc>>]) -> Vec<bool> {
         a.checked_sub_signed(slack).is_none_or(|floor| b >= floor)
     };
     let n = times.len();
-    // longest[i]: the longest run starting at root i.
-    let mut longest = vec![0usize; n];
+    // best[i]: the longest run starting at root i, and the earliest time such a run can end at.
+    let mut best: Vec<Option<(usize, DateTime<Utc>)>> = vec![None; n];
     for i in (0..n).rev() {
         let Some(ti) = times[i] else { continue };
-        let rest = (i + 1..n)
-            .filter(|&j| times[j].is_some_and(|tj| follows(ti, tj)))
-            .map(|j| longest[j])
-            .max()
-            .unwrap_or(0);
-        longest[i] = rest + 1;
+        let mut b = (1, ti);
+        for j in i + 1..n {
+            if let (Some(tj), Some((len, end))) = (times[j], best[j])
+                && follows(ti, tj)
+                && (len + 1 > b.0 || (len + 1 == b.0 && end < b.1))
+            {
+                b = (len + 1, end);
+            }
+        }
+        best[i] = Some(b);
     }
-    // Walk one longest run, taking the earliest root that can continue it each time.
-    let mut need = longest.iter().copied().max().unwrap_or(0);
-    let mut last: Option<DateTime<Utc>> = None;
+    // The start: longest, then shortest span, then earliest.
+    let mut start: Option<(usize, usize, TimeDelta)> = None;
+    for (i, b) in best.iter().enumerate() {
+        let (Some((len, end)), Some(ti)) = (*b, times[i]) else {
+            continue;
+        };
+        let span = end.signed_duration_since(ti);
+        if start.is_none_or(|(_, l, s)| len > l || (len == l && span < s)) {
+            start = Some((i, len, span));
+        }
+    }
     let mut out = vec![false; n];
-    for i in 0..n {
-        if need == 0 {
+    let Some((mut i, _, _)) = start else {
+        return out;
+    };
+    // Walk that run, taking each time the earliest root that continues it as planned.
+    loop {
+        out[i] = true;
+        let (Some(ti), Some((len, end))) = (times[i], best[i]) else {
+            break;
+        };
+        if len == 1 {
             break;
         }
-        if let Some(ti) = times[i]
-            && longest[i] == need
-            && last.is_none_or(|l| follows(l, ti))
-        {
-            out[i] = true;
-            need -= 1;
-            last = Some(ti);
+        let next = (i + 1..n).find(|&j| {
+            times[j].is_some_and(|tj| follows(ti, tj)) && best[j] == Some((len - 1, end))
+        });
+        match next {
+            Some(j) => i = j,
+            None => break,
         }
     }
     out

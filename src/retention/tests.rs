@@ -1031,6 +1031,27 @@ fn small_steps_back_stay_in_step() {
 }
 
 #[test]
+fn an_outlier_just_before_the_newest_root_is_still_the_outlier() {
+    // [1, 2, X ahead, 4]: runs {1, 2, X} and {1, 2, 4} are equally long; X's spans more time.
+    let at = |s: &str| Some(t(s));
+    let times = [
+        at("2026-03-01T08:00:00Z"),
+        at("2026-03-02T08:00:00Z"),
+        at("2026-03-20T08:00:00Z"),
+        at("2026-03-04T08:00:00Z"),
+    ];
+    assert_eq!(in_step(&times), [true, true, false, true]);
+    // And a clock behind, just after the first root: [1, Y behind, 3, 4].
+    let times = [
+        at("2026-03-01T08:00:00Z"),
+        at("2025-03-02T08:00:00Z"),
+        at("2026-03-03T08:00:00Z"),
+        at("2026-03-04T08:00:00Z"),
+    ];
+    assert_eq!(in_step(&times), [true, false, true, true]);
+}
+
+#[test]
 fn in_step_prefers_the_earliest_of_equally_long_runs() {
     let at = |s: &str| Some(t(s));
     // A then a boot a year behind: either could be wrong; the earlier stands.
@@ -1053,4 +1074,31 @@ fn in_step_prefers_the_earliest_of_equally_long_runs() {
     let min = Some(DateTime::<Utc>::MIN_UTC);
     let max = Some(DateTime::<Utc>::MAX_UTC);
     assert_eq!(in_step(&[max, min, max]), [true, false, true]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Boots 1 to 4 days apart, in order, with one clock off by `off` days (ahead or behind, at least
+    /// ten: more than the gaps and the slack): that root alone is out of step, unless its time still
+    /// fits the order (ahead at the end, behind at the start).
+    #[test]
+    fn one_wrong_clock_is_the_only_root_out_of_step(
+        n in 3usize..40, at in 0usize..40, off in prop_oneof![-4000i64..-10, 10i64..4000],
+        gaps in proptest::collection::vec(1i64..5, 40),
+    ) {
+        let at = at % n;
+        let mut day = 0;
+        let mut times: Vec<Option<DateTime<Utc>>> = Vec::new();
+        for g in &gaps[..n] {
+            day += g;
+            times.push(Some(t("2026-01-01T08:00:00Z") + TimeDelta::days(day)));
+        }
+        times[at] = times[at].map(|x| x + TimeDelta::days(off));
+        let fits = (at == n - 1 && off > 0) || (at == 0 && off < 0);
+        let got = in_step(&times);
+        for (i, ok) in got.iter().enumerate() {
+            prop_assert_eq!(*ok, i != at || fits, "root {} of {:?}", i, got);
+        }
+    }
 }
