@@ -158,7 +158,8 @@ fn group(
         }
         if let Some((_, twin, _)) = present.iter().find(|(d, _, _)| *d == sb.devid) {
             return Err(ambiguous(format!(
-                "has devid {} of filesystem {} on two devices ({} and {}): one is a copy of the                  other (a cloned disk)",
+                "has devid {} of filesystem {} on two devices ({} and {}): one is a copy of the \
+                 other (a cloned disk)",
                 sb.devid,
                 sb.fsid,
                 twin.display(),
