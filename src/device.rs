@@ -245,7 +245,8 @@ pub fn find_filesystem(
                 }
                 if !complete {
                     tracing::warn!(
-                        "btrfs {} is missing {} of its {} devices (devid {}); mounting degraded as                          allow_degraded says",
+                        "btrfs {} is missing {} of its {} devices (devid {}); mounting degraded as \
+                         allow_degraded says",
                         members.fsid,
                         members.num_devices - members.present.len() as u64,
                         members.num_devices,
