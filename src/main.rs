@@ -16,7 +16,9 @@ fn main() -> ExitCode {
     let to_kmsg = tabula::logging::init(cli.log, debug);
     match tabula::app::run(cli) {
         Ok(status) => ExitCode::from(status as u8),
-        Err(_) if tabula::limits::reader_gone(std::io::stdout()) => ExitCode::from(READER_GONE),
+        Err(err) if broken_pipe(&err) && tabula::limits::reader_gone(std::io::stdout()) => {
+            ExitCode::from(READER_GONE)
+        }
         Err(err) => {
             if to_kmsg {
                 tracing::error!("{err:#}");
@@ -44,4 +46,16 @@ fn quiet_when_stdout_is_gone() {
         }
         default(info);
     }));
+}
+
+/// Whether the error is a write that failed because the reader left (any other error is reported,
+/// even when stdout is gone too: stderr may still be read).
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .is_some_and(|e| e.io_error_kind() == Some(BrokenPipe))
+    })
 }
