@@ -96,8 +96,8 @@ pub struct RootMeta {
     /// Whether the retiring boot's clock looked trustworthy on its own (not before 2025). Retention
     /// also judges whether it is in step with the neighbouring roots.
     pub clock_trusted: bool,
-    /// The latest trusted time seen by this or any earlier retirement: carried forward from root to root
-    /// so that judging a clock needs only the previous root's metadata.
+    /// The latest trusted time seen by this or any earlier retirement, carried forward from root to
+    /// root. Informational: clocks are no longer judged against it (one boot at 2099 would poison it).
     #[serde(default)]
     pub clock_floor: Option<DateTime<Utc>>,
     /// Subvolume id (checked before any deletion).
