@@ -81,12 +81,26 @@ struct Row<'a> {
 
 fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
     let n = roots.len();
+    // Retention's verdict on each clock (in step with the neighbouring roots or not), so that the
+    // list marks what prune will not judge by time.
+    let judged = crate::retention::plan(
+        &roots::candidates(roots),
+        &crate::retention::Policy::default(),
+        now,
+    );
+    let out_of_step = |seq: u64| {
+        judged
+            .roots
+            .iter()
+            .any(|p| p.seq == seq && p.clock == crate::retention::Clock::OutOfStep)
+    };
     roots
         .iter()
         .enumerate()
         .rev()
         .map(|(i, r)| {
             let m = r.meta.as_ref();
+            let trusted = m.map(|m| m.clock_trusted && !out_of_step(r.seq));
             let problem = if r.info.is_none() {
                 Some("not a subvolume".to_string())
             } else if let Some(e) = &r.meta_error {
@@ -103,9 +117,9 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
                 booted_at: m.and_then(|m| m.booted_at),
                 retired_at: m.map(|m| m.retired_at),
                 age_seconds: m
-                    .filter(|m| m.clock_trusted)
+                    .filter(|_| trusted == Some(true))
                     .map(|m| (now - m.retired_at).num_seconds()),
-                clock_trusted: m.map(|m| m.clock_trusted),
+                clock_trusted: trusted,
                 pinned: r.pinned(),
                 note: m.and_then(|m| m.note.as_deref()),
                 kernel: m.and_then(|m| m.kernel.as_deref()),
