@@ -85,6 +85,8 @@ pub struct Layout {
     pub old_roots: String,
     /// Name of the persistent subvolume.
     pub persist: String,
+    /// Mount a multi-device filesystem with a member missing (`-o degraded`) instead of failing.
+    pub allow_degraded: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +133,7 @@ struct RawLayout {
     blank: Option<Spanned<String>>,
     old_roots: Option<Spanned<String>>,
     persist: Option<Spanned<String>>,
+    allow_degraded: Option<bool>,
 }
 
 /// Turns byte offsets into line/column for error messages.
@@ -386,6 +389,7 @@ fn validate_layout(
         blank: take("blank"),
         old_roots: take("old_roots"),
         persist: take("persist"),
+        allow_degraded: raw.allow_degraded.unwrap_or(false),
     })
 }
 

@@ -97,11 +97,11 @@ pub struct RootMeta {
     pub booted_at: Option<DateTime<Utc>>,
     /// When it was retired (the clock of the retiring boot).
     pub retired_at: DateTime<Utc>,
-    /// Whether the retiring boot's clock looked trustworthy (not before 2025, not behind the latest
-    /// trusted time any earlier retirement saw).
+    /// Whether the retiring boot's clock looked trustworthy on its own (not before 2025). Retention
+    /// also judges whether it is in step with the neighbouring roots.
     pub clock_trusted: bool,
-    /// The latest trusted time seen by this or any earlier retirement: carried forward from root to root
-    /// so that judging a clock needs only the previous root's metadata.
+    /// The latest trusted time seen by this or any earlier retirement, carried forward from root to
+    /// root. Informational: clocks are no longer judged against it (one boot at 2099 would poison it).
     #[serde(default)]
     pub clock_floor: Option<DateTime<Utc>>,
     /// Subvolume id (checked before any deletion).
@@ -433,12 +433,18 @@ pub fn open_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
     btrfs::open_dir_at(dir, name).with_context(|| format!("opening '{name}'"))
 }
 
-/// Whether a clock reading at `now` can be trusted, given the newest earlier trusted time we know.
-pub fn clock_trusted(now: DateTime<Utc>, not_before: &[DateTime<Utc>]) -> bool {
+/// Whether a clock reading at `now` can be trusted on its own: not before [`CLOCK_FLOOR`] (a machine
+/// without an RTC boots in 1970).
+///
+/// Deliberately not judged against earlier retirements: one boot at 2099 would then make every later,
+/// correct clock look "behind" and disable time-based retention for good. Whether a time is in step
+/// with the boots around it is judged by retention, from all roots, every time it plans
+/// (`retention` module: "In step").
+pub fn clock_trusted(now: DateTime<Utc>) -> bool {
     let floor = DateTime::parse_from_rfc3339(CLOCK_FLOOR)
         .map(|d| d.with_timezone(&Utc))
         .ok();
-    floor.is_none_or(|f| now >= f) && not_before.iter().all(|t| now >= *t)
+    floor.is_none_or(|f| now >= f)
 }
 
 /// Renames `from_dir/from` to `to_dir/to`, refusing to replace anything that exists.
@@ -576,14 +582,11 @@ mod tests {
     #[test]
     fn clock_trust() {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        assert!(clock_trusted(
-            t("2026-01-01T00:00:00Z"),
-            &[t("2025-06-01T00:00:00Z")]
-        ));
-        assert!(!clock_trusted(t("1970-01-01T00:00:10Z"), &[]));
+        assert!(clock_trusted(t("2026-01-01T00:00:00Z")));
         assert!(
-            !clock_trusted(t("2026-01-01T00:00:00Z"), &[t("2026-02-01T00:00:00Z")]),
-            "clock went backwards"
+            clock_trusted(t("2099-01-01T00:00:00Z")),
+            "judged by retention"
         );
+        assert!(!clock_trusted(t("1970-01-01T00:00:10Z")));
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fault;
 pub mod init;
 pub mod layout;
+pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod mount;

@@ -45,11 +45,62 @@ pub fn init(target: LogTarget, debug: bool) -> bool {
             .with_writer(Kmsg)
             .try_init()
     } else {
-        builder.with_ansi(false).with_writer(io::stderr).try_init()
+        builder.with_ansi(false).with_writer(Stderr).try_init()
     };
     // Already initialised (tests calling twice): keep the first.
     drop(result);
     kmsg
+}
+
+/// `text` with its control characters (newline, escape, bell, …) written as `\xNN`, the diff's escape:
+/// a path in a log or error line can then neither forge a second line nor drive the terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// Writes each event to stderr as one line, control characters escaped.
+struct Stderr;
+
+/// One stderr line in the making; written, escaped, in one write on drop.
+struct StderrLine(Vec<u8>);
+
+impl Write for StderrLine {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for StderrLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let line = format!("{}\n", escape_controls(text.trim_end_matches('\n')));
+        let _ = io::stderr().write_all(line.as_bytes());
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = StderrLine;
+    fn make_writer(&'a self) -> StderrLine {
+        StderrLine(Vec::new())
+    }
 }
 
 /// Writes each event as one `<prio>tabula: …` record.
@@ -74,7 +125,11 @@ impl Write for KmsgLine {
 impl Drop for KmsgLine {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.buf);
-        let line = format!("<{}>tabula: {}\n", self.prio, text.trim_end());
+        let line = format!(
+            "<{}>tabula: {}\n",
+            self.prio,
+            escape_controls(text.trim_end())
+        );
         if let Ok(mut f) = OpenOptions::new().write(true).open("/dev/kmsg") {
             let _ = f.write_all(line.as_bytes());
         }
@@ -101,5 +156,19 @@ impl<'a> MakeWriter<'a> for Kmsg {
             prio: 8 + prio,
             buf: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("/var/log"), "/var/log");
+        assert_eq!(
+            escape_controls("a\x1b[2J\nb\u{7}\u{85}é"),
+            "a\\x1b[2J\\x0ab\\x07\\xc2\\x85é"
+        );
     }
 }

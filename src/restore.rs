@@ -23,12 +23,16 @@
 //! - The source walk stays on the source's filesystem: nested subvolumes and mount points inside
 //!   it are listed as `skip` with a reason, as are sockets. Hard links inside the restored tree are
 //!   kept as hard links.
+//! - A tree more than [`MAX_DEPTH`] directories deep (any user can make one) is refused while
+//!   planning, before anything is created: an error, never a stack overflow.
 //! - Metadata: owner, then mode (so setuid bits survive the chown), then extended attributes (`chown`
 //!   clears `security.capability`), then atime/mtime; a directory's after its contents. An owner or
 //!   xattr that cannot be set (a filesystem without xattrs, `user.*` on a symlink) becomes a warning
 //!   in the report, not a failure.
 //! - Data: reflink (`FICLONE`) first; on `EXDEV`, `EOPNOTSUPP`, `EINVAL`, `ENOTTY` or `ENOSYS` (another
-//!   filesystem, no reflink support, incompatible file flags) a plain copy. The report counts both.
+//!   filesystem, no reflink support, incompatible file flags) a copy of the data ranges only
+//!   (`SEEK_DATA`/`SEEK_HOLE`): sparse files stay sparse. The report counts both and lists, per
+//!   file, which it was (`files`).
 //!
 //! # JSON (`version: 1`)
 //! A plan: `{"version", "source", "dest", "force", "replaces": {"type", "entries"}?, "reflink_expected",
@@ -36,7 +40,8 @@
 //! "items": [{"path", "op": "dir"|"file"|"symlink"|"hardlink"|"fifo"|"char"|"block"|"skip",
 //! "size"?, "mode": "0644", "uid", "gid", "target"?, "link_to"?, "reason"?}]}`; `items[].path` is the
 //! destination path, in creation order. A report: `{"version", "dest", "replaced", "totals",
-//! "reflinked_files", "copied_files", "reflink_used", "warnings"?}`. Paths follow the diff module's
+//! "reflinked_files", "copied_files", "reflink_used", "files": [{"path", "data": "reflinked"|"copied"}],
+//! "warnings"?}`. Paths follow the diff module's
 //! rule (a string, or `{"bytes_base64": …}` when not UTF-8). `reflink_expected` only says that both
 //! ends are on btrfs.
 
@@ -65,6 +70,7 @@ use serde::Serialize;
 use crate::diff::xattr::{self, Xattrs};
 use crate::diff::{FileType, escape_bytes, serialize_mode, serialize_opt_path, serialize_path};
 use crate::error::{Refusal, UsageError};
+use crate::limits::{MAX_DEPTH, too_deep, with_walk_stack};
 
 /// The version of the JSON documents [`RestorePlan`] and [`RestoreReport`] serialize to.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -232,9 +238,31 @@ pub struct RestoreReport {
     pub copied_files: u64,
     /// At least one file was reflinked.
     pub reflink_used: bool,
+    /// How each regular file's data got there, in creation order.
+    pub files: Vec<FileData>,
     /// Metadata that could not be restored, and leftovers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// How a restored file's data was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataHow {
+    /// Shares the source's extents (FICLONE): no data written.
+    Reflinked,
+    /// Bytes copied (another filesystem, or no reflink support); holes stay holes.
+    Copied,
+}
+
+/// One restored regular file and how its data was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileData {
+    /// Its destination path.
+    #[serde(serialize_with = "serialize_path")]
+    pub path: PathBuf,
+    /// Reflinked or copied.
+    pub data: DataHow,
 }
 
 /// The persisted path (from `persisted`) that `path` is, or lies beneath, if any; the longest wins.
@@ -250,6 +278,17 @@ pub fn persisted_prefix<'a>(path: &Path, persisted: &'a [PathBuf]) -> Option<&'a
 /// Compute a restore of `source` (absolute, inside the tree `source_root`) to `dest` (absolute, inside
 /// `dest_root`, normally an fd of `/`). Checks every refusal rule; changes nothing.
 pub fn plan_restore(
+    source_root: BorrowedFd<'_>,
+    source: &Path,
+    dest_root: BorrowedFd<'_>,
+    dest: &Path,
+    force: bool,
+) -> anyhow::Result<RestorePlan> {
+    // The walks below recurse per directory level (bounded by `MAX_DEPTH`) on a stack sized for it.
+    with_walk_stack(|| plan_restore_inner(source_root, source, dest_root, dest, force))?
+}
+
+fn plan_restore_inner(
     source_root: BorrowedFd<'_>,
     source: &Path,
     dest_root: BorrowedFd<'_>,
@@ -310,6 +349,14 @@ pub fn apply_restore(
     source_root: BorrowedFd<'_>,
     dest_root: BorrowedFd<'_>,
 ) -> anyhow::Result<RestoreReport> {
+    with_walk_stack(|| apply_restore_inner(plan, source_root, dest_root))?
+}
+
+fn apply_restore_inner(
+    plan: &RestorePlan,
+    source_root: BorrowedFd<'_>,
+    dest_root: BorrowedFd<'_>,
+) -> anyhow::Result<RestoreReport> {
     let src_parts = components(&plan.source, "the path to restore")?;
     let dst_parts = components(&plan.dest, "the destination")?;
     let (src_parent, src_name) = open_source_parent(source_root, &src_parts, &plan.source)?;
@@ -321,6 +368,7 @@ pub fn apply_restore(
         reflinked: 0,
         copied: 0,
         warnings: Vec::new(),
+        files: Vec::new(),
         first_links: HashMap::new(),
         euid: geteuid().as_raw(),
     };
@@ -397,6 +445,7 @@ pub fn apply_restore(
         reflinked_files: ex.reflinked,
         copied_files: ex.copied,
         reflink_used: ex.reflinked > 0,
+        files: ex.files,
         warnings: ex.warnings,
     })
 }
@@ -518,6 +567,12 @@ impl Planner {
             item.reason = Some("a nested subvolume or mount point: not restored".into());
         } else {
             match ft {
+                Some(FileType::Dir) if depth >= MAX_DEPTH => {
+                    bail!(
+                        "{}; restore a directory further down on its own",
+                        too_deep()
+                    )
+                }
                 Some(FileType::Dir) => {
                     item.op = Op::Dir;
                     let mut d = open_checked_dir(dir, name, st)?;
@@ -595,6 +650,7 @@ struct Executor {
     reflinked: u64,
     copied: u64,
     warnings: Vec<String>,
+    files: Vec<FileData>,
     /// Destination path of a hard-linked file's first name → an fd on it, for `linkat`.
     first_links: HashMap<PathBuf, OwnedFd>,
     euid: u32,
@@ -735,8 +791,8 @@ impl Executor {
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(anyhow::Error::from)?;
-                match crate::btrfs::clone_file(dst.as_fd(), src.as_fd()) {
-                    Ok(()) => self.reflinked += 1,
+                let how = match crate::btrfs::clone_file(dst.as_fd(), src.as_fd()) {
+                    Ok(()) => DataHow::Reflinked,
                     Err(
                         Errno::EXDEV
                         | Errno::EOPNOTSUPP
@@ -744,13 +800,19 @@ impl Executor {
                         | Errno::ENOTTY
                         | Errno::ENOSYS,
                     ) => {
-                        let mut from = File::from(src.try_clone()?);
-                        let mut to = File::from(dst.try_clone()?);
-                        std::io::copy(&mut from, &mut to).context("copying the data")?;
-                        self.copied += 1;
+                        copy_sparse(&src, &dst).context("copying the data")?;
+                        DataHow::Copied
                     }
                     Err(e) => return Err(anyhow::Error::new(e).context("cloning the data")),
+                };
+                match how {
+                    DataHow::Reflinked => self.reflinked += 1,
+                    DataHow::Copied => self.copied += 1,
                 }
+                self.files.push(FileData {
+                    path: item.path.clone(),
+                    data: how,
+                });
                 let xattrs = xattr::list_fd(src.as_fd())
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
@@ -941,7 +1003,7 @@ fn check_destination(
         .ok_or_else(|| anyhow!("'{}' has an unknown file type", dest.display()))?;
     let parent_mnt = mount_of(parent, b"")?;
     if file_type == FileType::Dir {
-        let entries = scan_for_mounts(parent, name, dest, parent_mnt)?;
+        let entries = scan_for_mounts(parent, name, dest, parent_mnt, 0)?;
         Ok(Some(Existing {
             file_type,
             entries: Some(entries),
@@ -1011,9 +1073,13 @@ fn scan_for_mounts(
     name: &[u8],
     path: &Path,
     parent_mnt: (u64, u64),
+    depth: usize,
 ) -> anyhow::Result<u64> {
     if mount_of(parent, name)? != parent_mnt {
         return Err(mount_refusal(path).into());
+    }
+    if depth >= MAX_DEPTH {
+        bail!("the destination is {}", too_deep());
     }
     let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     let mut d = open_checked_dir(parent, name, &st)
@@ -1025,7 +1091,7 @@ fn scan_for_mounts(
         let cpath = path.join(OsStr::from_bytes(&child));
         let cst = fstatat(d.as_fd(), child.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
         if FileType::from_mode(cst.st_mode) == Some(FileType::Dir) {
-            count += scan_for_mounts(d.as_fd(), &child, &cpath, parent_mnt)?;
+            count += scan_for_mounts(d.as_fd(), &child, &cpath, parent_mnt, depth + 1)?;
         } else if mount_of(d.as_fd(), &child)? != parent_mnt {
             return Err(mount_refusal(&cpath).into());
         }
@@ -1036,21 +1102,67 @@ fn scan_for_mounts(
 /// Remove `name` in `parent` and everything beneath it, never following symlinks or crossing into
 /// another filesystem.
 fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
+    remove_tree_at(parent, name, 0)
+}
+
+fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> anyhow::Result<()> {
     let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if FileType::from_mode(st.st_mode) == Some(FileType::Dir) {
+        if depth >= MAX_DEPTH {
+            bail!("'{}' is {}", escape_bytes(name), too_deep());
+        }
         let pst = fstat(parent)?;
         if st.st_dev != pst.st_dev {
             bail!("'{}' is on another filesystem", escape_bytes(name));
         }
         let mut d = open_checked_dir(parent, name, &st)?;
         for child in read_names(&mut d)? {
-            remove_tree(d.as_fd(), &child)?;
+            remove_tree_at(d.as_fd(), &child, depth + 1)?;
         }
         unlinkat(parent, name, UnlinkatFlags::RemoveDir)?;
     } else {
         unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)?;
     }
     Ok(())
+}
+
+/// Copies the bytes of `from` into the new, empty file `to`, keeping holes: only the data ranges
+/// `SEEK_DATA`/`SEEK_HOLE` find are written, and the size is set at the end. A 2 GiB sparse VM image
+/// takes as little room in the copy as in the source. (Filesystems without hole tracking report the
+/// whole file as data: a plain copy.)
+fn copy_sparse(from: &OwnedFd, to: &OwnedFd) -> std::io::Result<()> {
+    use rustix::fs::{SeekFrom, seek};
+    use std::os::unix::fs::FileExt;
+    let size = u64::try_from(fstat(from.as_fd())?.st_size).unwrap_or(0);
+    let (src, dst) = (File::from(from.try_clone()?), File::from(to.try_clone()?));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < size {
+        let data = match seek(from, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            // Only a hole up to the end.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = match seek(from, SeekFrom::Hole(data)) {
+            Ok(h) => h.min(size),
+            Err(e) => return Err(e.into()),
+        };
+        let mut at = data;
+        while at < end {
+            let want = usize::try_from(end - at)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = src.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break; // Shrunk meanwhile: the source is read-only in practice; copy what is there.
+            }
+            dst.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        pos = end.max(data + 1);
+    }
+    dst.set_len(size)
 }
 
 /// Best-effort cleanup of a partial copy (the error that caused it is what the user needs).

@@ -39,11 +39,24 @@
 //! roots.
 //!
 //! **Time-judged roots.** A root is judged by time rules only if its clock was trusted when it was
-//! retired (`clock_trusted`) and it is not dated more than [`FUTURE_SLACK`] after `now`. Every
-//! other root is invisible to the time rules: they neither keep it nor delete it, they do not
-//! bucket it (so it cannot make a period "contain boots" or be its first root), and it is never the
-//! `keep_within` reference. Only the newest rule, pins and `keep_last` decide it, and its reasons
-//! say so (`time_untrusted` or `future_dated`).
+//! retired (`clock_trusted`: not before 2025), it is not dated more than [`FUTURE_SLACK`] after
+//! `now`, and its time is *in step* with its neighbours by sequence. Every other root is invisible
+//! to the time rules: they neither keep it nor delete it, they do not bucket it (so it cannot make a
+//! period "contain boots" or be its first root), and it is never the `keep_within` reference. Only
+//! the newest rule, pins and `keep_last` decide it, and its reasons say so (`time_untrusted`,
+//! `future_dated` or `out_of_step`; the counter `time_untrusted` counts the first and the last).
+//!
+//! **In step: one wrong clock affects at most its own root.** Boots happen in sequence order, so
+//! true retirement times grow with the sequence number. Of the roots that pass the two checks
+//! above (pinned ones included: their times are evidence too), the in-step ones are the longest
+//! run, in sequence order, whose times never go back by more than [`STEP_SLACK`] from one to the
+//! next; among equally long runs, the one spanning the least time (a wrong clock stretches its run),
+//! then the one starting earliest. The rest are `out_of_step`. A
+//! boot at 2099 among correct ones is thus the outlier, not every later boot (they outnumber it);
+//! a clock that jumps back a year for one boot marks that boot; the next boots, correct again,
+//! stay in step. Judging against neighbours rather than against the latest time ever seen is what
+//! keeps one bad clock from disabling daily, weekly and monthly retention for good. The judgement
+//! is redone at every plan from all roots present, so it needs no state.
 //!
 //! **Delete** is what happens to a root that no rule keeps. Its reasons start with `no_rule` and
 //! may add `superseded` notes ("daily 2025-03-10 is represented by #8") that explain why a root in
@@ -59,7 +72,9 @@
 //! **Properties** (property-tested): the newest and the pinned roots are never deleted; every root
 //! has at least one reason and every kept root at least one keeping reason; the result does not
 //! depend on the order of the input; and the plan is idempotent: removing the deleted roots and
-//! planning again with the same `now` deletes nothing more.
+//! planning again with the same `now` deletes nothing more, whenever that removal changes no root's
+//! in-step judgement (deleting roots removes evidence: a wrong clock whose step was ambiguous may be
+//! judged again).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -76,6 +91,10 @@ mod tests;
 /// How far past `now` a root may be dated and still count as "not in the future": covers small
 /// clock differences between the initrd that stamped the root and the system that plans.
 pub const FUTURE_SLACK: Duration = Duration::from_secs(5 * 60);
+
+/// How far a root's time may go back from the previous root's and still be in step: NTP steps,
+/// and an RTC kept in local time (dual boot) read as UTC, move the clock by hours, not days.
+pub const STEP_SLACK: Duration = Duration::from_secs(86_400);
 
 /// `keep_last` when the configuration does not say.
 pub const DEFAULT_KEEP_LAST: usize = 10;
@@ -198,6 +217,8 @@ pub enum Clock {
     Untrusted,
     /// Dated more than [`FUTURE_SLACK`] after `now`: time rules skip it.
     Future,
+    /// Out of step with the roots retired before and after it (a wrong clock): time rules skip it.
+    OutOfStep,
 }
 
 /// Stable machine code of a [`Reason`] (serialized in snake_case).
@@ -226,6 +247,8 @@ pub enum ReasonCode {
     TimeUntrusted,
     /// Note: dated in the future, time rules skipped.
     FutureDated,
+    /// Note: time out of step with the neighbouring roots, time rules skipped.
+    OutOfStep,
 }
 
 impl ReasonCode {
@@ -439,6 +462,19 @@ pub fn plan(roots: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Retenti
             }
         })
         .collect();
+    // Oldest first for the sequence judgement.
+    let times: Vec<Option<DateTime<Utc>>> = order
+        .iter()
+        .zip(&clocks)
+        .rev()
+        .map(|(c, clock)| (*clock == Clock::Trusted).then_some(c.retired_at))
+        .collect();
+    let mut clocks = clocks;
+    for (i, ok) in in_step(&times).into_iter().rev().enumerate() {
+        if clocks[i] == Clock::Trusted && !ok {
+            clocks[i] = Clock::OutOfStep;
+        }
+    }
     // Candidates for the rules: unpinned; for time rules, also time-judged.
     let unpinned = |i: &usize| !order[*i].pinned;
     let judged = |i: &usize| !order[*i].pinned && clocks[*i] == Clock::Trusted;
@@ -575,6 +611,14 @@ pub fn plan(roots: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Retenti
                 ));
                 counters.time_untrusted += 1;
             }
+            Clock::OutOfStep => {
+                reasons.push(Reason::new(
+                    ReasonCode::OutOfStep,
+                    "time out of step with the roots retired before and after it (a wrong clock): \
+                     time rules skipped",
+                ));
+                counters.time_untrusted += 1;
+            }
             Clock::Future => {
                 let ahead = (c.retired_at - now).to_std().unwrap_or_default();
                 reasons.push(Reason::new(
@@ -618,6 +662,69 @@ pub fn plan(roots: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Retenti
         space_candidates,
         counters,
     }
+}
+
+/// Which of `times` (oldest boot first; `None`: not judged) are in step (see the module
+/// documentation): members of the longest run whose times never go back by more than
+/// [`STEP_SLACK`] from one member to the next. Among equally long runs, the one spanning the least
+/// time (a wrong clock stretches its run: a boot dated ahead pushes the end later, one dated behind
+/// pulls the start earlier); then the one starting earliest. Quadratic in the number of roots, which
+/// stays in the hundreds.
+fn in_step(times: &[Option<DateTime<Utc>>]) -> Vec<bool> {
+    let slack = TimeDelta::from_std(STEP_SLACK).unwrap_or(TimeDelta::zero());
+    // Whether `b` may come after `a` in a run.
+    let follows = |a: DateTime<Utc>, b: DateTime<Utc>| {
+        a.checked_sub_signed(slack).is_none_or(|floor| b >= floor)
+    };
+    let n = times.len();
+    // best[i]: the longest run starting at root i, and the earliest time such a run can end at.
+    let mut best: Vec<Option<(usize, DateTime<Utc>)>> = vec![None; n];
+    for i in (0..n).rev() {
+        let Some(ti) = times[i] else { continue };
+        let mut b = (1, ti);
+        for j in i + 1..n {
+            if let (Some(tj), Some((len, end))) = (times[j], best[j])
+                && follows(ti, tj)
+                && (len + 1 > b.0 || (len + 1 == b.0 && end < b.1))
+            {
+                b = (len + 1, end);
+            }
+        }
+        best[i] = Some(b);
+    }
+    // The start: longest, then shortest span, then earliest.
+    let mut start: Option<(usize, usize, TimeDelta)> = None;
+    for (i, b) in best.iter().enumerate() {
+        let (Some((len, end)), Some(ti)) = (*b, times[i]) else {
+            continue;
+        };
+        let span = end.signed_duration_since(ti);
+        if start.is_none_or(|(_, l, s)| len > l || (len == l && span < s)) {
+            start = Some((i, len, span));
+        }
+    }
+    let mut out = vec![false; n];
+    let Some((mut i, _, _)) = start else {
+        return out;
+    };
+    // Walk that run, taking each time the earliest root that continues it as planned.
+    loop {
+        out[i] = true;
+        let (Some(ti), Some((len, end))) = (times[i], best[i]) else {
+            break;
+        };
+        if len == 1 {
+            break;
+        }
+        let next = (i + 1..n).find(|&j| {
+            times[j].is_some_and(|tj| follows(ti, tj)) && best[j] == Some((len - 1, end))
+        });
+        match next {
+            Some(j) => i = j,
+            None => break,
+        }
+    }
+    out
 }
 
 /// `2025-03-12T18:00:00Z`.

@@ -691,7 +691,7 @@ fn new_meta(
         let own = m.clock_trusted.then_some(m.retired_at);
         own.into_iter().chain(m.clock_floor).max()
     });
-    let trusted = layout::clock_trusted(ctx.now, floor.as_slice());
+    let trusted = layout::clock_trusted(ctx.now);
     RootMeta {
         version: 1,
         seq,
@@ -972,6 +972,7 @@ mod tests {
             blank: "root-blank".into(),
             old_roots: "old_roots".into(),
             persist: "persist".into(),
+            allow_degraded: false,
         }
     }
 
@@ -1190,8 +1191,13 @@ mod tests {
         let mut early = ctx();
         early.now = DateTime::from_timestamp(1_759_000_000, 0).unwrap();
         let m2 = new_meta("00042-y", 42, &root, Some(&prev), &early, None);
-        assert!(!m2.clock_trusted, "behind the previous trusted retirement");
-        assert_eq!(m2.clock_floor, prev.clock_floor);
+        // Behind the previous retirement: in or out of step is retention's call, from all roots.
+        assert!(m2.clock_trusted);
+        let mut in_1970 = ctx();
+        in_1970.now = DateTime::from_timestamp(10, 0).unwrap();
+        let m3 = new_meta("00042-y", 42, &root, Some(&prev), &in_1970, None);
+        assert!(!m3.clock_trusted);
+        assert_eq!(m3.clock_floor, prev.clock_floor);
     }
 
     fn retired(name: &str, info: Entry, standing: Standing) -> Retired {

@@ -780,3 +780,61 @@ fn snapshot_against_its_blank_on_btrfs() {
     let back = diff_paths(&root, &blank, &opts).unwrap();
     assert_eq!(mirror(&back), d);
 }
+
+/// `depth` nested directories named `d` under `top` (fd by fd: beyond PATH_MAX); `leaf` at the bottom.
+fn chain(top: &Path, depth: usize, leaf: Option<&str>) {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, mkdirat};
+    use std::os::fd::AsFd;
+    let mut dir = common::open_dir(top);
+    for _ in 0..depth {
+        mkdirat(dir.as_fd(), "d", Mode::from_bits_truncate(0o755)).unwrap();
+        dir = openat(
+            dir.as_fd(),
+            "d",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    if let Some(name) = leaf {
+        drop(
+            openat(
+                dir.as_fd(),
+                name,
+                OFlag::O_WRONLY | OFlag::O_CREAT,
+                Mode::from_bits_truncate(0o644),
+            )
+            .unwrap(),
+        );
+    }
+}
+
+/// A chain deeper than any real tree, on both sides and on one side (run on a 2 MiB test thread):
+/// one error entry where the walk stopped, everything above it compared, no stack overflow.
+#[test]
+fn deep_chains_stop_with_an_error_entry() {
+    let f = fixture();
+    let deep = tabula::limits::MAX_DEPTH + 50;
+    chain(&f.a, deep, None);
+    chain(&f.b, deep, Some("bottom"));
+    fs::create_dir(f.b.join("added")).unwrap();
+    chain(&f.b.join("added"), deep, None);
+    put_both(&f, "z/same", "x");
+    put(&f.b, "z/new", "y");
+    let d = both_ways(&f, &DiffOptions::default());
+    let errors: Vec<&Entry> = d.entries.iter().filter(|e| e.kind == Kind::Error).collect();
+    assert_eq!(errors.len(), 2, "{}", render_tsv(&d));
+    for e in &errors {
+        let msg = e.error.as_deref().unwrap();
+        assert!(msg.contains("2048 directories deep"), "{msg}");
+        assert_eq!(
+            e.path.components().count() - 1,
+            tabula::limits::MAX_DEPTH,
+            "the error is at the bound"
+        );
+    }
+    assert_eq!(entry(&d, "/added").kind, Kind::Added);
+    assert_eq!(entry(&d, "/z/new").kind, Kind::Added);
+    assert_eq!(d.summary.errors, 2);
+}

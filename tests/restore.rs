@@ -513,3 +513,95 @@ fn extents(p: &Path) -> Vec<u64> {
     }
     starts
 }
+
+/// Restoring to another filesystem copies; a 2 GiB sparse file (a VM image) stays sparse, and the
+/// report says per file whether it was reflinked or copied.
+#[test]
+fn copies_keep_sparse_files_sparse() {
+    use std::os::unix::fs::FileExt;
+    let Some(s) = common::Scratch::new("copies_keep_sparse_files_sparse", 256) else {
+        return;
+    };
+    let old = s.top.join("old_root");
+    common::run(
+        Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(&old),
+    );
+    fs::create_dir_all(old.join("var/lib/vm")).unwrap();
+    const SIZE: u64 = 2 << 30;
+    let img = fs::File::create(old.join("var/lib/vm/disk.img")).unwrap();
+    img.set_len(SIZE).unwrap();
+    let marks: [(u64, &[u8]); 3] = [(0, b"head"), (1 << 30, b"middle"), (SIZE - 4, b"tail")];
+    for (at, what) in marks {
+        img.write_all_at(what, at).unwrap();
+    }
+    drop(img);
+    fs::write(old.join("var/lib/vm/notes"), "dense").unwrap();
+    // The live side: a small tmpfs, another filesystem (no reflink), too small for 2 GiB.
+    let live = s.dir.path().join("live");
+    fs::create_dir(&live).unwrap();
+    mount(
+        Some("tmpfs"),
+        &live,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=64m"),
+    )
+    .unwrap();
+    let _live = common::MountGuard {
+        target: live.clone(),
+    };
+
+    let (o, l) = (common::open_dir(&old), common::open_dir(&live));
+    let plan = plan_restore(
+        o.as_fd(),
+        Path::new("/var/lib/vm"),
+        l.as_fd(),
+        Path::new("/vm"),
+        false,
+    )
+    .unwrap();
+    assert!(!plan.reflink_expected);
+    let report = apply_restore(&plan, o.as_fd(), l.as_fd()).unwrap();
+    assert_eq!((report.reflinked_files, report.copied_files), (0, 2));
+    let how: Vec<(String, String)> = report
+        .files
+        .iter()
+        .map(|f| {
+            (
+                f.path.display().to_string(),
+                serde_json::to_value(f.data)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        how,
+        [
+            ("/vm/disk.img".to_string(), "copied".to_string()),
+            ("/vm/notes".to_string(), "copied".to_string())
+        ]
+    );
+    let copy = live.join("vm/disk.img");
+    let meta = fs::metadata(&copy).unwrap();
+    assert_eq!(meta.len(), SIZE);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "the copy takes {} bytes on disk",
+        meta.blocks() * 512
+    );
+    let f = fs::File::open(&copy).unwrap();
+    for (at, what) in marks {
+        let mut buf = vec![0u8; what.len()];
+        f.read_exact_at(&mut buf, at).unwrap();
+        assert_eq!(buf, what);
+    }
+    let mut zeros = [1u8; 4096];
+    f.read_exact_at(&mut zeros, 1 << 20).unwrap();
+    assert!(zeros.iter().all(|b| *b == 0));
+    assert_eq!(fs::read_to_string(live.join("vm/notes")).unwrap(), "dense");
+}

@@ -210,7 +210,8 @@ make_image() {
 HARNESS_APPEND="cryptomgr.notests=1"
 
 # Booting. vm_boot NAME [--append ARGS] [--rtc BASE] [--initrd IMG] [--img IMG] [--kill-at REGEX]
-#   [--kill-delay SEC] [--timeout SEC] [--smp N] [--kernel K]
+#   [--kill-delay SEC] [--timeout SEC] [--smp N] [--kernel K] [--disk IMG]…
+# --disk: a further virtio disk, after the script disk (the first is /dev/vdc).
 # The boot's guest script is $WORK/NAME.sh (run by the guest's init, with guestlib.sh), shipped on a
 # read-only second disk (a tar). The serial console goes to $WORK/NAME.log. --kill-at: kill -9 qemu
 # (a power cut, no flush) --kill-delay seconds after REGEX first appears in the serial log.
@@ -218,6 +219,7 @@ HARNESS_APPEND="cryptomgr.notests=1"
 vm_boot() {
 	local name=$1 append="" rtc="" initrd=${INITRD:-} img=${IMG:-} kill_at="" kill_delay=0 timeout=$BOOT_TIMEOUT
 	local smp=1 kernel=${VMLINUZ:?} base_append="console=ttyS0 panic=-1 loglevel=7 rd.emergency=poweroff root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw"
+	local -a disks=()
 	shift
 	while [[ $# -gt 0 ]]; do
 		case $1 in
@@ -231,6 +233,7 @@ vm_boot() {
 		--smp) smp=$2 ;;
 		--kernel) kernel=$2 ;;
 		--base-append) base_append=$2 ;;
+		--disk) disks+=(-drive "file=$2,format=raw,if=virtio,cache=writeback") ;;
 		*) die "vm_boot: unknown option $1" ;;
 		esac
 		shift 2
@@ -246,7 +249,7 @@ vm_boot() {
 		-nodefaults -no-user-config -display none -no-reboot -serial "file:$log"
 		-kernel "$kernel" -initrd "$initrd" -append "$base_append $HARNESS_APPEND$append"
 		-drive "file=$img,format=raw,if=virtio,cache=writeback"
-		-drive "file=$tar,format=raw,if=virtio,readonly=on")
+		-drive "file=$tar,format=raw,if=virtio,readonly=on" "${disks[@]}")
 	[[ -n $rtc ]] && cmd+=(-rtc "base=$rtc")
 	vlog "boot $name${append:+ (append:$append)}${rtc:+ (rtc $rtc)}${kill_at:+ (power cut ${kill_delay}s after /$kill_at/)}"
 	local t0=$EPOCHREALTIME rc

@@ -40,6 +40,7 @@ in
       description = "The btrfs device holding root, blank, persist and old_roots: a path, UUID=… or LABEL=….";
     };
     deviceTimeout = mkOption { type = types.str; default = "30s"; description = "How long tabula waits for the device."; };
+    allowDegraded = mkOption { type = types.bool; default = false; description = "Mount a multi-device btrfs with a member missing (-o degraded) instead of failing; the initrd must then mount the root with rootflags=degraded too."; };
     subvolumes = {
       root = mkOption { type = types.str; default = "root"; description = "Live root subvolume."; };
       blank = mkOption { type = types.str; default = "root-blank"; description = "Read-only blank snapshot."; };

@@ -34,6 +34,7 @@ concatStringsSep "\n" (filter (s: s != "") [
     (kv "blank" cfg.subvolumes.blank)
     (kv "old_roots" cfg.subvolumes.oldRoots)
     (kv "persist" cfg.subvolumes.persist)
+    (kv "allow_degraded" (if cfg.allowDegraded or false then true else null))
   ])
   (section "persist" [
     (kv "path" p.path)

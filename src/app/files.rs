@@ -124,7 +124,7 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
         )
     });
     if let Some(note) = &persisted {
-        println!("note: {note}");
+        println!("note: {}", crate::logging::escape_controls(note));
     }
     let fs = open_filesystem(config, (!args.dry_run).then_some(cli.lock_wait))?;
     let old_roots = open_old_roots(&fs)?;
@@ -175,8 +175,8 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
     } else {
         println!(
             "restored '{}' from '{label}' to '{}': {} file(s) reflinked, {} copied{}",
-            args.path.display(),
-            report.dest.display(),
+            crate::diff::escape_bytes(args.path.as_os_str().as_encoded_bytes()),
+            crate::diff::escape_bytes(report.dest.as_os_str().as_encoded_bytes()),
             report.reflinked_files,
             report.copied_files,
             if report.replaced {
@@ -185,6 +185,18 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
                 ""
             }
         );
+        if cli.verbose {
+            for f in &report.files {
+                let how = match f.data {
+                    restore::DataHow::Reflinked => "reflinked",
+                    restore::DataHow::Copied => "copied",
+                };
+                println!(
+                    "  {how}: {}",
+                    crate::diff::escape_bytes(f.path.as_os_str().as_encoded_bytes())
+                );
+            }
+        }
         for w in &report.warnings {
             eprintln!("tabula: warning: {w}");
         }

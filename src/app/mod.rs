@@ -37,7 +37,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Restore(args) => files::restore(&cli, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "tabula", &mut std::io::stdout());
+            // Into a buffer: clap_complete panics when its writer fails (a closed stdout).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "tabula", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .context("writing the completion script")?;
             Ok(ExitStatus::Success)
         }
         Command::Man => {
@@ -78,11 +83,20 @@ pub fn open_filesystem_in(
     lock_wait: Option<Duration>,
     private: bool,
 ) -> Result<Filesystem> {
-    let device = device::resolve(&config.layout.device, config.layout.device_timeout)?;
+    let found = device::find_filesystem(
+        &config.layout.device,
+        config.layout.device_timeout,
+        config.layout.allow_degraded,
+    )?;
+    let device = found.device;
     if private {
         mount::enter_private_namespace()?;
     }
-    let top = mount::open_top_level(&device)?;
+    let top = if found.degraded {
+        mount::open_detached(&device, "subvolid=5,degraded")?
+    } else {
+        mount::open_top_level(&device)?
+    };
     let lock = match lock_wait {
         Some(wait) => Some(lock::lock_filesystem(
             top.as_fd(),

@@ -95,12 +95,26 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
         })
         .collect();
     refs.reverse();
+    // Retention's verdict on each clock (in step with the neighbouring roots or not), so that the
+    // list marks what prune will not judge by time.
+    let judged = crate::retention::plan(
+        &roots::candidates(roots),
+        &crate::retention::Policy::default(),
+        now,
+    );
+    let out_of_step = |seq: u64| {
+        judged
+            .roots
+            .iter()
+            .any(|p| p.seq == seq && p.clock == crate::retention::Clock::OutOfStep)
+    };
     roots
         .iter()
         .zip(refs)
         .rev()
         .map(|(r, r_ref)| {
             let m = r.meta.as_ref();
+            let trusted = m.map(|m| m.clock_trusted && !out_of_step(r.seq));
             let problem = match &r.standing {
                 layout::Standing::Unmanaged { reason } => {
                     Some(format!("{reason}: not managed by tabula"))
@@ -118,9 +132,9 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
                 booted_at: m.and_then(|m| m.booted_at),
                 retired_at: m.map(|m| m.retired_at),
                 age_seconds: m
-                    .filter(|m| m.clock_trusted)
+                    .filter(|_| trusted == Some(true))
                     .map(|m| (now - m.retired_at).num_seconds()),
-                clock_trusted: m.map(|m| m.clock_trusted),
+                clock_trusted: trusted,
                 pinned: r.pinned(),
                 note: m.and_then(|m| m.note.as_deref()),
                 kernel: m.and_then(|m| m.kernel.as_deref()),
@@ -156,6 +170,12 @@ fn local(t: Option<DateTime<Utc>>, trusted: Option<bool>) -> String {
     }
 }
 
+/// A name or note as one line of text: control characters (a tab would break the TSV, an escape
+/// sequence would drive the terminal) as `\xNN`.
+fn esc(s: &str) -> String {
+    crate::logging::escape_controls(s).into_owned()
+}
+
 fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
     let fs = open_filesystem(load_config(cli)?, None)?;
     let old = open_old_roots(&fs)?;
@@ -176,7 +196,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                 [
                     r.r#ref.clone(),
                     r.seq.to_string(),
-                    r.name.to_string(),
+                    esc(r.name),
                     local(r.booted_at, r.clock_trusted),
                     local(r.retired_at, r.clock_trusted),
                     r.age_seconds.map_or("?".into(), short_age),
@@ -186,7 +206,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                         String::new()
                     },
                     r.note
-                        .map(str::to_string)
+                        .map(esc)
                         .or_else(|| r.problem.clone())
                         .unwrap_or_default(),
                     r.kernel.unwrap_or("").to_string(),
@@ -233,7 +253,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 r.r#ref,
                 r.seq,
-                r.name,
+                esc(r.name),
                 t(r.booted_at),
                 t(r.retired_at),
                 r.age_seconds.map(|a| a.to_string()).unwrap_or_default(),
@@ -243,7 +263,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
                     "trusted"
                 },
                 if r.pinned { "pinned" } else { "" },
-                r.note.unwrap_or(""),
+                esc(r.note.unwrap_or("")),
                 r.kernel.unwrap_or(""),
             )?;
         }

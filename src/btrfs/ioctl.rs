@@ -156,6 +156,7 @@ nix::ioctl_read!(btrfs_get_subvol_info, MAGIC, 60, GetSubvolInfoArgs);
 nix::ioctl_readwrite!(btrfs_get_subvol_rootref, MAGIC, 61, GetSubvolRootrefArgs);
 nix::ioctl_readwrite!(btrfs_ino_lookup_user, MAGIC, 62, InoLookupUserArgs);
 nix::ioctl_write_ptr!(btrfs_snap_destroy_v2, MAGIC, 63, VolArgsV2);
+nix::ioctl_write_ptr!(btrfs_scan_dev, MAGIC, 4, VolArgs);
 
 /// A zeroed, heap-allocated ioctl argument (the 4 KiB structs do not belong on a small initrd stack).
 fn zeroed<T: Zeroable>() -> Box<T> {
@@ -306,6 +307,16 @@ pub fn sync(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     unsafe { btrfs_sync(fd.as_raw_fd()) }.map(drop)
 }
 
+/// `BTRFS_IOC_SCAN_DEV` on `/dev/btrfs-control` (`control`): registers the block device at `path` as a
+/// member of its btrfs filesystem, what udev does with `btrfs device scan` (a multi-device filesystem
+/// mounts only when the kernel knows all its members).
+pub fn scan_dev(control: BorrowedFd<'_>, path: &[u8]) -> Result<(), Errno> {
+    let mut args = zeroed::<VolArgs>();
+    put_name(&mut args.name, path)?;
+    // SAFETY: request number matches VolArgs (derived from its size); the kernel only reads args.
+    unsafe { btrfs_scan_dev(control.as_raw_fd(), &*args) }.map(drop)
+}
+
 /// `FICLONE`: make `dst` share all of `src`'s extents (a reflink copy).
 pub fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> Result<(), Errno> {
     let src = nix::libc::c_ulong::try_from(src.as_raw_fd()).map_err(|_| Errno::EBADF)?;
@@ -369,6 +380,10 @@ mod tests {
         assert_eq!(
             request_code_write!(MAGIC, 63, size_of::<VolArgsV2>()),
             0x5000_943f
+        );
+        assert_eq!(
+            request_code_write!(MAGIC, 4, size_of::<VolArgs>()),
+            0x5000_9404
         );
     }
 

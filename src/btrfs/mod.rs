@@ -396,6 +396,18 @@ pub fn set_default_subvolume(fd: BorrowedFd<'_>, id: u64) -> Result<()> {
     ioctl::default_subvol(fd, id).map_err(err(op, id))
 }
 
+/// Registers the block device `path` with the kernel as a member of its btrfs filesystem
+/// (`BTRFS_IOC_SCAN_DEV` on `/dev/btrfs-control`), as `btrfs device scan` does. Needed before mounting
+/// a multi-device filesystem where no udev did it (a busybox initrd).
+pub fn register_device(path: &Path) -> std::result::Result<(), Errno> {
+    let control = nix::fcntl::open(
+        "/dev/btrfs-control",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    ioctl::scan_dev(control.as_fd(), path.as_os_str().as_bytes())
+}
+
 /// The id of the filesystem's default subvolume (what a mount without `subvol=` shows).
 ///
 /// Read from the `default` dir item of the root tree (`BTRFS_IOC_TREE_SEARCH`, needs CAP_SYS_ADMIN).

@@ -395,13 +395,15 @@ impl Entry {
 /// Compare two trees given as open directory fds (any open mode, `O_PATH` included).
 ///
 /// The fds are the roots of the trees; paths in the result are absolute relative to them. Fails
-/// only when a root cannot be read; everything below becomes `error` entries.
+/// only when a root cannot be read; everything below becomes `error` entries, including a directory
+/// more than [`crate::limits::MAX_DEPTH`] levels down, which is not descended.
 pub fn diff_trees(
     old: BorrowedFd<'_>,
     new: BorrowedFd<'_>,
     opts: &DiffOptions,
 ) -> anyhow::Result<Diff> {
-    walk::run(old, new, opts)
+    // The walk recurses per directory level (bounded by `limits::MAX_DEPTH`) on a stack sized for it.
+    crate::limits::with_walk_stack(|| walk::run(old, new, opts))?
 }
 
 /// [`diff_trees`] for two directory paths (opened with `O_DIRECTORY|O_NOFOLLOW`).

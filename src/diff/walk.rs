@@ -25,6 +25,7 @@ use super::{
     XattrDiff,
 };
 use crate::error::UsageError;
+use crate::limits::{MAX_DEPTH, too_deep};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -295,6 +296,9 @@ impl<'a> Walker<'a> {
         out: &mut Vec<Entry>,
         seen: &mut HashSet<u64>,
     ) -> Result<Summ, String> {
+        if depth(path) >= MAX_DEPTH {
+            return Err(too_deep());
+        }
         let mut dir = open_dir_at(parent, name, expected)
             .map_err(|e| format!("opening '{}': {e}", show(path)))?;
         let names = read_names(&mut dir).map_err(|e| format!("listing '{}': {e}", show(path)))?;
@@ -347,7 +351,10 @@ impl<'a> Walker<'a> {
                             bytes += sub.bytes;
                             node.size = sub.bytes;
                             node.entries = Some(sub.entries);
-                            if let Some(e) = out.get_mut(mark) {
+                            // Only when pushed above: else `mark` is the first entry from below (an error).
+                            if self.opts.list_children
+                                && let Some(e) = out.get_mut(mark)
+                            {
                                 *e = implied_entry(&cpath, side, node);
                             }
                         }
@@ -398,7 +405,9 @@ impl<'a> Walker<'a> {
             }
             Err(msg) => self.push_error(path, msg),
         }
-        if o.ft == FileType::Dir {
+        if o.ft == FileType::Dir && depth(path) >= MAX_DEPTH {
+            self.push_error(path, too_deep());
+        } else if o.ft == FileType::Dir {
             let dirs =
                 open_dir_at(od, name, o).and_then(|a| open_dir_at(nd, name, n).map(|b| (a, b)));
             match dirs {
@@ -707,6 +716,11 @@ fn to_path(path: &[u8]) -> PathBuf {
 
 fn show(path: &[u8]) -> String {
     super::escape_bytes(if path.is_empty() { b"/" } else { path })
+}
+
+/// How many directories deep `path` (`/a/b` is 2) is below the tree's root.
+fn depth(path: &[u8]) -> usize {
+    path.iter().filter(|&&b| b == b'/').count()
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {

@@ -657,19 +657,26 @@ fn arb_candidates() -> impl Strategy<Value = (Vec<Candidate>, DateTime<Utc>)> {
     let now = t("2025-06-01T00:00:00Z");
     let base = t("2024-10-01T00:00:00Z").timestamp();
     let span = now.timestamp() - base;
-    // Kinds: 0..=7 trusted, 8 untrusted (plausible or 1970), 9 future.
+    // Kinds: 0..=6 trusted and in order (times grow with the sequence, as boots do), 7 trusted but
+    // out of order (a wrong clock: anywhere in the span), 8 untrusted (plausible or 1970), 9 future.
     let attrs = (0..10u8, 0..span, any::<bool>(), 0..40u8, 0..50_000i64);
     (
         proptest::collection::btree_set(1u64..400, 0..28),
         proptest::collection::vec(attrs, 28),
+        proptest::collection::vec(0..span / 10, 28),
     )
-        .prop_map(move |(seqs, attrs)| {
+        .prop_map(move |(seqs, attrs, steps)| {
+            // The in-order clock: a sorted walk through the span.
+            let mut clock = base;
             let roots = seqs
                 .into_iter()
                 .zip(attrs)
-                .map(|(seq, (kind, off, in_1970, pin, ahead))| {
+                .zip(steps)
+                .map(|((seq, (kind, off, in_1970, pin, ahead)), step)| {
+                    clock = (clock + step).min(now.timestamp());
                     let (at, trusted) = match kind {
-                        0..=7 => (base + off, true),
+                        0..=6 => (clock, true),
+                        7 => (base + off, true),
                         8 if in_1970 => (ahead % 100, false),
                         8 => (base + off, false),
                         _ => (now.timestamp() + 301 + ahead * 60, true),
@@ -763,8 +770,15 @@ proptest! {
         let survivors: Vec<Candidate> =
             roots.iter().filter(|c| first.to_keep().any(|r| r.seq == c.seq)).cloned().collect();
         let second = plan(&survivors, &p, now);
-        prop_assert_eq!(second.counters.deleted, 0, "{:#?}", second);
-        prop_assert_eq!(kept(&first), kept(&second));
+        // Deleting roots removes evidence of which clocks were in step: a wrong clock whose step
+        // was ambiguous may be judged again. Whenever no judgement changes, nothing more goes.
+        let clock = |pl: &RetentionPlan, seq: u64| {
+            pl.roots.iter().find(|r| r.seq == seq).map(|r| r.clock)
+        };
+        if survivors.iter().all(|c| clock(&first, c.seq) == clock(&second, c.seq)) {
+            prop_assert_eq!(second.counters.deleted, 0, "{:#?}", second);
+            prop_assert_eq!(kept(&first), kept(&second));
+        }
     }
 
     #[test]
@@ -857,8 +871,13 @@ proptest! {
             keep_daily: Some(n), keep_weekly: None, keep_monthly: None, keep_within: None, ..p
         };
         let plan = plan(&roots, &p, now);
+        // Which roots are in step is the in-step rule's business (tested on its own); given them,
+        // the tier must behave as the model says.
+        let in_step = |c: &Candidate| {
+            plan.roots.iter().any(|r| r.seq == c.seq && r.clock == Clock::Trusted)
+        };
         let pool: Vec<&Candidate> =
-            roots.iter().filter(|c| !c.pinned && is_judged(c, now)).collect();
+            roots.iter().filter(|c| !c.pinned && is_judged(c, now) && in_step(c)).collect();
         let day = |c: &Candidate| c.retired_at.with_timezone(&p.timezone).date_naive();
         for c in &pool {
             let first = pool.iter().filter(|o| day(o) == day(c)).all(|o| o.seq >= c.seq);
@@ -888,5 +907,198 @@ proptest! {
             want.clear();
         }
         prop_assert_eq!(got, want);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In step: one wrong clock affects at most its own root.
+
+/// `n` daily boots at 08:00 from 2026-03-01, with `wrong` replacing the time of the boots it names.
+fn boots(n: u64, wrong: &[(u64, &str)]) -> Vec<Candidate> {
+    (1..=n)
+        .map(|seq| {
+            let at = wrong
+                .iter()
+                .find(|(s, _)| *s == seq)
+                .map(|(_, at)| t(at))
+                .unwrap_or_else(|| t("2026-02-28T08:00:00Z") + TimeDelta::days(seq as i64));
+            Candidate {
+                seq,
+                name: format!("{seq:05}"),
+                retired_at: at,
+                // As the retiring boot judged it on its own (see `layout::clock_trusted`).
+                clock_trusted: crate::layout::clock_trusted(at),
+                pinned: false,
+            }
+        })
+        .collect()
+}
+
+fn daily(n: usize) -> Policy {
+    Policy {
+        keep_last: 1,
+        keep_daily: Some(n),
+        ..Policy::default()
+    }
+}
+
+fn clock_of(p: &RetentionPlan, seq: u64) -> Clock {
+    p.roots.iter().find(|r| r.seq == seq).unwrap().clock
+}
+
+#[test]
+fn one_outlier_in_2099_affects_only_its_own_root() {
+    let roots = boots(8, &[(3, "2099-01-01T00:00:00Z")]);
+    // Planned from the future too (the bad boot itself may run prune): the outlier is then not
+    // "future", only out of step.
+    for now in [t("2026-03-20T12:00:00Z"), t("2099-06-01T00:00:00Z")] {
+        let plan = plan(&roots, &daily(30), now);
+        for seq in [1, 2, 4, 5, 6, 7, 8] {
+            assert_eq!(clock_of(&plan, seq), Clock::Trusted, "#{seq} at {now}");
+            assert!(codes(&plan, seq).contains(&ReasonCode::Daily), "#{seq}");
+        }
+        assert_ne!(clock_of(&plan, 3), Clock::Trusted);
+        assert!(!codes(&plan, 3).contains(&ReasonCode::Daily));
+    }
+    let plan = super::plan(&roots, &daily(30), t("2099-06-01T00:00:00Z"));
+    assert_eq!(clock_of(&plan, 3), Clock::OutOfStep);
+    assert_eq!(
+        texts(&plan, 3),
+        vec![
+            "matched no keep rule",
+            "time out of step with the roots retired before and after it (a wrong clock): time \
+             rules skipped"
+        ]
+    );
+    assert_eq!(plan.counters.time_untrusted, 1);
+}
+
+#[test]
+fn first_boots_in_1970_are_untrusted_not_the_later_ones() {
+    let roots = boots(
+        6,
+        &[(1, "1970-01-01T00:00:09Z"), (2, "1970-01-01T00:00:12Z")],
+    );
+    let plan = plan(&roots, &daily(30), t("2026-03-20T12:00:00Z"));
+    assert_eq!(clock_of(&plan, 1), Clock::Untrusted);
+    assert_eq!(clock_of(&plan, 2), Clock::Untrusted);
+    for seq in 3..=6 {
+        assert_eq!(clock_of(&plan, seq), Clock::Trusted, "#{seq}");
+        assert!(codes(&plan, seq).contains(&ReasonCode::Daily), "#{seq}");
+    }
+}
+
+#[test]
+fn a_clock_a_year_behind_then_correct_again() {
+    // #3 and #4 a year behind, then correct again.
+    let roots = boots(
+        8,
+        &[(3, "2025-03-03T08:00:00Z"), (4, "2025-03-04T08:00:00Z")],
+    );
+    let plan = plan(&roots, &daily(30), t("2026-03-20T12:00:00Z"));
+    for seq in [3, 4] {
+        assert_eq!(clock_of(&plan, seq), Clock::OutOfStep, "#{seq}");
+    }
+    for seq in [1, 2, 5, 6, 7, 8] {
+        assert_eq!(clock_of(&plan, seq), Clock::Trusted, "#{seq}");
+        assert!(codes(&plan, seq).contains(&ReasonCode::Daily), "#{seq}");
+    }
+    // A clock a year ahead for two boots, the same.
+    let roots = boots(
+        8,
+        &[(3, "2027-03-03T08:00:00Z"), (4, "2027-03-04T08:00:00Z")],
+    );
+    let plan = super::plan(&roots, &daily(30), t("2028-01-01T00:00:00Z"));
+    for seq in [3, 4] {
+        assert_eq!(clock_of(&plan, seq), Clock::OutOfStep, "#{seq}");
+    }
+    for seq in [1, 2, 5, 6, 7, 8] {
+        assert_eq!(clock_of(&plan, seq), Clock::Trusted, "#{seq}");
+    }
+}
+
+#[test]
+fn small_steps_back_stay_in_step() {
+    // NTP steps, an RTC in local time read as UTC: hours, not a wrong clock.
+    let roots = boots(
+        5,
+        &[(3, "2026-03-02T20:00:00Z"), (4, "2026-03-02T19:00:00Z")],
+    );
+    let plan = plan(&roots, &daily(30), t("2026-03-20T12:00:00Z"));
+    for seq in 1..=5 {
+        assert_eq!(clock_of(&plan, seq), Clock::Trusted, "#{seq}");
+    }
+}
+
+#[test]
+fn an_outlier_just_before_the_newest_root_is_still_the_outlier() {
+    // [1, 2, X ahead, 4]: runs {1, 2, X} and {1, 2, 4} are equally long; X's spans more time.
+    let at = |s: &str| Some(t(s));
+    let times = [
+        at("2026-03-01T08:00:00Z"),
+        at("2026-03-02T08:00:00Z"),
+        at("2026-03-20T08:00:00Z"),
+        at("2026-03-04T08:00:00Z"),
+    ];
+    assert_eq!(in_step(&times), [true, true, false, true]);
+    // And a clock behind, just after the first root: [1, Y behind, 3, 4].
+    let times = [
+        at("2026-03-01T08:00:00Z"),
+        at("2025-03-02T08:00:00Z"),
+        at("2026-03-03T08:00:00Z"),
+        at("2026-03-04T08:00:00Z"),
+    ];
+    assert_eq!(in_step(&times), [true, false, true, true]);
+}
+
+#[test]
+fn in_step_prefers_the_earliest_of_equally_long_runs() {
+    let at = |s: &str| Some(t(s));
+    // A then a boot a year behind: either could be wrong; the earlier stands.
+    assert_eq!(
+        in_step(&[at("2025-06-01T00:00:00Z"), at("2024-06-02T00:00:00Z")]),
+        [true, false]
+    );
+    assert_eq!(
+        in_step(&[
+            at("2025-06-01T00:00:00Z"),
+            None,
+            at("2099-01-01T00:00:00Z"),
+            at("2025-06-03T00:00:00Z"),
+            at("2025-06-04T00:00:00Z"),
+        ]),
+        [true, false, false, true, true]
+    );
+    assert_eq!(in_step(&[]), Vec::<bool>::new());
+    // Extreme times do not overflow.
+    let min = Some(DateTime::<Utc>::MIN_UTC);
+    let max = Some(DateTime::<Utc>::MAX_UTC);
+    assert_eq!(in_step(&[max, min, max]), [true, false, true]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Boots 1 to 4 days apart, in order, with one clock off by `off` days (ahead or behind, at least
+    /// ten: more than the gaps and the slack): that root alone is out of step, unless its time still
+    /// fits the order (ahead at the end, behind at the start).
+    #[test]
+    fn one_wrong_clock_is_the_only_root_out_of_step(
+        n in 3usize..40, at in 0usize..40, off in prop_oneof![-4000i64..-10, 10i64..4000],
+        gaps in proptest::collection::vec(1i64..5, 40),
+    ) {
+        let at = at % n;
+        let mut day = 0;
+        let mut times: Vec<Option<DateTime<Utc>>> = Vec::new();
+        for g in &gaps[..n] {
+            day += g;
+            times.push(Some(t("2026-01-01T08:00:00Z") + TimeDelta::days(day)));
+        }
+        times[at] = times[at].map(|x| x + TimeDelta::days(off));
+        let fits = (at == n - 1 && off > 0) || (at == 0 && off < 0);
+        let got = in_step(&times);
+        for (i, ok) in got.iter().enumerate() {
+            prop_assert_eq!(*ok, i != at || fits, "root {} of {:?}", i, got);
+        }
     }
 }
