@@ -18,6 +18,7 @@ pub mod layout;
 pub mod lock;
 pub mod logging;
 pub mod mount;
+pub mod mounted;
 pub mod mountinfo;
 pub mod persist;
 pub mod restore;

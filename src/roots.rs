@@ -7,7 +7,6 @@
 //! any subvolume nested in it is mounted anywhere or is the default subvolume. Only then is it deleted,
 //! children first, and its metadata last, so an interrupted deletion is simply resumed next time.
 
-use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
@@ -18,7 +17,7 @@ use serde::Serialize;
 use crate::btrfs::{self, SubvolumeInfo};
 use crate::error::{Refusal, UsageError};
 use crate::layout::{self, RetiredName, RootMeta, RootRef};
-use crate::mountinfo::Mount;
+use crate::mounted::Mounted;
 use crate::retention::{self, Candidate, Policy, RetentionPlan};
 
 /// A retired root as found on disk.
@@ -127,35 +126,25 @@ pub struct Guard {
     pub old_roots_id: u64,
     /// The default subvolume's id.
     pub default_id: u64,
-    /// Ids of subvolumes of this filesystem mounted anywhere we can see.
-    pub mounted: BTreeSet<u64>,
+    /// Subvolumes of this filesystem mounted in any mount namespace on the machine.
+    pub mounted: Mounted,
     /// Sequence number of the newest retired root.
     pub newest_seq: Option<u64>,
 }
 
 impl Guard {
-    /// Gathers the facts: `device` is the filesystem's block device, `mounts` this process's mounts.
+    /// Gathers the facts, including the mounts of every mount namespace (see [`crate::mounted`]);
+    /// `device` is the one `top` was opened from.
     pub fn gather(
         top: BorrowedFd<'_>,
         old_roots: BorrowedFd<'_>,
         device: &Path,
-        mounts: &[Mount],
         roots: &[RetiredRoot],
     ) -> Result<Guard> {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(device).map(|m| m.rdev()).ok();
-        let mounted = mounts
-            .iter()
-            .filter(|m| m.fs_type == "btrfs")
-            .filter(|m| {
-                rdev.is_some() && std::fs::metadata(&m.source).map(|s| s.rdev()).ok() == rdev
-            })
-            .filter_map(|m| m.subvol_id)
-            .collect();
         Ok(Guard {
             old_roots_id: btrfs::subvolume_info(old_roots)?.id,
             default_id: btrfs::default_subvolume_id(top)?,
-            mounted,
+            mounted: Mounted::scan(top, device)?,
             newest_seq: roots.iter().map(|r| r.seq).max(),
         })
     }
@@ -221,11 +210,11 @@ impl Guard {
                 format!("listing the subvolumes inside '{name}': {e:#}"),
             )
         })?;
-        if let Some(id) = ids.iter().find(|id| self.mounted.contains(id)) {
+        if let Some((id, place)) = self.mounted.find(&ids) {
             return Err(Refusal::new(
                 "mounted",
                 format!(
-                    "'{name}' (subvolume {id} in it) is mounted: unmount it first (`tabula roots umount {name}`)"
+                    "'{name}' (subvolume {id} in it) is mounted at {place}: unmount it first (`tabula roots umount {name}`)"
                 ),
             ));
         }
@@ -243,7 +232,7 @@ impl Guard {
 }
 
 /// Ids of subvolume `old_roots/name` and every subvolume nested in it, found by id.
-fn subvolume_tree(old_roots: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<u64>> {
+pub(crate) fn subvolume_tree(old_roots: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<u64>> {
     fn walk(dir: BorrowedFd<'_>, out: &mut Vec<u64>, depth: usize) -> Result<()> {
         anyhow::ensure!(depth < 4096, "subvolumes nested too deep");
         for c in btrfs::child_subvolumes(dir)? {

@@ -427,12 +427,11 @@ impl Progress {
 }
 
 fn delete(cli: &Cli, root: &str, force: bool, dry_run: bool) -> Result<ExitStatus> {
-    let mounts = crate::mountinfo::read().context("reading /proc/self/mountinfo")?;
     let fs = open_filesystem(load_config(cli)?, (!dry_run).then_some(cli.lock_wait))?;
     let old = open_old_roots(&fs)?;
     let roots = roots::list(old.as_fd())?;
     let r = roots::resolve(&roots, root)?;
-    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &mounts, &roots)?;
+    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &roots)?;
     let ids = guard.check(old.as_fd(), r, force)?;
     if dry_run {
         println!(
@@ -462,12 +461,11 @@ struct PruneOutcome {
 }
 
 fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
-    let mounts = crate::mountinfo::read().context("reading /proc/self/mountinfo")?;
     let fs = open_filesystem(load_config(cli)?, (!dry_run).then_some(cli.lock_wait))?;
     let policy = fs.config.retention.clone();
     let old = open_old_roots(&fs)?;
     let roots = roots::list(old.as_fd())?;
-    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &mounts, &roots)?;
+    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &roots)?;
     let plan = roots::plan_prune(old.as_fd(), &roots, &guard, &policy, Utc::now());
     let mut outcome = PruneOutcome::default();
     if !json {

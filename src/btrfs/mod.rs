@@ -378,6 +378,27 @@ fn delete_tree(
     })
 }
 
+/// The id of the mount `fd` is on (`statx` `STATX_MNT_ID`, Linux 5.8; `/proc/self/fdinfo` before that).
+///
+/// Two directories on the same filesystem can be on different mounts (a bind mount over a directory):
+/// the mount id, not the device, tells whether a walk crossed into something mounted.
+pub fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let st = statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+        .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        return Ok(st.stx_mnt_id);
+    }
+    // COMPAT(kernel < 5.8): no STATX_MNT_ID; fdinfo has had `mnt_id:` since 3.15.
+    use std::os::fd::AsRawFd;
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(Errno::ENOSYS)
+}
+
 /// Commits the current transaction of the filesystem `fd` is on.
 pub fn sync(fd: BorrowedFd<'_>) -> Result<()> {
     ioctl::sync(fd).map_err(err("committing the filesystem of", "fd"))
