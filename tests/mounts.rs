@@ -367,3 +367,44 @@ fn a_mounted_root_is_never_retired() {
     s.tabula_ok(&["rollback"]);
     assert_eq!(retired(&s).len(), before.len() + 1);
 }
+
+#[test]
+fn layout_names_cannot_be_tabulas_own() {
+    // No root needed: the configuration is refused before any device is looked at.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tabula.toml");
+    for (line, why) in [
+        ("persist = \"root.tabula-new\"", "is reserved"),
+        ("blank = \"sys.tabula-new\"", "is reserved"),
+        ("old_roots = \".x.json.tmp\"", "is reserved"),
+        ("persist = \"a/b\"", "single path component"),
+        ("persist = \"root\"", "name the same subvolume"),
+    ] {
+        fs::write(
+            &config,
+            format!("[layout]\ndevice = \"/dev/null\"\n{line}\n"),
+        )
+        .unwrap();
+        let col = line.find('"').unwrap() + 1;
+        for cmd in [
+            &["check"][..],
+            &["init"],
+            &["rollback", "--dry-run"],
+            &["roots", "list"],
+        ] {
+            let out = common::tabula_cmd(&config).args(cmd).output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{cmd:?} {line}: {}",
+                stderr(&out)
+            );
+            let at = format!("{}:3:{col}", config.display());
+            assert!(
+                stderr(&out).contains(&at) && stderr(&out).contains(why),
+                "{cmd:?} {line}: expected {at} {why}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
