@@ -250,13 +250,14 @@ pub(crate) fn subvolume_tree(old_roots: BorrowedFd<'_>, name: &str, id: u64) -> 
 }
 
 /// Deletes a retired root that passed [`Guard::check`]: its subvolume tree children first (making
-/// read-only subvolumes in it writable where needed, except received ones), then its metadata.
+/// read-only subvolumes in it writable where needed, except received ones), then its metadata, then the
+/// qgroups of what was deleted (when quotas are on). Returns the ids of the subvolumes deleted.
 pub fn delete(
     old_roots: BorrowedFd<'_>,
     root: &RetiredRoot,
     on_delete: &mut dyn FnMut(&Path),
-) -> Result<()> {
-    btrfs::delete_subvolume_recursive(
+) -> Result<Vec<u64>> {
+    let ids = btrfs::delete_subvolume_recursive(
         old_roots,
         &root.name,
         &|i: &SubvolumeInfo| i.received_uuid.is_none(),
@@ -265,8 +266,15 @@ pub fn delete(
     .with_context(|| format!("deleting retired root '{}'", root.name))?;
     layout::remove_meta(old_roots, &root.name)?;
     btrfs::sync(old_roots).context("committing the deletion")?;
-    Ok(())
+    if let Err(e) = btrfs::remove_qgroups(old_roots, &ids, CLEANER_WAIT) {
+        // The root is gone; a stale qgroup is only clutter (`btrfs qgroup clear-stale`).
+        tracing::warn!("deleted '{}', but {e}", root.name);
+    }
+    Ok(ids)
 }
+
+/// How long to wait for the kernel's cleaner to drop one deleted root (its space, its qgroups).
+pub const CLEANER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Retention candidates: the roots tabula retired (others are never judged, never deleted).
 pub fn candidates(roots: &[RetiredRoot]) -> Vec<Candidate> {
@@ -354,4 +362,32 @@ pub fn free_space(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
     let s = nix::sys::statvfs::fstatvfs(fd).context("reading free space")?;
     let frsize = s.fragment_size();
     Ok((s.blocks_available() * frsize, s.blocks() * frsize))
+}
+
+/// Free and total bytes once the space of the deleted subvolumes `ids` is accounted: waits (at most
+/// [`CLEANER_WAIT`]) for the cleaner to drop them, then until two readings of the free space a moment
+/// apart agree (at most a few seconds), since the kernel frees space in steps.
+pub fn settled_free_space(fd: BorrowedFd<'_>, ids: &[u64]) -> Result<(u64, u64)> {
+    use std::time::{Duration, Instant};
+    if ids.is_empty() {
+        return free_space(fd);
+    }
+    if !btrfs::wait_cleaned(fd, ids, CLEANER_WAIT).context("waiting for the deleted subvolumes")? {
+        tracing::warn!(
+            "the kernel has not finished dropping deleted subvolumes after {}s: free space may be understated",
+            CLEANER_WAIT.as_secs()
+        );
+    }
+    let start = Instant::now();
+    let mut last = free_space(fd)?;
+    while start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(200));
+        btrfs::sync(fd).context("committing")?;
+        let now = free_space(fd)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
 }

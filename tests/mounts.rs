@@ -408,3 +408,160 @@ fn layout_names_cannot_be_tabulas_own() {
         }
     }
 }
+
+#[test]
+fn removal_never_descends_into_a_mount_and_goes_on_past_errors() {
+    let Some(s) = Scratch::new(
+        "removal_never_descends_into_a_mount_and_goes_on_past_errors",
+        300,
+    ) else {
+        return;
+    };
+    let top = s.top_fd();
+    // victim/var/lib/machines and victim/srv/b are nested subvolumes; decoy has the same shape.
+    for name in ["victim", "decoy"] {
+        btrfs::create_subvolume(top.as_fd(), name).unwrap();
+        fs::create_dir_all(s.top.join(name).join("var/lib")).unwrap();
+        btrfs::create_subvolume(
+            open_dir(&s.top.join(name).join("var/lib")).as_fd(),
+            "machines",
+        )
+        .unwrap();
+    }
+    fs::create_dir_all(s.top.join("victim/srv")).unwrap();
+    btrfs::create_subvolume(open_dir(&s.top.join("victim/srv")).as_fd(), "b").unwrap();
+    // After the tree was inspected, decoy/var appears over victim/var (a bind mount).
+    mount(
+        Some(&s.top.join("decoy/var")),
+        &s.top.join("victim/var"),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let bind = MountGuard {
+        target: s.top.join("victim/var"),
+    };
+    let e = btrfs::delete_subvolume_recursive(top.as_fd(), "victim", &|_| true, &mut |_| {})
+        .unwrap_err();
+    assert_eq!(e.errno, nix::errno::Errno::EXDEV, "{e}");
+    assert!(
+        s.top.join("decoy/var/lib/machines").exists(),
+        "nothing behind the mount was deleted"
+    );
+    assert!(
+        !s.top.join("victim/srv/b").exists(),
+        "the sibling after the error went anyway"
+    );
+    assert!(
+        s.top.join("victim").exists(),
+        "the parent of what failed stays"
+    );
+    drop(bind);
+    let ids =
+        btrfs::delete_subvolume_recursive(top.as_fd(), "victim", &|_| true, &mut |_| {}).unwrap();
+    assert_eq!(ids.len(), 2, "machines, then victim: {ids:?}");
+    assert!(!s.top.join("victim").exists() && s.top.join("decoy").exists());
+}
+
+#[test]
+fn deleting_removes_qgroups_and_an_interrupted_delete_shows() {
+    let Some(s) = Scratch::new(
+        "deleting_removes_qgroups_and_an_interrupted_delete_shows",
+        400,
+    ) else {
+        return;
+    };
+    common::run(Command::new("btrfs").args(["quota", "enable"]).arg(&s.top));
+    boot(&s.top, &|a| s.tabula_ok(a), 3);
+    let names = retired(&s);
+    let old = s.top.join("old_roots");
+    let ids = [
+        subvol_id(&old.join(&names[0])),
+        subvol_id(&old.join(&names[0]).join("var/lib/machines")),
+    ];
+    let qgroups = || {
+        let out = common::run(Command::new("btrfs").args(["qgroup", "show"]).arg(&s.top));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for id in ids {
+        assert!(qgroups().contains(&format!("0/{id} ")), "{}", qgroups());
+    }
+    s.tabula_ok(&["roots", "delete", names[0].as_str()]);
+    let shown = qgroups();
+    for id in ids {
+        assert!(
+            !shown.contains(&format!("0/{id} ")),
+            "0/{id} stays:\n{shown}"
+        );
+    }
+
+    // Root 2 left writable, as an interrupted deletion leaves it (thawed to reach its children).
+    btrfs::set_read_only(open_dir(&old.join(&names[1])).as_fd(), false).unwrap();
+    let v: Value = serde_json::from_str(&s.tabula_ok(&["roots", "list", "--json"])).unwrap();
+    let row = v["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == names[1].as_str())
+        .unwrap();
+    assert!(
+        row["problem"].as_str().unwrap_or("").contains("writable"),
+        "{row}"
+    );
+    s.tabula_ok(&["roots", "delete", names[1].as_str()]);
+}
+
+#[test]
+fn min_free_deletes_only_what_it_must() {
+    let Some(s) = Scratch::new("min_free_deletes_only_what_it_must", 512) else {
+        return;
+    };
+    btrfs::create_subvolume(s.top_fd().as_fd(), "root").unwrap();
+    fs::create_dir_all(s.top.join("root/etc")).unwrap();
+    s.tabula_ok(&["init", "--blank-from", "current"]);
+    // Five retired roots and the live one, each holding 40 MiB of its own.
+    let mut data = vec![0u8; 40 << 20];
+    for b in 1..=6 {
+        for (i, chunk) in data.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(
+                &((i as u64) ^ (b << 40))
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .to_le_bytes(),
+            );
+        }
+        fs::write(s.top.join("root/data"), &data).unwrap();
+        if b <= 5 {
+            s.tabula_ok(&["rollback"]);
+        }
+    }
+    let names = retired(&s);
+    assert_eq!(names.len(), 5);
+    common::run(
+        Command::new("btrfs")
+            .args(["filesystem", "sync"])
+            .arg(&s.top),
+    );
+    let st = nix::sys::statvfs::statvfs(&s.top).unwrap();
+    let free = st.blocks_available() * st.fragment_size();
+    // One deletion (40 MiB) reaches the floor; two would be needed only if the first looked like none.
+    let floor = free + (16 << 20);
+    let text = fs::read_to_string(&s.config).unwrap();
+    fs::write(
+        &s.config,
+        format!("{text}[retention]\nkeep_last = 10\nmin_free = \"{floor}\"\n"),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&s.tabula_ok(&["roots", "prune", "--json"])).unwrap();
+    let outcome = &v["outcome"];
+    assert_eq!(
+        outcome["deleted_for_space"].as_array().unwrap().len(),
+        1,
+        "{outcome}"
+    );
+    assert_eq!(retired(&s), names[1..], "only the oldest went");
+    assert!(
+        outcome["free_bytes"].as_u64().unwrap() >= floor,
+        "{outcome}"
+    );
+}

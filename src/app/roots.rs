@@ -93,6 +93,11 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
                 Some(e.clone())
             } else if !r.is_ours() {
                 Some("no matching tabula metadata: not managed by tabula".to_string())
+            } else if r.info.as_ref().is_some_and(|i| !i.read_only) {
+                Some(
+                    "writable: a deletion was interrupted (delete it again) or it was made writable by hand"
+                        .to_string(),
+                )
             } else {
                 None
             };
@@ -473,13 +478,16 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
     }
     if !dry_run {
         let mut progress = Progress::new(plan.delete.len());
+        // Subvolumes deleted whose space may not be accounted yet: min_free waits for them.
+        let mut pending: Vec<u64> = Vec::new();
         for name in &plan.delete {
             let Some(r) = roots.iter().find(|r| &r.name == name) else {
                 continue;
             };
             progress.step(name);
             match roots::delete(old.as_fd(), r, &mut |_| {}) {
-                Ok(()) => {
+                Ok(ids) => {
+                    pending.extend(ids);
                     info!("deleted '{name}'");
                     outcome.deleted.push(name.clone());
                 }
@@ -492,7 +500,10 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
         progress.finish();
         if let Some(min) = policy.min_free {
             for cand in &plan.retention.space_candidates {
-                let (free, total) = roots::free_space(fs.top.as_fd())?;
+                // Measure only once what was deleted is accounted, or one deletion looks like none and
+                // the next root goes too.
+                let (free, total) = roots::settled_free_space(fs.top.as_fd(), &pending)?;
+                pending.clear();
                 (outcome.free_bytes, outcome.total_bytes) = (Some(free), Some(total));
                 if min.is_met(free, total) {
                     break;
@@ -505,15 +516,15 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
                     continue;
                 }
                 match roots::delete(old.as_fd(), r, &mut |_| {}) {
-                    Ok(()) => {
+                    Ok(ids) => {
+                        pending = ids;
                         info!("deleted '{}' to reach min_free {min}", r.name);
                         outcome.deleted_for_space.push(r.name.clone());
                     }
                     Err(e) => outcome.failed.push((r.name.clone(), format!("{e:#}"))),
                 }
             }
-            // Freed space shows up once the cleaner thread has done its work; report what we see now.
-            let (free, total) = roots::free_space(fs.top.as_fd())?;
+            let (free, total) = roots::settled_free_space(fs.top.as_fd(), &pending)?;
             (outcome.free_bytes, outcome.total_bytes) = (Some(free), Some(total));
         }
     }
