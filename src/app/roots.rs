@@ -95,7 +95,7 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
                 Some("no matching tabula metadata: not managed by tabula".to_string())
             } else if r.info.as_ref().is_some_and(|i| !i.read_only) {
                 Some(
-                    "writable: a deletion was interrupted (delete it again) or it was made writable by hand"
+                    "writable: a deletion or a rollback was interrupted (delete it again, or run the next rollback), or it was made writable by hand"
                         .to_string(),
                 )
             } else {
