@@ -360,7 +360,9 @@ fn validate_layout(
     ] {
         let name = match value {
             Some(v) => {
-                if let Err(why) = check_subvolume_name(v.get_ref()) {
+                if let Err(why) =
+                    check_subvolume_name(v.get_ref()).and_then(|()| check_not_reserved(v.get_ref()))
+                {
                     return Err(src.error(Some(v.span()), format!("`{key}`: {why}")));
                 }
                 if let Some((other, _)) = names.iter().find(|(_, n)| n == v.get_ref()) {
@@ -430,6 +432,20 @@ pub fn check_subvolume_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(format!(
             "'{name}' is not a single path component: name a subvolume in the top level"
+        ));
+    }
+    Ok(())
+}
+
+/// Layout names must not be names tabula itself creates and renames: a persistent subvolume named
+/// `root.tabula-new` would be promoted to `root` by the next rollback, and then pruned.
+fn check_not_reserved(name: &str) -> Result<(), String> {
+    let temp = name.starts_with('.') && name.ends_with(".tmp");
+    if name.contains(".tabula-") || temp {
+        return Err(format!(
+            "'{name}' is reserved: names containing '.tabula-' (such as '<root>{}') and '.<name>.tmp' are \
+             tabula's own staging and temporary names; choose another",
+            crate::layout::STAGING_SUFFIX
         ));
     }
     Ok(())

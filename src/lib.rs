@@ -19,6 +19,7 @@ pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod mount;
+pub mod mounted;
 pub mod mountinfo;
 pub mod persist;
 pub mod restore;

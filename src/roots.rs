@@ -12,7 +12,6 @@
 //! any subvolume nested in it is mounted anywhere or is the default subvolume. Only then is it deleted,
 //! children first, and its metadata last, so an interrupted deletion is simply resumed next time.
 
-use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
@@ -23,7 +22,7 @@ use serde::Serialize;
 use crate::btrfs::{self, SubvolumeInfo};
 use crate::error::{Refusal, UsageError};
 use crate::layout::{self, RetiredName, RootMeta, RootRef};
-use crate::mountinfo::Mount;
+use crate::mounted::Mounted;
 use crate::retention::{self, Candidate, Policy, RetentionPlan};
 
 /// A retired root as found on disk.
@@ -150,35 +149,25 @@ pub struct Guard {
     pub old_roots_id: u64,
     /// The default subvolume's id.
     pub default_id: u64,
-    /// Ids of subvolumes of this filesystem mounted anywhere we can see.
-    pub mounted: BTreeSet<u64>,
+    /// Subvolumes of this filesystem mounted in any mount namespace on the machine.
+    pub mounted: Mounted,
     /// Sequence number of the newest managed retired root.
     pub newest_seq: Option<u64>,
 }
 
 impl Guard {
-    /// Gathers the facts: `device` is the filesystem's block device, `mounts` this process's mounts.
+    /// Gathers the facts, including the mounts of every mount namespace (see [`crate::mounted`]);
+    /// `device` is the one `top` was opened from.
     pub fn gather(
         top: BorrowedFd<'_>,
         old_roots: BorrowedFd<'_>,
         device: &Path,
-        mounts: &[Mount],
         roots: &[RetiredRoot],
     ) -> Result<Guard> {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(device).map(|m| m.rdev()).ok();
-        let mounted = mounts
-            .iter()
-            .filter(|m| m.fs_type == "btrfs")
-            .filter(|m| {
-                rdev.is_some() && std::fs::metadata(&m.source).map(|s| s.rdev()).ok() == rdev
-            })
-            .filter_map(|m| m.subvol_id)
-            .collect();
         Ok(Guard {
             old_roots_id: btrfs::subvolume_info(old_roots)?.id,
             default_id: btrfs::default_subvolume_id(top)?,
-            mounted,
+            mounted: Mounted::scan(top, device)?,
             newest_seq: roots.iter().filter(|r| r.managed()).map(|r| r.seq).max(),
         })
     }
@@ -244,11 +233,11 @@ impl Guard {
                 format!("listing the subvolumes inside '{name}': {e:#}"),
             )
         })?;
-        if let Some(id) = ids.iter().find(|id| self.mounted.contains(id)) {
+        if let Some((id, place)) = self.mounted.find(&ids) {
             return Err(Refusal::new(
                 "mounted",
                 format!(
-                    "'{name}' (subvolume {id} in it) is mounted: unmount it first (`tabula roots umount {name}`)"
+                    "'{name}' (subvolume {id} in it) is mounted at {place}: unmount it first (`tabula roots umount {name}`)"
                 ),
             ));
         }
@@ -266,7 +255,7 @@ impl Guard {
 }
 
 /// Ids of subvolume `old_roots/name` and every subvolume nested in it, found by id.
-fn subvolume_tree(old_roots: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<u64>> {
+pub(crate) fn subvolume_tree(old_roots: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<u64>> {
     fn walk(dir: BorrowedFd<'_>, out: &mut Vec<u64>, depth: usize) -> Result<()> {
         anyhow::ensure!(depth < 4096, "subvolumes nested too deep");
         for c in btrfs::child_subvolumes(dir)? {
@@ -284,13 +273,14 @@ fn subvolume_tree(old_roots: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<
 }
 
 /// Deletes a retired root that passed [`Guard::check`]: its subvolume tree children first (making
-/// read-only subvolumes in it writable where needed, except received ones), then its metadata.
+/// read-only subvolumes in it writable where needed, except received ones), then its metadata, then the
+/// qgroups of what was deleted (when quotas are on). Returns the ids of the subvolumes deleted.
 pub fn delete(
     old_roots: BorrowedFd<'_>,
     root: &RetiredRoot,
     on_delete: &mut dyn FnMut(&Path),
-) -> Result<()> {
-    btrfs::delete_subvolume_recursive(
+) -> Result<Vec<u64>> {
+    let ids = btrfs::delete_subvolume_recursive(
         old_roots,
         &root.name,
         &|i: &SubvolumeInfo| i.received_uuid.is_none(),
@@ -299,8 +289,15 @@ pub fn delete(
     .with_context(|| format!("deleting retired root '{}'", root.name))?;
     layout::remove_meta(old_roots, &root.name)?;
     btrfs::sync(old_roots).context("committing the deletion")?;
-    Ok(())
+    if let Err(e) = btrfs::remove_qgroups(old_roots, &ids, CLEANER_WAIT) {
+        // The root is gone; a stale qgroup is only clutter (`btrfs qgroup clear-stale`).
+        tracing::warn!("deleted '{}', but {e}", root.name);
+    }
+    Ok(ids)
 }
+
+/// How long to wait for the kernel's cleaner to drop one deleted root (its space, its qgroups).
+pub const CLEANER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Retention candidates: the roots tabula retired (others are never judged, never deleted).
 pub fn candidates(roots: &[RetiredRoot]) -> Vec<Candidate> {
@@ -388,4 +385,32 @@ pub fn free_space(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
     let s = nix::sys::statvfs::fstatvfs(fd).context("reading free space")?;
     let frsize = s.fragment_size();
     Ok((s.blocks_available() * frsize, s.blocks() * frsize))
+}
+
+/// Free and total bytes once the space of the deleted subvolumes `ids` is accounted: waits (at most
+/// [`CLEANER_WAIT`]) for the cleaner to drop them, then until two readings of the free space a moment
+/// apart agree (at most a few seconds), since the kernel frees space in steps.
+pub fn settled_free_space(fd: BorrowedFd<'_>, ids: &[u64]) -> Result<(u64, u64)> {
+    use std::time::{Duration, Instant};
+    if ids.is_empty() {
+        return free_space(fd);
+    }
+    if !btrfs::wait_cleaned(fd, ids, CLEANER_WAIT).context("waiting for the deleted subvolumes")? {
+        tracing::warn!(
+            "the kernel has not finished dropping deleted subvolumes after {}s: free space may be understated",
+            CLEANER_WAIT.as_secs()
+        );
+    }
+    let start = Instant::now();
+    let mut last = free_space(fd)?;
+    while start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(200));
+        btrfs::sync(fd).context("committing")?;
+        let now = free_space(fd)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
 }

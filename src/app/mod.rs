@@ -292,6 +292,9 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
             e
         }
     })?;
+    if plan.retire_as.is_some() {
+        crate::mounted::refuse_mounted_root(fs.top.as_fd(), &fs.device, &layout.root)?;
+    }
     if args.json {
         #[derive(Serialize)]
         struct Out<'a> {

@@ -123,6 +123,10 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
                     "retirement unfinished (no metadata yet): the next rollback or prune completes it"
                         .to_string(),
                 ),
+                layout::Standing::Managed if r.info.as_ref().is_some_and(|i| !i.read_only) => Some(
+                    "writable: a deletion or a rollback was interrupted (delete it again, or run the next rollback), or it was made writable by hand"
+                        .to_string(),
+                ),
                 layout::Standing::Managed => None,
             };
             Row {
@@ -462,12 +466,11 @@ impl Progress {
 }
 
 fn delete(cli: &Cli, root: &str, force: bool, dry_run: bool) -> Result<ExitStatus> {
-    let mounts = crate::mountinfo::read().context("reading /proc/self/mountinfo")?;
     let fs = open_filesystem(load_config(cli)?, (!dry_run).then_some(cli.lock_wait))?;
     let old = open_old_roots(&fs)?;
     let roots = roots::list(old.as_fd())?;
     let r = roots::resolve(&roots, root)?;
-    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &mounts, &roots)?;
+    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &roots)?;
     let ids = guard.check(old.as_fd(), r, force)?;
     if dry_run {
         println!(
@@ -497,15 +500,15 @@ struct PruneOutcome {
 }
 
 fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
-    let mounts = crate::mountinfo::read().context("reading /proc/self/mountinfo")?;
     let fs = open_filesystem(load_config(cli)?, (!dry_run).then_some(cli.lock_wait))?;
     let policy = fs.config.retention.clone();
     let old = open_old_roots(&fs)?;
     if !dry_run {
-        complete_interrupted(&fs, &mounts);
+        let mounted = crate::mounted::Mounted::scan(fs.top.as_fd(), &fs.device)?;
+        complete_interrupted(&fs, &mounted);
     }
     let roots = roots::list(old.as_fd())?;
-    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &mounts, &roots)?;
+    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &roots)?;
     let plan = roots::plan_prune(old.as_fd(), &roots, &guard, &policy, Utc::now());
     let mut outcome = PruneOutcome::default();
     if !json {
@@ -513,13 +516,16 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
     }
     if !dry_run {
         let mut progress = Progress::new(plan.delete.len());
+        // Subvolumes deleted whose space may not be accounted yet: min_free waits for them.
+        let mut pending: Vec<u64> = Vec::new();
         for name in &plan.delete {
             let Some(r) = roots.iter().find(|r| &r.name == name) else {
                 continue;
             };
             progress.step(name);
             match roots::delete(old.as_fd(), r, &mut |_| {}) {
-                Ok(()) => {
+                Ok(ids) => {
+                    pending.extend(ids);
                     info!("deleted '{name}'");
                     outcome.deleted.push(name.clone());
                 }
@@ -532,7 +538,10 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
         progress.finish();
         if let Some(min) = policy.min_free {
             for cand in &plan.retention.space_candidates {
-                let (free, total) = roots::free_space(fs.top.as_fd())?;
+                // Measure only once what was deleted is accounted, or one deletion looks like none and
+                // the next root goes too.
+                let (free, total) = roots::settled_free_space(fs.top.as_fd(), &pending)?;
+                pending.clear();
                 (outcome.free_bytes, outcome.total_bytes) = (Some(free), Some(total));
                 if min.is_met(free, total) {
                     break;
@@ -545,15 +554,15 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
                     continue;
                 }
                 match roots::delete(old.as_fd(), r, &mut |_| {}) {
-                    Ok(()) => {
+                    Ok(ids) => {
+                        pending = ids;
                         info!("deleted '{}' to reach min_free {min}", r.name);
                         outcome.deleted_for_space.push(r.name.clone());
                     }
                     Err(e) => outcome.failed.push((r.name.clone(), format!("{e:#}"))),
                 }
             }
-            // Freed space shows up once the cleaner thread has done its work; report what we see now.
-            let (free, total) = roots::free_space(fs.top.as_fd())?;
+            let (free, total) = roots::settled_free_space(fs.top.as_fd(), &pending)?;
             (outcome.free_bytes, outcome.total_bytes) = (Some(free), Some(total));
         }
     }
@@ -593,13 +602,9 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
 
 /// A retirement an interrupted rollback left without metadata is completed here too, when the intent
 /// proves it is tabula's (a failure is only logged: the root then stays unmanaged and is held).
-fn complete_interrupted(fs: &Filesystem, mounts: &[crate::mountinfo::Mount]) {
-    // Conservative: any btrfs mount of that subvolume id counts (a false match only protects more).
-    let mounted = |id: u64| {
-        mounts
-            .iter()
-            .any(|m| m.fs_type == "btrfs" && m.subvol_id == Some(id))
-    };
+fn complete_interrupted(fs: &Filesystem, mounts: &crate::mounted::Mounted) {
+    // Mounted in any namespace: the metadata is written, the freeze waits.
+    let mounted = |id: u64| mounts.find(&[id]).is_some();
     let ctx = crate::rollback::BootContext {
         now: crate::fault::now(),
         boot_id: crate::device::boot_id(),

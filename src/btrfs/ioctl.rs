@@ -126,6 +126,13 @@ pub struct SearchArgs {
     pub buf: [u8; 4096 - size_of::<SearchKey>()],
 }
 
+/// `struct btrfs_ioctl_qgroup_create_args`.
+#[repr(C)]
+pub struct QgroupCreateArgs {
+    pub create: u64,
+    pub qgroupid: u64,
+}
+
 // Layouts pinned against <linux/btrfs.h> (values from a C program printing sizeof/offsetof).
 const _: () = assert!(size_of::<VolArgs>() == 4096);
 const _: () = assert!(size_of::<VolArgsV2>() == 4096);
@@ -142,6 +149,7 @@ const _: () = assert!(size_of::<InoLookupUserArgs>() == 4096);
 const _: () = assert!(offset_of!(InoLookupUserArgs, path) == 272);
 const _: () = assert!(size_of::<SearchKey>() == 104);
 const _: () = assert!(size_of::<SearchArgs>() == 4096);
+const _: () = assert!(size_of::<QgroupCreateArgs>() == 16);
 
 nix::ioctl_none!(btrfs_sync, MAGIC, 8);
 nix::ioctl_write_int!(ficlone, MAGIC, 9);
@@ -155,6 +163,7 @@ nix::ioctl_write_ptr!(btrfs_subvol_setflags, MAGIC, 26, u64);
 nix::ioctl_read!(btrfs_get_subvol_info, MAGIC, 60, GetSubvolInfoArgs);
 nix::ioctl_readwrite!(btrfs_get_subvol_rootref, MAGIC, 61, GetSubvolRootrefArgs);
 nix::ioctl_readwrite!(btrfs_ino_lookup_user, MAGIC, 62, InoLookupUserArgs);
+nix::ioctl_write_ptr!(btrfs_qgroup_create, MAGIC, 42, QgroupCreateArgs);
 nix::ioctl_write_ptr!(btrfs_snap_destroy_v2, MAGIC, 63, VolArgsV2);
 nix::ioctl_write_ptr!(btrfs_scan_dev, MAGIC, 4, VolArgs);
 
@@ -317,6 +326,16 @@ pub fn scan_dev(control: BorrowedFd<'_>, path: &[u8]) -> Result<(), Errno> {
     unsafe { btrfs_scan_dev(control.as_raw_fd(), &*args) }.map(drop)
 }
 
+/// `BTRFS_IOC_QGROUP_CREATE` with `create = 0`: remove qgroup `0/<subvolume id>`.
+pub fn qgroup_destroy(fd: BorrowedFd<'_>, subvolume_id: u64) -> Result<(), Errno> {
+    let args = QgroupCreateArgs {
+        create: 0,
+        qgroupid: subvolume_id,
+    };
+    // SAFETY: request number matches QgroupCreateArgs; the kernel only reads args.
+    unsafe { btrfs_qgroup_create(fd.as_raw_fd(), &args) }.map(drop)
+}
+
 /// `FICLONE`: make `dst` share all of `src`'s extents (a reflink copy).
 pub fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> Result<(), Errno> {
     let src = nix::libc::c_ulong::try_from(src.as_raw_fd()).map_err(|_| Errno::EBADF)?;
@@ -376,6 +395,10 @@ mod tests {
         assert_eq!(
             request_code_readwrite!(MAGIC, 62, size_of::<InoLookupUserArgs>()),
             0xd000_943e
+        );
+        assert_eq!(
+            request_code_write!(MAGIC, 42, size_of::<QgroupCreateArgs>()),
+            0x4010_942a
         );
         assert_eq!(
             request_code_write!(MAGIC, 63, size_of::<VolArgsV2>()),

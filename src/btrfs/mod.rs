@@ -45,6 +45,10 @@ impl fmt::Display for Error {
                 " (not a btrfs subvolume, or the kernel lacks this ioctl)"
             ),
             Errno::EPERM | Errno::EACCES => write!(f, " (tabula needs root / CAP_SYS_ADMIN)"),
+            Errno::EXDEV => write!(
+                f,
+                " (something is mounted there: tabula never descends into it)"
+            ),
             _ => Ok(()),
         }
     }
@@ -296,51 +300,84 @@ pub fn child_subvolumes(fd: BorrowedFd<'_>) -> Result<Vec<Child>> {
     Ok(out)
 }
 
-/// Deletes subvolume `dir/name` and every subvolume nested in it, children first (post-order).
+/// Deletes subvolume `dir/name` and every subvolume nested in it, children first (post-order); returns
+/// the ids of the subvolumes deleted.
 ///
 /// Children are found by id ([`child_subvolumes`]) and opened with `O_NOFOLLOW` walks, never listed by path.
-/// A read-only subvolume that still holds children is made writable first, but only when `may_thaw`
-/// allows it (the caller decides what it owns). Safe to call again after a crash half-way: whatever is
-/// already gone stays gone. `on_delete` is told each subvolume just before it goes (for progress lines).
+/// Every directory opened is checked to be on the same mount as `dir` ([`mount_id`]): a walk never
+/// descends into something mounted inside the tree after it was inspected (`EXDEV`). A read-only
+/// subvolume that still holds children is made writable first, but only when `may_thaw` allows it (the
+/// caller decides what it owns). A child that cannot be deleted does not stop its siblings; the first
+/// error is returned, and the parents of what failed stay. Safe to call again after a crash half-way:
+/// whatever is already gone stays gone. `on_delete` is told each subvolume just before it goes.
 pub fn delete_subvolume_recursive(
     dir: BorrowedFd<'_>,
     name: &str,
     may_thaw: &dyn Fn(&SubvolumeInfo) -> bool,
     on_delete: &mut dyn FnMut(&Path),
-) -> Result<()> {
-    delete_tree(dir, Path::new(name), name, may_thaw, on_delete, 0)
+) -> Result<Vec<u64>> {
+    let mnt = mount_id(dir).map_err(err("deleting subvolume", name))?;
+    let mut deleted = Vec::new();
+    let mut walk = Walk {
+        may_thaw,
+        on_delete,
+        mnt,
+        deleted: &mut deleted,
+    };
+    walk.delete_tree(dir, Path::new(name), name, 0)?;
+    Ok(deleted)
 }
 
-fn delete_tree(
-    dir: BorrowedFd<'_>,
-    display: &Path,
-    name: &str,
-    may_thaw: &dyn Fn(&SubvolumeInfo) -> bool,
-    on_delete: &mut dyn FnMut(&Path),
-    depth: usize,
-) -> Result<()> {
-    let op = "deleting subvolume";
-    // Bounded: btrfs itself limits nesting far below this; a loop here would mean a corrupted view.
-    if depth > 4096 {
-        return Err(Error {
-            op,
-            target: display.display().to_string(),
-            errno: Errno::ELOOP,
-        });
+struct Walk<'a> {
+    may_thaw: &'a dyn Fn(&SubvolumeInfo) -> bool,
+    on_delete: &'a mut dyn FnMut(&Path),
+    mnt: u64,
+    deleted: &'a mut Vec<u64>,
+}
+
+impl Walk<'_> {
+    /// Fails with `EXDEV` unless `fd` is on the mount the walk started on.
+    fn same_mount(&self, fd: BorrowedFd<'_>, display: &Path) -> Result<()> {
+        let op = "deleting subvolume";
+        match mount_id(fd).map_err(err(op, display.display()))? {
+            id if id == self.mnt => Ok(()),
+            _ => Err(Error {
+                op,
+                target: display.display().to_string(),
+                errno: Errno::EXDEV,
+            }),
+        }
     }
-    let sub = open_dir_at(dir, name).map_err(err(op, display.display()))?;
-    if !is_subvolume(sub.as_fd()).map_err(err(op, display.display()))? {
-        return Err(Error {
-            op,
-            target: display.display().to_string(),
-            errno: Errno::ENOTTY,
-        });
-    }
-    let children = child_subvolumes(sub.as_fd())?;
-    if !children.is_empty() {
+
+    fn delete_tree(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        display: &Path,
+        name: &str,
+        depth: usize,
+    ) -> Result<()> {
+        let op = "deleting subvolume";
+        // Bounded: btrfs itself limits nesting far below this; a loop here would mean a corrupted view.
+        if depth > 4096 {
+            return Err(Error {
+                op,
+                target: display.display().to_string(),
+                errno: Errno::ELOOP,
+            });
+        }
+        let sub = open_dir_at(dir, name).map_err(err(op, display.display()))?;
+        self.same_mount(sub.as_fd(), display)?;
+        if !is_subvolume(sub.as_fd()).map_err(err(op, display.display()))? {
+            return Err(Error {
+                op,
+                target: display.display().to_string(),
+                errno: Errno::ENOTTY,
+            });
+        }
         let info = subvolume_info(sub.as_fd())?;
-        if info.read_only {
-            if !may_thaw(&info) {
+        let children = child_subvolumes(sub.as_fd())?;
+        if !children.is_empty() && info.read_only {
+            if !(self.may_thaw)(&info) {
                 return Err(Error {
                     op,
                     target: display.display().to_string(),
@@ -349,33 +386,143 @@ fn delete_tree(
             }
             set_read_only(sub.as_fd(), false)?;
         }
+        let mut first: Option<Error> = None;
+        for child in children {
+            let shown = display.join(&child.path);
+            let result = (|| {
+                let parent = child.path.parent().unwrap_or(Path::new(""));
+                let Some(child_name) = child.path.file_name().and_then(|n| n.to_str()) else {
+                    return Err(Error {
+                        op,
+                        target: shown.display().to_string(),
+                        errno: Errno::EINVAL,
+                    });
+                };
+                let child_dir =
+                    open_dir_beneath(sub.as_fd(), parent).map_err(err(op, shown.display()))?;
+                self.same_mount(child_dir.as_fd(), &shown)?;
+                self.delete_tree(child_dir.as_fd(), &shown, child_name, depth + 1)
+            })();
+            if let Err(e) = result {
+                first.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        drop(sub);
+        (self.on_delete)(display);
+        delete_subvolume(dir, name).map_err(|e| Error {
+            target: display.display().to_string(),
+            ..e
+        })?;
+        self.deleted.push(info.id);
+        Ok(())
     }
-    for child in children {
-        let parent = child.path.parent().unwrap_or(Path::new(""));
-        let Some(child_name) = child.path.file_name().and_then(|n| n.to_str()) else {
-            return Err(Error {
-                op,
-                target: child.path.display().to_string(),
-                errno: Errno::EINVAL,
-            });
-        };
-        let child_dir = open_dir_beneath(sub.as_fd(), parent)
-            .map_err(err(op, display.join(&child.path).display()))?;
-        delete_tree(
-            child_dir.as_fd(),
-            &display.join(&child.path),
-            child_name,
-            may_thaw,
-            on_delete,
-            depth + 1,
-        )?;
+}
+
+/// Whether subvolume `id` still has its root item. A deleted subvolume keeps it until the cleaner thread
+/// has dropped its tree, and only then is its space free (`BTRFS_IOC_TREE_SEARCH`, CAP_SYS_ADMIN).
+pub fn subvolume_exists(fd: BorrowedFd<'_>, id: u64) -> Result<bool> {
+    const ROOT_TREE: u64 = 1;
+    const ROOT_ITEM: u32 = 132;
+    let op = "looking up subvolume";
+    require_btrfs(fd).map_err(err(op, id))?;
+    let key = ioctl::SearchKey {
+        tree_id: ROOT_TREE,
+        min_objectid: id,
+        max_objectid: id,
+        min_offset: 0,
+        max_offset: u64::MAX,
+        min_transid: 0,
+        max_transid: u64::MAX,
+        min_type: ROOT_ITEM,
+        max_type: ROOT_ITEM,
+        nr_items: 1,
+        unused: 0,
+        unused1: 0,
+        unused2: 0,
+        unused3: 0,
+        unused4: 0,
+    };
+    let (_, n) = ioctl::tree_search(fd, key).map_err(err(op, id))?;
+    Ok(n > 0)
+}
+
+/// Waits until the deleted subvolumes `ids` are dropped by the cleaner (committing so it starts), at
+/// most `timeout`; returns whether they all were.
+pub fn wait_cleaned(fd: BorrowedFd<'_>, ids: &[u64], timeout: std::time::Duration) -> Result<bool> {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut last_sync: Option<Instant> = None;
+    loop {
+        // A commit hands deleted subvolumes to the cleaner; one a second keeps it going.
+        if last_sync.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            sync(fd)?;
+            last_sync = Some(Instant::now());
+        }
+        let mut pending = false;
+        for id in ids {
+            if subvolume_exists(fd, *id)? {
+                pending = true;
+                break;
+            }
+        }
+        if !pending {
+            // The freed extents are pinned until the next commit.
+            sync(fd)?;
+            return Ok(true);
+        }
+        if start.elapsed() >= timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    drop(sub);
-    on_delete(display);
-    delete_subvolume(dir, name).map_err(|e| Error {
-        target: display.display().to_string(),
-        ..e
-    })
+}
+
+/// Removes the qgroups `0/<id>` of the deleted subvolumes `ids` when quotas are enabled (older kernels
+/// otherwise keep a stale qgroup per deleted subvolume). The kernel refuses (`EBUSY`) while a subvolume
+/// is not dropped yet, so this waits for the cleaner, at most `timeout`. Quotas off, or a qgroup already
+/// gone (newer kernels remove it once the subvolume is dropped): nothing to do.
+pub fn remove_qgroups(fd: BorrowedFd<'_>, ids: &[u64], timeout: std::time::Duration) -> Result<()> {
+    let op = "removing the qgroup of subvolume";
+    require_btrfs(fd).map_err(err(op, "fd"))?;
+    let mut waited = false;
+    for id in ids {
+        loop {
+            match ioctl::qgroup_destroy(fd, *id) {
+                Ok(()) | Err(Errno::ENOENT) => break,
+                Err(Errno::ENOTCONN) => return Ok(()),
+                Err(Errno::EBUSY) if !waited => {
+                    waited = true;
+                    wait_cleaned(fd, ids, timeout)?;
+                }
+                Err(e) => return Err(err(op, id)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The id of the mount `fd` is on (`statx` `STATX_MNT_ID`, Linux 5.8; `/proc/self/fdinfo` before that).
+///
+/// Two directories on the same filesystem can be on different mounts (a bind mount over a directory):
+/// the mount id, not the device, tells whether a walk crossed into something mounted.
+pub fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let st = statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+        .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        return Ok(st.stx_mnt_id);
+    }
+    // COMPAT(kernel < 5.8): no STATX_MNT_ID; fdinfo has had `mnt_id:` since 3.15.
+    use std::os::fd::AsRawFd;
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(Errno::ENOSYS)
 }
 
 /// Commits the current transaction of the filesystem `fd` is on.
