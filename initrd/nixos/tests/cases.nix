@@ -65,7 +65,7 @@ in
 {
   inherit machine native impermanence tabula more base;
   full = base ++ [ native more ];
-  scripted = base ++ [ native { boot.initrd.systemd.enable = false; } ];
+  scripted = base ++ [ native { boot.initrd.systemd.enable = force false; } ];
   overlay = base ++ [ native { system.etc.overlay.enable = true; } ];
 
   # Each bad configuration (added to `base`) must fail an assertion whose message contains `expect`.

@@ -11,9 +11,10 @@ let
   escapeRegex = builtins.replaceStrings
     [ "\\" "." "*" "+" "?" "(" ")" "[" "]" "{" "}" "|" "^" "$" ] [ "\\\\" "\\." "\\*" "\\+" "\\?" "\\(" "\\)" "\\[" "\\]" "\\{" "\\}" "\\|" "\\^" "\\$" ];
 
+  # A good configuration: no failed assertion, and its TOML and units evaluate.
   good = name: modules:
     let s = sys modules; in
-    if s.failed == [ ] then [ ] else [ "${name}: assertions failed: ${toJSON s.failed}" ];
+    if s.failed == [ ] && builtins.deepSeq [ s.toml s.units ] true then [ ] else [ "${name}: assertions failed: ${toJSON s.failed}" ];
   bad = c:
     let
       s = import ./system.nix { modules = cases.base ++ c.modules; impermanence = c.impermanence or false; };

@@ -37,5 +37,9 @@ in
     (if initrd ? tabula-rollback then { "initrd-tabula-rollback.service" = initrd.tabula-rollback; "initrd-tabula-persist.service" = initrd.tabula-persist; } else { })
     // (if stage2 ? tabula-prune then { "tabula-prune.service" = stage2.tabula-prune; "tabula-prune.timer" = c.systemd.timers.tabula-prune; } else { })
     // (if stage2 ? tabula-machine-id then { "tabula-machine-id.service" = stage2.tabula-machine-id; } else { })
-  );
+    // (if stage2 ? systemd-machine-id-commit then { "systemd-machine-id-commit.service.d-tabula.conf" = stage2.systemd-machine-id-commit // { description = ""; }; } else { })
+  ) // (if c.boot.initrd.systemd.enable then { } else {
+    # The scripted initrd: the commands the module adds to stage 1.
+    "stage-1-commands.sh" = "# postResumeCommands\n${c.boot.initrd.postResumeCommands}\n# postMountCommands\n${c.boot.initrd.postMountCommands}";
+  });
 }
