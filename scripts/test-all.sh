@@ -14,6 +14,13 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --features fault-injection -- -D warnings
+step "cargo build with the rustc of the current stable NixOS (26.05: rustc 1.95.0)"
+# The NixOS package (initrd/nixos/flake.lock pins nixos-26.05) builds with that release's rustc: this
+# fails if the code or Cargo.toml's rust-version needs a newer one. Installed only when missing.
+if rustup run 1.95.0 rustc --version >/dev/null 2>&1; then nixos_rustc=(+1.95.0)
+elif [[ $(rustc --version) == "rustc 1.95.0 "* ]]; then nixos_rustc=()
+else rustup toolchain install 1.95.0 --profile minimal && nixos_rustc=(+1.95.0); fi
+cargo "${nixos_rustc[@]}" build --locked --quiet
 step "cargo test: unit, property, golden, and root integration tests on loop btrfs"
 # CI=true makes root-needing tests fail instead of skipping; the private mount namespace keeps every
 # mount of the run away from the host even if a test's own guard failed.
