@@ -77,6 +77,13 @@ pub enum Command {
     /// destination is on the same btrfs, copied otherwise. Never overwrites without --force, never
     /// follows a symlink at or above the destination.
     Restore(RestoreArgs),
+    /// What the last boots wrote that the allowlist does not keep, ranked, with entries to add.
+    ///
+    /// Compares each of the last N retired roots with the blank, groups what they wrote (a service's
+    /// directory under /var/lib, a dotfile directory in a home), filters per-boot noise ([advise] in
+    /// the config) and names the systemd units that declare those directories. Ends with the
+    /// allowlist to paste. Read-only.
+    Advise(AdviseArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -221,6 +228,26 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// As JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `tabula advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// How many of the newest retired roots to look at.
+    #[arg(long, default_value_t = 10)]
+    pub boots: usize,
+    /// Suggest what at least this many of those boots wrote (default: 2, or 1 when one boot is looked at).
+    #[arg(long)]
+    pub min_boots: Option<usize>,
+    /// Show noise too (no [advise] ignore filtering).
+    #[arg(long)]
+    pub all: bool,
+    /// Read systemd units from this directory instead of the usual ones (repeatable; for chroots).
+    #[arg(long)]
+    pub unit_dir: Vec<PathBuf>,
+    /// As JSON (schema in the README).
     #[arg(long)]
     pub json: bool,
 }

@@ -2,6 +2,7 @@
 //!
 //! The library holds every domain module; `main.rs` only parses arguments and calls into it.
 
+pub mod advise;
 pub mod app;
 pub mod btrfs;
 pub mod check;

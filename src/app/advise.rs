@@ -1,0 +1,76 @@
+//! `tabula advise`: the persistence advisor over the last retired roots.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::files::persisted_paths;
+use super::roots::open_old_roots;
+use super::{load_config, open_filesystem, print_json};
+use crate::advise::{self, Advisor, BootRef, Ignore, Units};
+use crate::cli::{AdviseArgs, Cli};
+use crate::diff::{self, DiffOptions};
+use crate::error::{ExitStatus, UsageError};
+use crate::{layout, roots};
+
+pub(super) fn advise(cli: &Cli, args: &AdviseArgs) -> Result<ExitStatus> {
+    if args.boots == 0 {
+        return Err(UsageError("--boots must be at least 1".into()).into());
+    }
+    let config = load_config(cli)?;
+    // Units are read from the running system, before leaving its mount namespace (same view anyway).
+    let dirs: Vec<PathBuf> = if args.unit_dir.is_empty() {
+        advise::UNIT_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        args.unit_dir.clone()
+    };
+    let units = Units::read(&dirs);
+    let fs = open_filesystem(config, None)?;
+    let old_roots = open_old_roots(&fs)?;
+    let all = roots::list(old_roots.as_fd())?;
+    let picked: Vec<&roots::RetiredRoot> = all.iter().filter(|r| r.info.is_some()).collect();
+    let picked = &picked[picked.len().saturating_sub(args.boots)..];
+    let blank = layout::open_subvolume(fs.top.as_fd(), &fs.config.layout.blank)?;
+    let mut ignore = persisted_paths(&fs.config);
+    ignore.push(fs.config.persist.path.clone());
+    let opts = DiffOptions {
+        ignore,
+        list_children: true,
+        ..DiffOptions::default()
+    };
+    let mut advisor = Advisor::new(
+        &fs.config.persist,
+        Ignore::from_config(&fs.config),
+        !args.all,
+        units,
+    );
+    for r in picked {
+        let tree = layout::open_subvolume(old_roots.as_fd(), &r.name)?;
+        // One diff at a time: only the advisor's per-group totals outlive it.
+        let d = diff::diff_trees(blank.as_fd(), tree.as_fd(), &opts)
+            .with_context(|| format!("comparing '{}' with the blank", r.name))?;
+        advisor.add_boot(
+            BootRef {
+                name: r.name.clone(),
+                seq: r.seq,
+            },
+            &d,
+        );
+    }
+    let min_boots = args
+        .min_boots
+        .unwrap_or(if picked.len() <= 1 { 1 } else { 2 })
+        .max(1);
+    let report = advisor.finish(min_boots);
+    if args.json {
+        print_json("advise", &report)?;
+    } else {
+        std::io::stdout()
+            .lock()
+            .write_all(advise::render_text(&report, &cli.config).as_bytes())
+            .context("writing the report")?;
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,207 @@
+//! `tabula advise` on a real loop btrfs (needs root): a series of boots, some paths written every boot,
+//! some once, some noise; the ranking, the units named, and the suggested allowlist passing `check`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use common::Scratch;
+use serde_json::Value;
+use tabula::btrfs;
+
+const PERSIST: &str = "[persist]\ndirectories = [\"/var/log\"]\n\
+                       [[persist.users]]\nname = \"alice\"\ndirectories = [\"Documents\"]\n";
+
+fn setup(test: &str) -> Option<Scratch> {
+    let s = Scratch::new(test, 400)?;
+    btrfs::create_subvolume(s.top_fd().as_fd(), "root").unwrap();
+    fs::create_dir_all(s.top.join("root/etc")).unwrap();
+    fs::write(
+        s.top.join("root/etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nalice:x:1000:100::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(s.top.join("root/etc/group"), "root:x:0:\nusers:x:100:\n").unwrap();
+    fs::create_dir(s.top.join("root/persist")).unwrap();
+    s.tabula_ok(&["init", "--blank-from", "current"]);
+    let cfg = fs::read_to_string(&s.config).unwrap();
+    fs::write(&s.config, format!("{cfg}{PERSIST}")).unwrap();
+    Some(s)
+}
+
+fn put(root: &Path, rel: &str, content: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+/// Four boots: what every boot writes, what one boot wrote, noise, and a persisted path.
+fn four_boots(s: &Scratch) {
+    let root = s.top.join("root");
+    for b in 1..=4 {
+        put(&root, "var/lib/foo/state.db", &"x".repeat(100 * b));
+        put(&root, "home/alice/.bash_history", "ls\n");
+        put(&root, "home/alice/.config/app/settings", "a=1\n");
+        put(&root, "etc/machine-id", "0123456789abcdef\n");
+        // Noise: caches, temporary files, activation symlinks.
+        put(&root, "tmp/x", "t");
+        put(&root, "var/cache/foo/big", &"c".repeat(5000));
+        put(&root, "home/alice/.cache/thumbs/1", "c");
+        symlink("/etc/static/zshrc", root.join("etc/zshrc")).unwrap();
+        // Persisted: under a mount point at run time, never a change.
+        put(&root, "var/log/boot.log", "log");
+        if b == 2 {
+            put(&root, "srv/once/data", "once");
+        }
+        if b >= 3 {
+            put(&root, "var/lib/bar/x", "bar");
+        }
+        s.tabula_ok(&["rollback"]);
+    }
+}
+
+fn units(s: &Scratch) -> std::path::PathBuf {
+    let dir = s.dir.path().join("units");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("foo.service"),
+        "[Service]\nExecStart=/bin/foo\nStateDirectory=foo\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
+    let Some(s) = setup("advise_ranks") else {
+        return;
+    };
+    four_boots(&s);
+    let unit_dir = units(&s);
+    let out = s.tabula_ok(&["advise", "--json", "--unit-dir", unit_dir.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "advise");
+    assert_eq!(v["boots"].as_array().unwrap().len(), 4);
+    let groups: Vec<(String, u64)> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["path"].as_str().unwrap().to_string(),
+                g["boots"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Every boot first (biggest first), then the last two boots, then once.
+    assert_eq!(
+        groups,
+        [
+            ("/var/lib/foo".to_string(), 4),
+            ("/etc/machine-id".to_string(), 4),
+            ("/home/alice/.config/app".to_string(), 4),
+            ("/home/alice/.bash_history".to_string(), 4),
+            ("/var/lib/bar".to_string(), 2),
+            ("/srv/once".to_string(), 1),
+        ],
+        "{out}"
+    );
+    let foo = &v["groups"][0];
+    assert_eq!(foo["units"], serde_json::json!(["foo.service"]));
+    assert_eq!(foo["bytes"], 400, "last boot's size");
+    assert_eq!(foo["type"], "dir");
+    assert_eq!(foo["first"]["seq"], 1);
+    assert_eq!(foo["last"]["seq"], 4);
+    assert_eq!(v["groups"][4]["first"]["seq"], 3);
+    assert!(v["ignored_objects"].as_u64().unwrap() >= 4 * 4, "{out}");
+    // Suggested: what two or more boots wrote.
+    let sugg: Vec<&str> = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sugg,
+        [
+            "/var/lib/foo",
+            "/etc/machine-id",
+            "/home/alice/.config/app",
+            "/home/alice/.bash_history",
+            "/var/lib/bar"
+        ]
+    );
+
+    // The fragment, put in place of the [persist] part, passes `tabula check`.
+    let fragment = v["config_fragment"].as_str().unwrap();
+    let cfg = fs::read_to_string(&s.config).unwrap();
+    let head = cfg.split("[persist]").next().unwrap();
+    let new_cfg = s.dir.path().join("suggested.toml");
+    fs::write(&new_cfg, format!("{head}{fragment}")).unwrap();
+    let check = common::tabula_cmd(&new_cfg)
+        .args(["check", "--root"])
+        .arg(s.top.join("root"))
+        .arg("--blank")
+        .arg(s.top.join("root-blank"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{}\n{fragment}",
+        String::from_utf8_lossy(&check.stdout),
+        common::stderr(&check)
+    );
+    let parsed = tabula::config::Config::load(&new_cfg).unwrap();
+    let targets: Vec<String> = parsed
+        .persist
+        .entries()
+        .iter()
+        .map(|e| e.target().display().to_string())
+        .collect();
+    for p in [
+        "/var/log",
+        "/home/alice/Documents",
+        "/var/lib/foo",
+        "/etc/machine-id",
+    ] {
+        assert!(targets.contains(&p.to_string()), "{p} in {targets:?}");
+    }
+
+    // The text form: a table and the same fragment at the end.
+    let text = s.tabula_ok(&["advise", "--unit-dir", unit_dir.to_str().unwrap()]);
+    assert!(text.contains("/var/lib/foo/"), "{text}");
+    assert!(text.contains("foo.service"), "{text}");
+    assert!(text.ends_with(fragment), "{text}");
+    assert!(!text.contains("/var/cache"), "{text}");
+
+    // --boots narrows the window; --all shows the noise; [advise] ignore hides more.
+    let v: Value =
+        serde_json::from_str(&s.tabula_ok(&["advise", "--json", "--boots", "1"])).unwrap();
+    assert_eq!(v["boots"].as_array().unwrap().len(), 1);
+    assert_eq!(v["groups"][0]["boots"], 1);
+    let all = s.tabula_ok(&["advise", "--all"]);
+    assert!(all.contains("/var/cache/foo"), "{all}");
+    assert!(all.contains("/tmp/x"), "{all}");
+    fs::write(
+        &s.config,
+        format!("{cfg}[advise]\nignore = [\"/var/lib/b*\", \"/home/*/.config/**\"]\n"),
+    )
+    .unwrap();
+    let text = s.tabula_ok(&["advise"]);
+    assert!(!text.contains("/var/lib/bar"), "{text}");
+    assert!(!text.contains(".config/app"), "{text}");
+    assert!(text.contains("/var/lib/foo"), "{text}");
+}
+
+#[test]
+fn advise_with_no_retired_roots_says_so() {
+    let Some(s) = setup("advise_empty") else {
+        return;
+    };
+    let text = s.tabula_ok(&["advise"]);
+    assert!(text.contains("No retired roots yet"), "{text}");
+}
