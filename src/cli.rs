@@ -84,6 +84,10 @@ pub enum Command {
     /// the config) and names the systemd units that declare those directories. Ends with the
     /// allowlist to paste. Read-only.
     Advise(AdviseArgs),
+    /// Data in persistent storage that no allowlist entry covers any more, with sizes and times.
+    ///
+    /// For cleaning up after removing an entry: lists, never deletes.
+    Orphans(JsonArg),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod logging;
 pub mod mount;
 pub mod mountinfo;
+pub mod orphans;
 pub mod persist;
 pub mod restore;
 pub mod retention;

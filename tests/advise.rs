@@ -205,3 +205,64 @@ fn advise_with_no_retired_roots_says_so() {
     let text = s.tabula_ok(&["advise"]);
     assert!(text.contains("No retired roots yet"), "{text}");
 }
+
+#[test]
+fn orphans_are_found_after_an_entry_is_removed() {
+    let Some(s) = setup("orphans") else {
+        return;
+    };
+    let cfg = fs::read_to_string(&s.config).unwrap();
+    fs::write(
+        &s.config,
+        cfg.replace("[\"/var/log\"]", "[\"/var/log\", \"/var/lib/foo\"]"),
+    )
+    .unwrap();
+    let p = s.top.join("persist");
+    put(&p, "var/log/boot.log", "log");
+    put(&p, "var/lib/foo/db", &"d".repeat(1000));
+    put(&p, "home/alice/Documents/a.txt", "doc");
+    put(&p, "home/alice/.oldapp/conf", "12345");
+    put(&p, "home/alice/.oldapp/sub/more", "123");
+    symlink("/etc", p.join("var/lib/planted")).unwrap();
+    fs::create_dir(p.join("opt")).unwrap();
+    let v: Value = serde_json::from_str(&s.tabula_ok(&["orphans", "--json"])).unwrap();
+    let paths = |v: &Value| -> Vec<String> {
+        v["orphans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        paths(&v),
+        ["/home/alice/.oldapp", "/opt", "/var/lib/planted"],
+        "{v}"
+    );
+    let old = &v["orphans"][0];
+    assert_eq!(old["bytes"], 8);
+    assert_eq!(old["objects"], 4);
+    assert_eq!(old["type"], "dir");
+    assert_eq!(old["source"], "/persist/home/alice/.oldapp");
+    assert!(old["modified"].as_str().is_some(), "{v}");
+    assert_eq!(v["orphans"][2]["type"], "symlink", "not followed");
+
+    // The entry goes: its data is an orphan now, and nothing was deleted.
+    fs::write(&s.config, &cfg).unwrap();
+    let v: Value = serde_json::from_str(&s.tabula_ok(&["orphans", "--json"])).unwrap();
+    assert_eq!(
+        paths(&v),
+        [
+            "/home/alice/.oldapp",
+            "/opt",
+            "/var/lib/foo",
+            "/var/lib/planted"
+        ]
+    );
+    assert_eq!(v["orphans"][2]["bytes"], 1000);
+    assert_eq!(v["total_bytes"], 1008);
+    let text = s.tabula_ok(&["orphans"]);
+    assert!(text.contains("/persist/var/lib/foo/"), "{text}");
+    assert!(p.join("var/lib/foo/db").exists());
+    assert!(p.join("home/alice/.oldapp/conf").exists());
+}

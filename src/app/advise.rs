@@ -1,4 +1,4 @@
-//! `tabula advise`: the persistence advisor over the last retired roots.
+//! `tabula advise` (the persistence advisor over the last retired roots) and `tabula orphans`.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -70,6 +70,21 @@ pub(super) fn advise(cli: &Cli, args: &AdviseArgs) -> Result<ExitStatus> {
         std::io::stdout()
             .lock()
             .write_all(advise::render_text(&report, &cli.config).as_bytes())
+            .context("writing the report")?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub(super) fn orphans(cli: &Cli, json: bool) -> Result<ExitStatus> {
+    let fs = open_filesystem(load_config(cli)?, None)?;
+    let persist = layout::open_subvolume(fs.top.as_fd(), &fs.config.layout.persist)?;
+    let report = crate::orphans::find(persist.as_fd(), &fs.config.persist)?;
+    if json {
+        print_json("orphans", &report)?;
+    } else {
+        std::io::stdout()
+            .lock()
+            .write_all(crate::orphans::render_text(&report).as_bytes())
             .context("writing the report")?;
     }
     Ok(ExitStatus::Success)

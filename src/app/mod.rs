@@ -37,6 +37,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
         Command::Restore(args) => files::restore(&cli, args),
         Command::Advise(args) => advise::advise(&cli, args),
+        Command::Orphans(args) => advise::orphans(&cli, args.json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "tabula", &mut std::io::stdout());
