@@ -186,9 +186,14 @@ pub enum RootsCommand {
 
 /// Options of `tabula persist`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PersistArgs {
+    /// Make one more path persistent now (`tabula persist add --help`).
+    #[command(subcommand)]
+    pub action: Option<PersistCommand>,
     /// The new root (in the initrd: /sysroot; on a running system: /).
-    #[arg(long)]
+    // Required unless a subcommand is given; the default only fills the field then.
+    #[arg(long, required = true, default_value = "/", hide_default_value = true)]
     pub root: PathBuf,
     /// Print the plan, change nothing.
     #[arg(long)]
@@ -201,6 +206,44 @@ pub struct PersistArgs {
     /// keeps it).
     #[arg(long)]
     pub adopt: bool,
+}
+
+/// `tabula persist …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PersistCommand {
+    /// Make a path persistent now: copy it into persistent storage, put it in place, add the entry.
+    ///
+    /// Copies the live path (or, with --from, a retired root's copy) with owner, mode, xattrs and
+    /// times (reflinked where possible), adds it to the configuration keeping its comments, and
+    /// bind-mounts it (or symlinks a file) over the live path. Refuses a path already covered, a
+    /// path processes are using (unless --force), and a configuration it cannot edit (then prints the
+    /// NixOS line). A failure half-way leaves the live path as it was.
+    Add(PersistAddArgs),
+}
+
+/// Options of `tabula persist add`.
+#[derive(Debug, Args)]
+pub struct PersistAddArgs {
+    /// The absolute path to make persistent (a directory or a regular file).
+    pub path: PathBuf,
+    /// How it is put in place: `bind` (default) or `symlink` (files only).
+    #[arg(long, value_parser = ["bind", "symlink"], default_value = "bind")]
+    pub how: String,
+    /// Copy from a retired root (-1: last boot's frozen copy) instead of the live path.
+    #[arg(long, allow_negative_numbers = true)]
+    pub from: Option<String>,
+    /// The live root (as for `tabula persist`).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Go on although processes use the path (restart them after: their open files are the old ones).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan (and the outcome) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `tabula check`.

@@ -22,6 +22,7 @@ pub mod mount;
 pub mod mountinfo;
 pub mod orphans;
 pub mod persist;
+pub mod persist_add;
 pub mod restore;
 pub mod retention;
 pub mod rollback;

@@ -1,4 +1,5 @@
-//! `tabula advise` (the persistence advisor over the last retired roots) and `tabula orphans`.
+//! `tabula advise` (the persistence advisor over the last retired roots), `tabula orphans` and
+//! `tabula persist add`: knowing and growing the allowlist.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -86,6 +87,92 @@ pub(super) fn orphans(cli: &Cli, json: bool) -> Result<ExitStatus> {
             .lock()
             .write_all(crate::orphans::render_text(&report).as_bytes())
             .context("writing the report")?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub(super) fn persist_add(cli: &Cli, args: &crate::cli::PersistAddArgs) -> Result<ExitStatus> {
+    use crate::persist_add::{self, Request};
+    let text = std::fs::read_to_string(&cli.config)
+        .with_context(|| format!("reading '{}'", cli.config.display()))?;
+    let config = crate::config::Config::parse(&cli.config, &text)?;
+    let req = Request {
+        path: args.path.clone(),
+        how: if args.how == "symlink" {
+            crate::config::How::Symlink
+        } else {
+            crate::config::How::Bind
+        },
+        root: args.root.clone(),
+        force: args.force,
+    };
+    // The source: the live root, or a retired root reached through the top level. The process stays
+    // in the system's mount namespace: the bind mount must be visible to it.
+    let _fs;
+    let (source, from) = match &args.from {
+        None => (
+            nix::fcntl::open(
+                &args.root,
+                nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .with_context(|| format!("opening '{}'", args.root.display()))?,
+            "live".to_string(),
+        ),
+        Some(r) => {
+            let fs = super::open_filesystem_in(
+                config.clone(),
+                (!args.dry_run).then_some(cli.lock_wait),
+                false,
+            )?;
+            let old_roots = open_old_roots(&fs)?;
+            let all = roots::list(old_roots.as_fd())?;
+            let picked = roots::resolve(&all, r)?;
+            let fd = layout::open_subvolume(old_roots.as_fd(), &picked.name)?;
+            let name = picked.name.clone();
+            _fs = fs;
+            (fd, name)
+        }
+    };
+    let plan = persist_add::plan_add(&config, &text, &req, source.as_fd(), &from)?;
+    if args.dry_run {
+        if args.json {
+            print_json("persist-add-plan", &plan)?;
+        } else {
+            print!("{}", plan.to_text());
+        }
+        return Ok(ExitStatus::Success);
+    }
+    for h in &plan.holders {
+        eprintln!(
+            "tabula: warning: process {} ({}) uses '{}' ({}): it keeps the old files until restarted",
+            h.pid,
+            h.comm,
+            h.path.display(),
+            h.how
+        );
+    }
+    let report = persist_add::apply_add(&plan, &config, &args.root, source.as_fd())
+        .with_context(|| format!("persisting '{}'", args.path.display()))?;
+    if args.json {
+        print_json("persist-add", &report)?;
+    } else {
+        println!(
+            "'{}' is persistent now ({}; {} file(s) reflinked, {} copied) and listed in {}",
+            plan.path.display(),
+            plan.copy_to.display(),
+            report.reflinked_files,
+            report.copied_files,
+            plan.config_file.display()
+        );
+        for w in &report.warnings {
+            eprintln!("tabula: warning: {w}");
+        }
+        if !report.restart.is_empty() {
+            println!("restart: systemctl restart {}", report.restart.join(" "));
+        }
     }
     Ok(ExitStatus::Success)
 }

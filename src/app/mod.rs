@@ -31,6 +31,10 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             json,
         }) => files::diff(&cli, root, against, *json),
         Command::Roots(cmd) => roots::run(&cli, cmd),
+        Command::Persist(crate::cli::PersistArgs {
+            action: Some(crate::cli::PersistCommand::Add(add)),
+            ..
+        }) => advise::persist_add(&cli, add),
         Command::Persist(args) => persist::persist(&cli, args),
         Command::Check(args) => persist::check(&cli, args),
         Command::Status(args) => persist::status(&cli, args.json),
