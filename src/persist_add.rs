@@ -117,6 +117,8 @@ pub struct AddPlan {
     pub holders: Vec<Holder>,
     /// Units to restart so their processes see the persisted path.
     pub restart: Vec<String>,
+    /// What else the next boot needs to keep the entry.
+    pub notes: Vec<String>,
     /// The configuration text after the edit.
     #[serde(skip)]
     pub new_config: String,
@@ -193,6 +195,9 @@ impl AddPlan {
                 "  then restart: systemctl restart {}\n",
                 self.restart.join(" ")
             ));
+        }
+        for n in &self.notes {
+            s.push_str(&format!("  note: {n}\n"));
         }
         s
     }
@@ -369,7 +374,9 @@ pub fn plan_add(
         How::Bind => format!("\"{entry_text}\""),
         How::Symlink => format!("{{ path = \"{entry_text}\", how = \"symlink\" }}"),
     };
+    let notes = next_boot_notes(&parsed, &req.root);
     Ok(AddPlan {
+        notes,
         copy_to: under(&storage_path, &path),
         path,
         kind,
@@ -384,6 +391,37 @@ pub fn plan_add(
         new_config,
         old_config: config_text.to_string(),
     })
+}
+
+/// What the next boot needs besides the edited file: the initrd's copy of the configuration, and the
+/// file itself surviving the rollback.
+fn next_boot_notes(config: &Config, root: &Path) -> Vec<String> {
+    let file = &config.file;
+    let mut notes = vec![format!(
+        "the initrd boots with its own copy of '{}': rebuild it (dracut --force, update-initramfs -u, \
+         mkinitcpio -P) before the next boot, or that boot does not bind the new entry",
+        file.display()
+    )];
+    // The file as the root sees it (`--root` is where the live root is on this system).
+    let in_root = match file.strip_prefix(root) {
+        Ok(rel) => Path::new("/").join(rel),
+        Err(_) => file.clone(),
+    };
+    let kept = in_root.starts_with(&config.persist.path)
+        || config
+            .persist
+            .entries()
+            .iter()
+            .any(|e| in_root.starts_with(e.target()));
+    if !kept {
+        notes.push(format!(
+            "'{}' is not persisted: the next rollback brings back the blank's copy without this entry; \
+             persist it (`tabula persist add {}`) or put the edited file in the blank",
+            in_root.display(),
+            in_root.display()
+        ));
+    }
+    notes
 }
 
 /// The NixOS option line that adds this entry (the module of `initrd/nixos`).
@@ -532,7 +570,25 @@ fn write_config(file: &Path, text: &str) -> Result<()> {
         f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
         f.sync_all()?;
-        std::fs::rename(&tmp, file).with_context(|| format!("replacing '{}'", file.display()))?;
+        match std::fs::rename(&tmp, file) {
+            Ok(()) => {}
+            // A bind-mounted (persisted) configuration cannot be replaced by a rename: rewrite it in
+            // place, which is what the mount shows.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                let _ = std::fs::remove_file(&tmp);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(file)
+                    .with_context(|| format!("opening '{}'", file.display()))?;
+                f.write_all(text.as_bytes())?;
+                f.sync_all()?;
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("replacing '{}'", file.display()));
+            }
+        }
         std::fs::File::open(dir)?.sync_all()?;
         Ok(())
     })();

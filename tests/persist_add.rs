@@ -142,6 +142,12 @@ fn directory_and_files_become_persistent_keeping_comments() {
 
     let out = b.add(&["/var/lib/foo"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("rebuild it"), "the initrd's copy: {said}");
+    assert!(
+        said.contains("is not persisted"),
+        "the config itself: {said}"
+    );
     // Copied with parents, contents, owner and mode; mounted over the live path.
     let stored = b.stored("/var/lib/foo");
     assert_eq!(fs::read_to_string(stored.join("db")).unwrap(), "data");
@@ -212,7 +218,7 @@ fn writer(path: &Path) -> Child {
     // Holds the file open and appends a numbered line every 20 ms.
     Command::new("sh")
         .arg("-c")
-        .arg("i=0; exec 3>>\"$1\"; while :; do i=$((i+1)); echo \"line $i\" >&3; sleep 0.02; done")
+        .arg("i=0; exec 3>>\"$1\"; while :; do i=$((i+1)); echo \"line $i\" >&3; sleep 0.02 3>&-; done")
         .arg("sh")
         .arg(path)
         .spawn()
@@ -342,6 +348,28 @@ fn from_last_boot_and_a_config_it_cannot_edit() {
     assert_eq!(
         fs::read_to_string(b.live("/etc/hostname")).unwrap(),
         "last boot\n"
+    );
+
+    // A bind-mounted (persisted) configuration cannot be renamed over: it is rewritten in place.
+    mount(
+        Some(&b.s.config),
+        &b.s.config,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let cfg_mount = MountGuard {
+        target: b.s.config.clone(),
+    };
+    fs::write(b.live("/etc/timezone"), "UTC\n").unwrap();
+    let out = b.add(&["/etc/timezone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(b.config().contains("\"/etc/timezone\""), "{}", b.config());
+    drop(cfg_mount);
+    assert!(
+        b.config().contains("\"/etc/timezone\""),
+        "written through the mount"
     );
 
     // A configuration that is a symlink (as NixOS generates it) is not edited: the Nix line is given.

@@ -173,6 +173,9 @@ pub(super) fn persist_add(cli: &Cli, args: &crate::cli::PersistAddArgs) -> Resul
         if !report.restart.is_empty() {
             println!("restart: systemctl restart {}", report.restart.join(" "));
         }
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
     }
     Ok(ExitStatus::Success)
 }
