@@ -300,20 +300,12 @@ pub fn plan_add(
     if kind == Kind::Directory && req.how == How::Symlink {
         bail!("`--how symlink` is for files only: directories are always bind-mounted");
     }
-    // The live path must exist too: it is where the copy is put in place.
-    let live = Walk::open(&req.root)?;
-    let (live_parent, _) = open_parent(live.fd.as_fd(), &path).with_context(|| {
-        format!(
-            "opening the parent of '{shown}' in '{}'",
-            req.root.display()
-        )
-    })?;
-    drop(live_parent);
     // Persistent storage, as mounted on the running system.
     let storage_path = under(&req.root, &config.persist.path);
     let storage = Walk::open(&storage_path)
         .with_context(|| "persistent storage must be mounted to persist a path now")?;
-    let parents = missing_parents(&live, &storage, &path)?;
+    // Parents get the owner and mode they have in the tree the data comes from.
+    let parents = missing_parents(source_root, &storage, &path)?;
     // The configuration edit, checked by the parser that boots use.
     let user = config
         .persist
@@ -635,10 +627,11 @@ fn open_parent(root: BorrowedFd<'_>, path: &Path) -> Result<(OwnedFd, PathBuf)> 
     Ok((fd, PathBuf::from(name)))
 }
 
-/// Parents of `path` missing in persistent storage, outermost first, with the live parents' metadata.
-fn missing_parents(live: &Walk, storage: &Walk, path: &Path) -> Result<Vec<Parent>> {
+/// Parents of `path` missing in persistent storage, outermost first, with the metadata of the parents
+/// in `source` (the live root, or the retired root the data comes from).
+fn missing_parents(source: BorrowedFd<'_>, storage: &Walk, path: &Path) -> Result<Vec<Parent>> {
     let mut out = Vec::new();
-    let mut live_dir = btrfs::open_dir_at(live.fd.as_fd(), ".")?;
+    let mut live_dir = btrfs::open_dir_at(source, ".")?;
     let mut st_dir = Some(btrfs::open_dir_at(storage.fd.as_fd(), ".")?);
     let mut cur = PathBuf::from("/");
     let comps: Vec<&OsStr> = path.strip_prefix("/").unwrap_or(path).iter().collect();
@@ -895,18 +888,25 @@ fn apply_steps(
     let aside = if plan.how == How::Symlink {
         let (dir, name) = open_parent(live.fd.as_fd(), &plan.path)?;
         let tmp = PathBuf::from(format!(".tabula-add-{}", std::process::id()));
-        renameat2(
+        match renameat2(
             dir.as_fd(),
             name.as_os_str(),
             dir.as_fd(),
             tmp.as_os_str(),
             RenameFlags::RENAME_NOREPLACE,
-        )
-        .with_context(|| format!("moving '{}' aside", plan.path.display()))?;
-        // Re-plan now that the target is free.
-        pplan = persist::plan(&new_config, root)?;
-        pplan.entries.retain(|e| e.target == plan.path);
-        Some((dir, name, tmp))
+        ) {
+            Ok(()) => {
+                // Re-plan now that the target is free.
+                pplan = persist::plan(&new_config, root)?;
+                pplan.entries.retain(|e| e.target == plan.path);
+                Some((dir, name, tmp))
+            }
+            // Nothing live to replace (copied `--from` a retired root): the symlink is just made.
+            Err(nix::errno::Errno::ENOENT) => None,
+            Err(e) => {
+                return Err(e).with_context(|| format!("moving '{}' aside", plan.path.display()));
+            }
+        }
     } else {
         None
     };

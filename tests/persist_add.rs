@@ -331,6 +331,8 @@ fn a_failure_half_way_leaves_the_live_path_as_it_was() {
 fn from_last_boot_and_a_config_it_cannot_edit() {
     let Some(b) = booted_with("persist_add_from", |root| {
         fs::write(root.join("etc/hostname"), "last boot\n").unwrap();
+        fs::create_dir_all(root.join("var/lib/gone")).unwrap();
+        fs::write(root.join("var/lib/gone/db"), "erased by the rollback\n").unwrap();
     }) else {
         return;
     };
@@ -349,6 +351,16 @@ fn from_last_boot_and_a_config_it_cannot_edit() {
         fs::read_to_string(b.live("/etc/hostname")).unwrap(),
         "last boot\n"
     );
+
+    // What the rollback erased comes back from last boot's root, and is bound in.
+    assert!(!b.live("/var/lib/gone").exists());
+    let out = b.add(&["/var/lib/gone", "--from", "-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(b.live("/var/lib/gone/db")).unwrap(),
+        "erased by the rollback\n"
+    );
+    assert!(is_mount_point(&b.live("/var/lib/gone")));
 
     // A bind-mounted (persisted) configuration cannot be renamed over: it is rewritten in place.
     mount(
