@@ -304,6 +304,20 @@ pub fn plan_add(
     let storage_path = under(&req.root, &config.persist.path);
     let storage = Walk::open(&storage_path)
         .with_context(|| "persistent storage must be mounted to persist a path now")?;
+    let root_dev = nix::sys::stat::stat(&req.root)
+        .with_context(|| format!("reading '{}'", req.root.display()))?
+        .st_dev;
+    if nix::sys::stat::fstat(storage.fd.as_fd())?.st_dev == root_dev {
+        return Err(Refusal::new(
+            "persist-not-mounted",
+            format!(
+                "'{}' is not mounted (it is a directory of the root, erased at the next boot): mount \
+                 the persistent subvolume there first",
+                storage_path.display()
+            ),
+        )
+        .into());
+    }
     // Parents get the owner and mode they have in the tree the data comes from.
     let parents = missing_parents(source_root, &storage, &path)?;
     // The configuration edit, checked by the parser that boots use.

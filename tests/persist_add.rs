@@ -325,6 +325,17 @@ fn a_failure_half_way_leaves_the_live_path_as_it_was() {
     // And then it works.
     let out = b.add(&["/var/lib/foo"]);
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // Persistent storage not mounted: refused before anything is copied into the root's directory.
+    nix::mount::umount2(&b.live("/persist"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let out = b.add(&["/etc/adjtime"]);
+    assert_refused(&out, "persist-not-mounted");
+    assert!(
+        stderr(&out).contains("erased at the next boot"),
+        "refused at planning: {}",
+        stderr(&out)
+    );
+    assert!(!b.live("/persist/etc").exists());
 }
 
 #[test]
