@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# 15-advise: boot 1 writes state in a new place (/var/lib/newapp). In boot 2, `tabula advise` names it
+# 15-advise: boot 1 writes state in a new place (/var/lib/newapp). In boot 2, `tabula advise --boots 1` names it
 # and `tabula persist add` makes it persistent in the running guest (bind-mounted, the config edited
 # with its comment kept). The host then rebuilds the initrd from the edited config, as
 # `update-initramfs -u` would. Boot 3 still has the state, bind-mounted from persistent storage.
@@ -24,7 +24,7 @@ guest_script boot2 <<'GUEST'
 step gone test ! -e /var/lib/newapp/state
 mkdir -p /var/lib/newapp
 echo "state 2" >/var/lib/newapp/state
-step advise tabula advise
+step advise tabula advise --boots 1
 step add tabula persist add /var/lib/newapp
 step mounted grep -q " /var/lib/newapp " /proc/self/mounts
 echo "written after the add" >/var/lib/newapp/more
