@@ -791,8 +791,8 @@ pub fn render_text(r: &Report, config_file: &Path) -> String {
     }
     if r.ignored_objects > 0 {
         out.push_str(&format!(
-            "\n{} object(s), {} filtered as noise (caches, temporary files, NixOS activation; see [advise] \
-             in the README, --all shows them)\n",
+            "\n{} object(s), {} filtered as noise (caches, temporary files, NixOS activation;\n\
+             see [advise] in the README; --all shows them)\n",
             r.ignored_objects,
             diff::format_bytes(r.ignored_bytes)
         ));
@@ -822,8 +822,8 @@ pub fn render_text(r: &Report, config_file: &Path) -> String {
         return out;
     }
     out.push_str(&format!(
-        "\nTo keep what {} or more boots wrote, run `tabula persist add PATH` for each, or put this in \
-         place of the [persist] part of {} (lines marked `# suggested` are new):\n\n",
+        "\nTo keep what {} or more boots wrote: `tabula persist add PATH` for each, or replace the\n\
+         [persist] part of {} with this (`# suggested` marks what is new):\n\n",
         r.min_boots,
         config_file.display()
     ));
