@@ -409,3 +409,39 @@ fn from_last_boot_and_a_config_it_cannot_edit() {
     );
     assert!(!b.stored("/etc/machine-id").exists());
 }
+
+#[test]
+fn the_command_line_of_persist_add() {
+    use clap::Parser;
+    use tabula::cli::{Cli, Command, PersistCommand};
+    let cli = Cli::try_parse_from([
+        "tabula",
+        "persist",
+        "add",
+        "/var/lib/x",
+        "--how",
+        "symlink",
+        "--from",
+        "-1",
+        "--force",
+    ])
+    .unwrap();
+    let Command::Persist(p) = cli.command else {
+        panic!("not persist")
+    };
+    let Some(PersistCommand::Add(a)) = p.action else {
+        panic!("not add")
+    };
+    assert_eq!(a.path, Path::new("/var/lib/x"));
+    assert_eq!(a.how, "symlink");
+    assert_eq!(a.from.as_deref(), Some("-1"));
+    assert_eq!(a.root, Path::new("/"));
+    assert!(a.force && !a.dry_run);
+    // `tabula persist` itself still needs --root; options of both do not mix.
+    assert!(Cli::try_parse_from(["tabula", "persist"]).is_err());
+    assert!(Cli::try_parse_from(["tabula", "persist", "--root", "/sysroot"]).is_ok());
+    assert!(Cli::try_parse_from(["tabula", "persist", "--root", "/", "add", "/x"]).is_err());
+    assert!(Cli::try_parse_from(["tabula", "persist", "add", "/x", "--how", "copy"]).is_err());
+    assert!(Cli::try_parse_from(["tabula", "advise", "--boots", "3", "--json"]).is_ok());
+    assert!(Cli::try_parse_from(["tabula", "orphans", "--json"]).is_ok());
+}
