@@ -9,7 +9,8 @@
 //! - in a home (`/home/<user>`, `/root`, or a `[[persist.users]]` home): the first component
 //!   (`~/.bash_history`, `~/.ssh`), one deeper under `.config` and `.var/app`, two deeper under
 //!   `.local/share` and `.local/state`;
-//! - `/var/lib/private/<name>`, and `/var/<dir>/<name>` (`/var/lib/<service>`, `/var/log/journal`);
+//! - `/var/lib/private/<name>`, `/var/lib/systemd/<name>`, and `/var/<dir>/<name>` (`/var/lib/<service>`,
+//!   `/var/log/journal`);
 //! - `/etc/<name>`, and `/etc/<dir>/<name>` when `/etc/<dir>` is a directory (`/etc/ssh/ssh_host_ed25519_key`);
 //! - elsewhere, the first two components (`/srv/git`).
 //!
@@ -179,6 +180,8 @@ fn group_depth(path: &Path, persist: &Persist) -> usize {
     let c = normal(path);
     match c.as_slice() {
         [v, l, p, ..] if *v == "var" && *l == "lib" && *p == "private" => 4,
+        // systemd's own state is persisted piecemeal (`timers`, `timesync`), never whole.
+        [v, l, p, ..] if *v == "var" && *l == "lib" && *p == "systemd" => 4,
         [v, ..] if *v == "var" => 3,
         [e, ..] if *e == "etc" => 3,
         // A home itself (its contents are handled above).
@@ -869,6 +872,11 @@ mod tests {
             g("/var/lib/foo/db/x", false).as_deref(),
             Some("/var/lib/foo")
         );
+        assert_eq!(
+            g("/var/lib/systemd/timers/stamp-x", false).as_deref(),
+            Some("/var/lib/systemd/timers")
+        );
+        assert_eq!(g("/var/lib/systemd", true), None);
         assert_eq!(
             g("/var/lib/private/kea/l", false).as_deref(),
             Some("/var/lib/private/kea")

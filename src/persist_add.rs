@@ -63,7 +63,7 @@ pub struct Holder {
     pub pid: u32,
     /// Its command name.
     pub comm: String,
-    /// `cwd`, `root` or `fd N`.
+    /// `cwd`, `root`, `fd N` or `mmap`.
     pub how: String,
     /// The path it holds.
     #[serde(serialize_with = "serialize_path")]
@@ -690,7 +690,8 @@ fn is_dir(st: &FileStat) -> bool {
     st.st_mode & 0o170000 == 0o040000
 }
 
-/// Processes whose cwd, root or open files are `live` or beneath it (this process excepted).
+/// Processes whose cwd, root, open or memory-mapped files are `live` or beneath it (this process
+/// excepted).
 pub fn holders(live: &Path) -> Vec<Holder> {
     let me = std::process::id();
     let mut out = Vec::new();
@@ -719,6 +720,23 @@ pub fn holders(live: &Path) -> Vec<Holder> {
                     && p.starts_with(live)
                 {
                     hits.push((format!("fd {}", f.file_name().to_string_lossy()), p));
+                }
+            }
+        }
+        // Memory-mapped files (databases such as LMDB) without an open fd.
+        if let Ok(maps) = std::fs::read_to_string(base.join("maps")) {
+            let mut seen = std::collections::BTreeSet::new();
+            for line in maps.lines() {
+                // address perms offset dev inode path: the path is the sixth field, may hold spaces.
+                let Some(p) = line.splitn(6, ' ').nth(5).map(str::trim_start) else {
+                    continue;
+                };
+                let p = PathBuf::from(p);
+                if p.starts_with(live)
+                    && !hits.iter().any(|(_, h)| *h == p)
+                    && seen.insert(p.clone())
+                {
+                    hits.push(("mmap".to_string(), p));
                 }
             }
         }
@@ -924,6 +942,10 @@ fn apply_steps(
     } else {
         None
     };
+    // "The mount hides what the root has there": expected here, that is what was just copied.
+    for e in &mut pplan.entries {
+        e.warnings.clear();
+    }
     let outcome = persist::apply(&pplan);
     let failure = outcome
         .entries

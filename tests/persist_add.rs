@@ -266,6 +266,18 @@ fn a_path_in_use_is_refused_unless_forced() {
         "the restarted writer writes there"
     );
 
+    // A memory-mapped file counts too (here: a program run from the path, mapped, no fd open).
+    let bin = b.live("/var/lib/m/prog");
+    fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs::copy("/bin/sleep", &bin).unwrap();
+    let mut prog = Command::new(&bin).arg("30").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let out = b.add(&["/var/lib/m"]);
+    prog.kill().unwrap();
+    prog.wait().unwrap();
+    assert_refused(&out, "path-in-use");
+    assert!(stderr(&out).contains("(mmap)"), "{}", stderr(&out));
+
     // --force goes on and names the process.
     let other = b.live("/var/lib/v/log");
     fs::create_dir_all(other.parent().unwrap()).unwrap();
