@@ -16,7 +16,8 @@
 //!
 //! A directory shallower than its group level (`/var`, `/home/alice`) is a container, not a group.
 //! Only what a boot added or changed counts (`added`, `modified`, `type_changed`), never deletions or
-//! metadata-only changes. A group is ranked by how many of the boots wrote it, then by size.
+//! metadata-only changes. A group is ranked by how many of the boots wrote it, then by size. A group
+//! that exists in the blank is listed but not suggested: a bind mount would hide the blank's version.
 //!
 //! # Noise
 //! Paths matching [`DEFAULT_IGNORE`] (unless `[advise] default_ignore = false`), `[advise] ignore`,
@@ -231,6 +232,8 @@ struct Seen {
     objects: u64,
     bytes: u64,
     is_dir: bool,
+    /// The place itself was added (it is not in the blank).
+    added: bool,
 }
 
 /// One place the boots wrote.
@@ -257,6 +260,10 @@ pub struct Group {
     /// systemd units whose `StateDirectory=`/`LogsDirectory=`/`CacheDirectory=` is at, in or above it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<String>,
+    /// The place exists in the blank (the boots changed it, or something in it): persisting it hides
+    /// the blank's version from then on, so it is not suggested.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_blank: bool,
     /// The `[[persist.users]]` name (or, for `/home/<name>`, the directory name) when in a home.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -377,6 +384,7 @@ impl<'a> Advisor<'a> {
             s.bytes += bytes;
             if group == e.path {
                 s.is_dir = is_dir;
+                s.added = e.kind == Kind::Added;
             } else {
                 s.is_dir = true;
             }
@@ -403,6 +411,7 @@ impl<'a> Advisor<'a> {
                     units: self.units.for_path(&path),
                     contains_entry: entries.iter().find(|e| e.starts_with(&path)).cloned(),
                     file_type: if last_seen.is_dir { "dir" } else { "file" },
+                    in_blank: !last_seen.added,
                     boots: per_boot.len(),
                     objects: last_seen.objects,
                     bytes: last_seen.bytes,
@@ -422,7 +431,7 @@ impl<'a> Advisor<'a> {
         });
         let suggestions: Vec<Suggestion> = groups
             .iter()
-            .filter(|g| g.boots >= min_boots && g.contains_entry.is_none())
+            .filter(|g| g.boots >= min_boots && g.contains_entry.is_none() && !g.in_blank)
             .filter_map(|g| suggestion(g, self.persist))
             .collect();
         let config_fragment = render_fragment(self.persist, &suggestions);
@@ -761,14 +770,20 @@ pub fn render_text(r: &Report, config_file: &Path) -> String {
     if r.groups.is_empty() {
         out.push_str("  nothing: every write was to a persisted path or noise\n");
     } else {
+        let shown = |g: &Group| {
+            let mut path = diff::escape_bytes(g.path.as_os_str().as_bytes());
+            if g.file_type == "dir" {
+                path.push('/');
+            }
+            if g.in_blank {
+                path.push_str(" *");
+            }
+            path
+        };
         let width = r
             .groups
             .iter()
-            .map(|g| {
-                diff::escape_bytes(g.path.as_os_str().as_bytes())
-                    .chars()
-                    .count()
-            })
+            .map(|g| shown(g).chars().count())
             .max()
             .unwrap_or(4)
             .clamp(4, 60);
@@ -777,10 +792,7 @@ pub fn render_text(r: &Report, config_file: &Path) -> String {
             "BOOTS", "SIZE", "PATH", "FIRST", "LAST", "UNIT"
         ));
         for g in &r.groups {
-            let mut path = diff::escape_bytes(g.path.as_os_str().as_bytes());
-            if g.file_type == "dir" {
-                path.push('/');
-            }
+            let path = shown(g);
             out.push_str(&format!(
                 "  {:>5}  {:>10}  {:<width$}  {:>5}  {:>5}  {}\n",
                 format!("{}/{n}", g.boots),
@@ -791,6 +803,13 @@ pub fn render_text(r: &Report, config_file: &Path) -> String {
                 g.units.join(", ")
             ));
         }
+    }
+    if r.groups.iter().any(|g| g.in_blank) {
+        out.push_str(
+            "\n* also in the blank, changed by the boots: not suggested, since a bind mount would hide the \
+             blank's\n  version from then on (`tabula check` warns); `tabula persist add` does it if you \
+             mean it\n",
+        );
     }
     if r.ignored_objects > 0 {
         out.push_str(&format!(

@@ -26,6 +26,7 @@ fn setup(test: &str) -> Option<Scratch> {
     )
     .unwrap();
     fs::write(s.top.join("root/etc/group"), "root:x:0:\nusers:x:100:\n").unwrap();
+    fs::write(s.top.join("root/etc/hosts"), "127.0.0.1 localhost\n").unwrap();
     fs::create_dir(s.top.join("root/persist")).unwrap();
     s.tabula_ok(&["init", "--blank-from", "current"]);
     let cfg = fs::read_to_string(&s.config).unwrap();
@@ -47,6 +48,8 @@ fn four_boots(s: &Scratch) {
         put(&root, "home/alice/.bash_history", "ls\n");
         put(&root, "home/alice/.config/app/settings", "a=1\n");
         put(&root, "etc/machine-id", "0123456789abcdef\n");
+        // In the blank, changed by every boot.
+        put(&root, "etc/hosts", &format!("10.0.0.{b} me\n"));
         // Noise: caches, temporary files, activation symlinks.
         put(&root, "tmp/x", "t");
         put(&root, "var/cache/foo/big", &"c".repeat(5000));
@@ -103,6 +106,7 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
         [
             ("/var/lib/foo".to_string(), 4),
             ("/etc/machine-id".to_string(), 4),
+            ("/etc/hosts".to_string(), 4),
             ("/home/alice/.config/app".to_string(), 4),
             ("/home/alice/.bash_history".to_string(), 4),
             ("/var/lib/bar".to_string(), 2),
@@ -116,7 +120,12 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
     assert_eq!(foo["type"], "dir");
     assert_eq!(foo["first"]["seq"], 1);
     assert_eq!(foo["last"]["seq"], 4);
-    assert_eq!(v["groups"][4]["first"]["seq"], 3);
+    assert_eq!(v["groups"][5]["first"]["seq"], 3);
+    assert_eq!(v["groups"][2]["in_blank"], true, "{out}");
+    assert!(
+        v["groups"][1].get("in_blank").is_none(),
+        "new: not in the blank"
+    );
     assert!(v["ignored_objects"].as_u64().unwrap() >= 4 * 4, "{out}");
     // Suggested: what two or more boots wrote.
     let sugg: Vec<&str> = v["suggestions"]
@@ -174,6 +183,8 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
     // The text form: a table and the same fragment at the end.
     let text = s.tabula_ok(&["advise", "--unit-dir", unit_dir.to_str().unwrap()]);
     assert!(text.contains("/var/lib/foo/"), "{text}");
+    assert!(text.contains("/etc/hosts *"), "{text}");
+    assert!(text.contains("* also in the blank"), "{text}");
     assert!(text.contains("foo.service"), "{text}");
     assert!(text.ends_with(fragment), "{text}");
     assert!(!text.contains("/var/cache"), "{text}");
