@@ -320,6 +320,23 @@ pub fn plan_add(
     }
     // Parents get the owner and mode they have in the tree the data comes from.
     let parents = missing_parents(source_root, &storage, &path)?;
+    if parents.is_empty()
+        && let Ok((dir, name)) = open_parent(storage.fd.as_fd(), &path)
+        && fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+    {
+        return Err(Refusal::new(
+            "already-in-storage",
+            format!(
+                "'{}' already exists in persistent storage (data of a removed entry, or left by an \
+                 interrupted `tabula persist add`: `tabula orphans` lists it); to keep it as it is, add \
+                 the entry to {} and run `tabula persist --root {}`; otherwise move it away first",
+                under(&storage_path, &path).display(),
+                config.file.display(),
+                req.root.display()
+            ),
+        )
+        .into());
+    }
     // The configuration edit, checked by the parser that boots use.
     let user = config
         .persist

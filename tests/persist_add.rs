@@ -334,6 +334,31 @@ fn a_failure_half_way_leaves_the_live_path_as_it_was() {
         assert!(!adj.is_symlink(), "{step}: the live file is back");
         assert_eq!(fs::read_to_string(&adj).unwrap(), "adj\n");
     }
+    // A crash (abort, no cleanup) after the copy: the live path and the config are as they were, the
+    // copy is an orphan, and a second try says so instead of overwriting it.
+    let out = common::tabula_cmd(&b.s.config)
+        .env("TABULA_FAULT", "persist-add-after-copy")
+        .args([
+            "persist",
+            "add",
+            "--root",
+            b.sysroot.to_str().unwrap(),
+            "/var/lib/foo",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "aborted");
+    assert_eq!(b.config(), before);
+    assert!(!is_mount_point(&dir));
+    assert_eq!(fs::read_to_string(dir.join("db")).unwrap(), "data");
+    assert!(b.stored("/var/lib/foo/db").exists(), "the copy is left");
+    assert!(b.tabula(&["orphans"]).status.success());
+    let orphans = String::from_utf8_lossy(&b.tabula(&["orphans"]).stdout).into_owned();
+    assert!(orphans.contains("/persist/var/lib/foo/"), "{orphans}");
+    let out = b.add(&["/var/lib/foo"]);
+    assert_refused(&out, "already-in-storage");
+    fs::remove_dir_all(b.stored("/var/lib")).unwrap();
+
     // And then it works.
     let out = b.add(&["/var/lib/foo"]);
     assert!(out.status.success(), "{}", stderr(&out));
