@@ -463,18 +463,20 @@ fn suggestion(g: &Group, persist: &Persist) -> Option<Suggestion> {
     } else {
         "files"
     };
+    // Only a home with its own [[persist.users]] table gets a user entry: a new table would need the
+    // user resolvable in the initrd (not so on NixOS without `uid`), an absolute entry does not.
     match home_of(&g.path, persist) {
-        Some((home, _)) => {
+        Some((home, Some(name))) => {
             let rel = g.path.strip_prefix(&home).ok()?;
             Some(Suggestion {
                 entry: rel.to_str()?.to_string(),
                 path: g.path.clone(),
                 list,
-                user: g.user.clone(),
+                user: Some(name.to_string()),
                 home: Some(home),
             })
         }
-        None => Some(Suggestion {
+        _ => Some(Suggestion {
             entry: g.path.to_str()?.to_string(),
             path: g.path.clone(),
             list,
@@ -565,7 +567,6 @@ pub fn render_fragment(persist: &Persist, add: &[Suggestion]) -> String {
         &old(&persist.files),
         &pick(None, "files"),
     );
-    let mut users: BTreeSet<(String, PathBuf)> = BTreeSet::new();
     for u in &persist.users {
         out.push_str(&format!("\n[[persist.users]]\nname = {}\n", quote(&u.name)));
         if u.home != Path::new("/home").join(&u.name) {
@@ -581,25 +582,6 @@ pub fn render_fragment(persist: &Persist, add: &[Suggestion]) -> String {
         let f = pick(Some(&u.name), "files");
         render_list(&mut out, "directories", &old(&u.directories), &d);
         render_list(&mut out, "files", &old(&u.files), &f);
-        users.insert((u.name.clone(), u.home.clone()));
-    }
-    for s in add {
-        if let (Some(name), Some(home)) = (&s.user, &s.home)
-            && !users.iter().any(|(n, _)| n == name)
-        {
-            users.insert((name.clone(), home.clone()));
-            out.push_str(&format!("\n[[persist.users]]\nname = {}\n", quote(name)));
-            if *home != Path::new("/home").join(name) {
-                out.push_str(&format!("home = {}\n", quote(&home.to_string_lossy())));
-            }
-            render_list(
-                &mut out,
-                "directories",
-                &[],
-                &pick(Some(name), "directories"),
-            );
-            render_list(&mut out, "files", &[], &pick(Some(name), "files"));
-        }
     }
     out
 }
@@ -990,9 +972,9 @@ mod tests {
             Suggestion {
                 path: "/root/.bash_history".into(),
                 list: "files",
-                user: Some("root".into()),
-                home: Some("/root".into()),
-                entry: ".bash_history".into(),
+                user: None,
+                home: None,
+                entry: "/root/.bash_history".into(),
             },
         ];
         let frag = render_fragment(&p, &add);

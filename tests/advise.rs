@@ -46,6 +46,7 @@ fn four_boots(s: &Scratch) {
     for b in 1..=4 {
         put(&root, "var/lib/foo/state.db", &"x".repeat(100 * b));
         put(&root, "home/alice/.bash_history", "ls\n");
+        put(&root, "root/.bash_history", "ls\n");
         put(&root, "home/alice/.config/app/settings", "a=1\n");
         put(&root, "etc/machine-id", "0123456789abcdef\n");
         // In the blank, changed by every boot.
@@ -109,6 +110,7 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
             ("/etc/hosts".to_string(), 4),
             ("/home/alice/.config/app".to_string(), 4),
             ("/home/alice/.bash_history".to_string(), 4),
+            ("/root/.bash_history".to_string(), 4),
             ("/var/lib/bar".to_string(), 2),
             ("/srv/once".to_string(), 1),
         ],
@@ -120,7 +122,7 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
     assert_eq!(foo["type"], "dir");
     assert_eq!(foo["first"]["seq"], 1);
     assert_eq!(foo["last"]["seq"], 4);
-    assert_eq!(v["groups"][5]["first"]["seq"], 3);
+    assert_eq!(v["groups"][6]["first"]["seq"], 3);
     assert_eq!(v["groups"][2]["in_blank"], true, "{out}");
     assert!(
         v["groups"][1].get("in_blank").is_none(),
@@ -141,6 +143,7 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
             "/etc/machine-id",
             "/home/alice/.config/app",
             "/home/alice/.bash_history",
+            "/root/.bash_history",
             "/var/lib/bar"
         ]
     );
