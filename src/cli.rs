@@ -77,6 +77,17 @@ pub enum Command {
     /// destination is on the same btrfs, copied otherwise. Never overwrites without --force, never
     /// follows a symlink at or above the destination.
     Restore(RestoreArgs),
+    /// What the last boots wrote that the allowlist does not keep, ranked, with entries to add.
+    ///
+    /// Compares each of the last N retired roots with the blank, groups what they wrote (a service's
+    /// directory under /var/lib, a dotfile directory in a home), filters per-boot noise ([advise] in
+    /// the config) and names the systemd units that declare those directories. Ends with the
+    /// allowlist to paste. Read-only.
+    Advise(AdviseArgs),
+    /// Data in persistent storage that no allowlist entry covers any more, with sizes and times.
+    ///
+    /// For cleaning up after removing an entry: lists, never deletes.
+    Orphans(JsonArg),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -175,9 +186,14 @@ pub enum RootsCommand {
 
 /// Options of `tabula persist`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PersistArgs {
+    /// Make one more path persistent now (`tabula persist add --help`).
+    #[command(subcommand)]
+    pub action: Option<PersistCommand>,
     /// The new root (in the initrd: /sysroot; on a running system: /).
-    #[arg(long)]
+    // Required unless a subcommand is given; the default only fills the field then.
+    #[arg(long, required = true, default_value = "/", hide_default_value = true)]
     pub root: PathBuf,
     /// Print the plan, change nothing.
     #[arg(long)]
@@ -190,6 +206,44 @@ pub struct PersistArgs {
     /// keeps it).
     #[arg(long)]
     pub adopt: bool,
+}
+
+/// `tabula persist …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PersistCommand {
+    /// Make a path persistent now: copy it into persistent storage, put it in place, add the entry.
+    ///
+    /// Copies the live path (or, with --from, a retired root's copy) with owner, mode, xattrs and
+    /// times (reflinked where possible), adds it to the configuration keeping its comments, and
+    /// bind-mounts it (or symlinks a file) over the live path. Refuses a path already covered, a
+    /// path processes are using (unless --force), and a configuration it cannot edit (then prints the
+    /// NixOS line). A failure half-way leaves the live path as it was.
+    Add(PersistAddArgs),
+}
+
+/// Options of `tabula persist add`.
+#[derive(Debug, Args)]
+pub struct PersistAddArgs {
+    /// The absolute path to make persistent (a directory or a regular file).
+    pub path: PathBuf,
+    /// How it is put in place: `bind` (default) or `symlink` (files only).
+    #[arg(long, value_parser = ["bind", "symlink"], default_value = "bind")]
+    pub how: String,
+    /// Copy from a retired root (-1: last boot's frozen copy) instead of the live path.
+    #[arg(long, allow_negative_numbers = true)]
+    pub from: Option<String>,
+    /// The live root (as for `tabula persist`).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Go on although processes use the path (restart them after: their open files are the old ones).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan (and the outcome) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `tabula check`.
@@ -221,6 +275,26 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// As JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `tabula advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// How many of the newest retired roots to look at.
+    #[arg(long, default_value_t = 10)]
+    pub boots: usize,
+    /// Suggest what at least this many of those boots wrote (default: 2, or 1 when one boot is looked at).
+    #[arg(long)]
+    pub min_boots: Option<usize>,
+    /// Show noise too (no [advise] ignore filtering).
+    #[arg(long)]
+    pub all: bool,
+    /// Read systemd units from this directory instead of the usual ones (repeatable; for chroots).
+    #[arg(long)]
+    pub unit_dir: Vec<PathBuf>,
+    /// As JSON (schema in the README).
     #[arg(long)]
     pub json: bool,
 }

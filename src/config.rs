@@ -29,6 +29,26 @@ pub struct Config {
     pub boot: Boot,
     /// `[persist]`: the allowlist bind-mounted (or symlinked) into every fresh root.
     pub persist: Persist,
+    /// `[advise]`: what `tabula advise` treats as per-boot noise.
+    pub advise: Advise,
+}
+
+/// `[advise]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advise {
+    /// Extra globs (absolute; `*`, `?`, `**`) whose matches, and everything beneath them, are noise.
+    pub ignore: Vec<String>,
+    /// Whether the built-in noise list ([`crate::advise::DEFAULT_IGNORE`]) applies too.
+    pub default_ignore: bool,
+}
+
+impl Default for Advise {
+    fn default() -> Self {
+        Advise {
+            ignore: Vec::new(),
+            default_ignore: true,
+        }
+    }
 }
 
 /// `[boot]`, validated.
@@ -96,6 +116,14 @@ struct RawConfig {
     retention: Option<RawRetention>,
     boot: Option<RawBoot>,
     persist: Option<Spanned<RawPersist>>,
+    advise: Option<RawAdvise>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdvise {
+    ignore: Option<Vec<Spanned<String>>>,
+    default_ignore: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +256,7 @@ impl Config {
             Some(p) => validate_persist(&src, p.into_inner(), &mut errors),
             None => Persist::default(),
         };
+        let advise = validate_advise(&src, raw.advise, &mut errors);
         match (layout, retention) {
             (Some(layout), Some(retention)) if errors.is_empty() => Ok(Config {
                 file: file.to_path_buf(),
@@ -235,6 +264,7 @@ impl Config {
                 retention,
                 boot,
                 persist,
+                advise,
             }),
             _ => {
                 errors.sort_by_key(|e| (e.line.is_some(), e.line, e.column));
@@ -242,6 +272,23 @@ impl Config {
             }
         }
     }
+}
+
+fn validate_advise(
+    src: &Source<'_>,
+    raw: Option<RawAdvise>,
+    errors: &mut Vec<ConfigError>,
+) -> Advise {
+    let mut a = Advise::default();
+    let Some(raw) = raw else { return a };
+    a.default_ignore = raw.default_ignore.unwrap_or(true);
+    for g in raw.ignore.unwrap_or_default() {
+        match crate::advise::check_glob(g.get_ref()) {
+            Ok(()) => a.ignore.push(g.into_inner()),
+            Err(why) => errors.push(src.error(Some(g.span()), format!("[advise] `ignore`: {why}"))),
+        }
+    }
+    a
 }
 
 fn validate_retention(

@@ -2,6 +2,7 @@
 //!
 //! The library holds every domain module; `main.rs` only parses arguments and calls into it.
 
+pub mod advise;
 pub mod app;
 pub mod btrfs;
 pub mod check;
@@ -21,7 +22,9 @@ pub mod logging;
 pub mod mount;
 pub mod mounted;
 pub mod mountinfo;
+pub mod orphans;
 pub mod persist;
+pub mod persist_add;
 pub mod restore;
 pub mod retention;
 pub mod rollback;

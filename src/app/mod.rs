@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
+mod advise;
 mod files;
 mod persist;
 mod roots;
@@ -30,11 +31,17 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             json,
         }) => files::diff(&cli, root, against, *json),
         Command::Roots(cmd) => roots::run(&cli, cmd),
+        Command::Persist(crate::cli::PersistArgs {
+            action: Some(crate::cli::PersistCommand::Add(add)),
+            ..
+        }) => advise::persist_add(&cli, add),
         Command::Persist(args) => persist::persist(&cli, args),
         Command::Check(args) => persist::check(&cli, args),
         Command::Status(args) => persist::status(&cli, args.json),
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
         Command::Restore(args) => files::restore(&cli, args),
+        Command::Advise(args) => advise::advise(&cli, args),
+        Command::Orphans(args) => advise::orphans(&cli, args.json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer: clap_complete panics when its writer fails (a closed stdout).

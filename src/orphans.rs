@@ -1,0 +1,327 @@
+//! `tabula orphans`: data in persistent storage that no allowlist entry covers any more.
+//!
+//! The persistent subvolume is walked from its top, fd-relative, never following a symlink and never
+//! leaving its filesystem (a nested subvolume or mount point is reported, not entered). A path is
+//! *covered* when it is an entry's source or beneath one, an *ancestor* when an entry's source is
+//! beneath it (walked into, not reported), and an *orphan* otherwise: reported once with the objects
+//! and bytes beneath it and its newest modification time, at the level `tabula advise` groups at
+//! (`/var/lib/<name>`, a dotfile in a home: containers such as `/var/lib` are walked into, and
+//! reported only when empty). Nothing is ever changed.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use serde::Serialize;
+
+use crate::config::Persist;
+use crate::diff;
+
+/// What a path in persistent storage is to the allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// An entry's source, or beneath one.
+    Covered,
+    /// Holds an entry's source beneath it.
+    Ancestor,
+    /// Neither: nothing mounts it any more.
+    Orphan,
+}
+
+/// How `path` (absolute, in the root's terms: `/var/lib/x` for `<persist>/var/lib/x`) relates to the
+/// allowlist `targets`.
+pub fn classify(path: &Path, targets: &[PathBuf]) -> Status {
+    if targets.iter().any(|t| path.starts_with(t)) {
+        Status::Covered
+    } else if targets.iter().any(|t| t.starts_with(path)) {
+        Status::Ancestor
+    } else {
+        Status::Orphan
+    }
+}
+
+/// One orphan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Orphan {
+    /// The path it would have in the root (`/var/lib/old`).
+    #[serde(serialize_with = "diff::serialize_path")]
+    pub path: PathBuf,
+    /// Where it is on the running system (`/persist/var/lib/old`).
+    #[serde(serialize_with = "diff::serialize_path")]
+    pub source: PathBuf,
+    /// `file`, `dir`, `symlink`, …
+    #[serde(rename = "type")]
+    pub file_type: &'static str,
+    /// Objects: itself and everything beneath it.
+    pub objects: u64,
+    /// Bytes of the regular files (apparent size) it holds.
+    pub bytes: u64,
+    /// The newest modification time of anything in it.
+    pub modified: Option<DateTime<Utc>>,
+    /// A nested subvolume or mount point: not looked into.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub other_fs: bool,
+    /// What could not be read beneath it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Everything found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Where persistent storage is mounted on the running system.
+    #[serde(serialize_with = "diff::serialize_path")]
+    pub persist_path: PathBuf,
+    /// The orphans, in path order.
+    pub orphans: Vec<Orphan>,
+    /// Sum of their bytes.
+    pub total_bytes: u64,
+}
+
+fn type_name(st: &FileStat) -> &'static str {
+    diff::FileType::from_mode(st.st_mode).map_or("unknown", diff::FileType::name)
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & 0o170000 == 0o040000
+}
+
+fn mtime(st: &FileStat) -> i64 {
+    st.st_mtime
+}
+
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn names(dir: BorrowedFd<'_>) -> nix::Result<Vec<Vec<u8>>> {
+    let mut d = Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(n.to_vec());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Walks the persistent storage open at `top` (its root directory) and reports the orphans.
+pub fn find(top: BorrowedFd<'_>, persist: &Persist) -> Result<Report> {
+    let targets: Vec<PathBuf> = persist.entries().iter().map(|e| e.target()).collect();
+    let root_st = fstat(top).context("reading persistent storage")?;
+    let mut orphans = Vec::new();
+    // (directory fd, its path in the root's terms, whether it is an orphan container) still to list:
+    // ancestors of entries, and orphan directories above the advisor's group level (`/var/lib`,
+    // a home), so that orphans are named at the level they were persisted at.
+    let mut stack: Vec<(OwnedFd, PathBuf, Option<FileStat>)> = vec![(
+        open_dir_at(top, OsStr::new(".")).context("opening persistent storage")?,
+        PathBuf::from("/"),
+        None,
+    )];
+    while let Some((fd, path, container)) = stack.pop() {
+        let list = names(fd.as_fd())
+            .with_context(|| format!("listing '{}' in persistent storage", path.display()))?;
+        if let (Some(st), true) = (container, list.is_empty()) {
+            // An empty leftover directory: its parent holds no entry either.
+            orphans.push(measure(
+                fd.as_fd(),
+                OsStr::new("."),
+                &st,
+                path,
+                root_st.st_dev,
+                persist,
+            ));
+            continue;
+        }
+        for n in list.into_iter().rev() {
+            let name = OsStr::from_bytes(&n);
+            let child = path.join(name);
+            let st = fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .with_context(|| format!("reading '{}' in persistent storage", child.display()))?;
+            let plain_dir = is_dir(&st) && st.st_dev == root_st.st_dev;
+            let descend = match classify(&child, &targets) {
+                Status::Covered => continue,
+                Status::Ancestor if plain_dir => Some(None),
+                Status::Orphan
+                    if plain_dir && crate::advise::group_of(&child, true, persist).is_none() =>
+                {
+                    Some(Some(st))
+                }
+                // An entry's parent that is not a plain directory here is reported too: `tabula
+                // persist` refuses it, and the user should see it.
+                Status::Ancestor | Status::Orphan => None,
+            };
+            match descend {
+                Some(container) => {
+                    let sub = open_dir_at(fd.as_fd(), name).with_context(|| {
+                        format!("opening '{}' in persistent storage", child.display())
+                    })?;
+                    stack.push((sub, child, container));
+                }
+                None => orphans.push(measure(
+                    fd.as_fd(),
+                    name,
+                    &st,
+                    child,
+                    root_st.st_dev,
+                    persist,
+                )),
+            }
+        }
+    }
+    orphans.sort_by(|a, b| a.path.cmp(&b.path));
+    let total_bytes = orphans.iter().map(|o| o.bytes).sum();
+    Ok(Report {
+        persist_path: persist.path.clone(),
+        orphans,
+        total_bytes,
+    })
+}
+
+/// Sizes one orphan: objects, bytes and newest mtime beneath it (iteratively, same filesystem only).
+fn measure(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    st: &FileStat,
+    path: PathBuf,
+    dev: u64,
+    persist: &Persist,
+) -> Orphan {
+    let mut o = Orphan {
+        source: persist.source_of(&path),
+        path,
+        file_type: type_name(st),
+        objects: 1,
+        bytes: if is_dir(st) {
+            0
+        } else if st.st_mode & 0o170000 == 0o100000 {
+            u64::try_from(st.st_size).unwrap_or(0)
+        } else {
+            0
+        },
+        modified: None,
+        other_fs: st.st_dev != dev,
+        errors: Vec::new(),
+    };
+    let mut newest = mtime(st);
+    if is_dir(st) && !o.other_fs {
+        let mut seen_inodes = std::collections::HashSet::new();
+        let mut stack: Vec<(OwnedFd, PathBuf)> = Vec::new();
+        match open_dir_at(parent, name) {
+            Ok(fd) => stack.push((fd, o.path.clone())),
+            Err(e) => o.errors.push(format!("{}: {e}", o.path.display())),
+        }
+        while let Some((fd, p)) = stack.pop() {
+            let list = match names(fd.as_fd()) {
+                Ok(l) => l,
+                Err(e) => {
+                    o.errors.push(format!("{}: {e}", p.display()));
+                    continue;
+                }
+            };
+            for n in list {
+                let name = OsStr::from_bytes(&n);
+                let Ok(cst) = fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                    o.errors
+                        .push(format!("{}: unreadable", p.join(name).display()));
+                    continue;
+                };
+                o.objects += 1;
+                newest = newest.max(mtime(&cst));
+                if cst.st_dev != dev {
+                    continue;
+                }
+                if is_dir(&cst) {
+                    match open_dir_at(fd.as_fd(), name) {
+                        Ok(sub) => stack.push((sub, p.join(name))),
+                        Err(e) => o.errors.push(format!("{}: {e}", p.join(name).display())),
+                    }
+                } else if cst.st_mode & 0o170000 == 0o100000
+                    && (cst.st_nlink <= 1 || seen_inodes.insert(cst.st_ino))
+                {
+                    o.bytes += u64::try_from(cst.st_size).unwrap_or(0);
+                }
+            }
+        }
+    }
+    o.modified = DateTime::from_timestamp(newest, 0);
+    o
+}
+
+/// The report for people.
+pub fn render_text(r: &Report) -> String {
+    if r.orphans.is_empty() {
+        return format!(
+            "No orphans: everything in persistent storage ({}) is covered by the allowlist.\n",
+            r.persist_path.display()
+        );
+    }
+    let mut out = format!(
+        "In persistent storage ({}) but covered by no allowlist entry ({} in all); tabula never deletes \
+         these:\n\n",
+        r.persist_path.display(),
+        diff::format_bytes(r.total_bytes)
+    );
+    out.push_str(&format!(
+        "  {:>10}  {:>8}  {:<20}  {}\n",
+        "SIZE", "OBJECTS", "MODIFIED", "PATH"
+    ));
+    for o in &r.orphans {
+        let mut p = diff::escape_bytes(o.source.as_os_str().as_bytes());
+        if o.file_type == "dir" {
+            p.push('/');
+        }
+        if o.other_fs {
+            p.push_str("  (another subvolume or mount: not looked into)");
+        }
+        out.push_str(&format!(
+            "  {:>10}  {:>8}  {:<20}  {}\n",
+            diff::format_bytes(o.bytes),
+            o.objects,
+            o.modified
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default(),
+            p
+        ));
+        for e in &o.errors {
+            out.push_str(&format!("      could not read {e}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let t = vec![PathBuf::from("/var/lib/foo"), PathBuf::from("/home/a/.ssh")];
+        assert_eq!(classify(Path::new("/var"), &t), Status::Ancestor);
+        assert_eq!(classify(Path::new("/var/lib"), &t), Status::Ancestor);
+        assert_eq!(classify(Path::new("/var/lib/foo"), &t), Status::Covered);
+        assert_eq!(classify(Path::new("/var/lib/foo/x"), &t), Status::Covered);
+        assert_eq!(classify(Path::new("/var/lib/food"), &t), Status::Orphan);
+        assert_eq!(classify(Path::new("/home/a/.gnupg"), &t), Status::Orphan);
+        assert_eq!(classify(Path::new("/etc"), &t), Status::Orphan);
+    }
+}
