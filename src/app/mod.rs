@@ -12,6 +12,7 @@ use tracing::info;
 
 mod files;
 mod persist;
+mod persist_sync;
 mod roots;
 
 use crate::cli::{Cli, Command, InitArgs, RollbackArgs};
@@ -30,7 +31,10 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             json,
         }) => files::diff(&cli, root, against, *json),
         Command::Roots(cmd) => roots::run(&cli, cmd),
-        Command::Persist(args) => persist::persist(&cli, args),
+        Command::Persist(args) => match &args.command {
+            Some(cmd) => persist_sync::run(&cli, cmd),
+            None => persist::persist(&cli, args),
+        },
         Command::Check(args) => persist::check(&cli, args),
         Command::Status(args) => persist::status(&cli, args.json),
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json),

@@ -342,6 +342,10 @@ fn plan_ops(
             bail!("'{}' exists and is not a regular file", shown_src.display())
         }
         (_, Some(st)) => {
+            if e.entry.how == How::Copy {
+                // Checked again at apply time; refusing now makes --dry-run say so.
+                refuse_hard_links(&st, &shown_src)?;
+            }
             let diff = explicit.differences(Owner::of(&st));
             if !diff.is_empty() {
                 if e.kind == Kind::File && st.st_nlink > 1 {
@@ -365,6 +369,15 @@ fn plan_ops(
                 mode: Perms(owner.mode),
             });
             owner
+        }
+        (Kind::File, None) if e.entry.how == How::Copy => {
+            p.message = Some(format!(
+                "'{}' does not exist: nothing is copied this boot and the system creates '{}' as usual; \
+                 `tabula persist sync` copies it into persistent storage once it exists",
+                shown_src.display(),
+                target.display()
+            ));
+            return Ok(PlanState::SourceMissing);
         }
         (Kind::File, None) if e.entry.how == How::Symlink => {
             p.message = Some(format!(
@@ -423,6 +436,33 @@ fn plan_ops(
     let shown_tgt = w.shown(target);
     let tgt_st = if tmissing { None } else { w.stat(target)? };
     match e.entry.how {
+        How::Copy => {
+            let needed = match tgt_st {
+                None => true,
+                Some(st) if is_symlink(&st) => return Err(symlink_refusal(&shown_tgt)),
+                Some(st) if !is_file(&st) => bail!(
+                    "'{}' exists in the root and is not a regular file",
+                    shown_tgt.display()
+                ),
+                Some(_) => {
+                    if ctx.is_mount_point(target) == Some(true) {
+                        bail!(
+                            "'{}' is a mount point (a bind mount from before `how = \"copy\"`?): a copy \
+                             cannot replace it; unmount it first",
+                            shown_tgt.display()
+                        );
+                    }
+                    let owner_changes = ops.iter().any(|o| matches!(o, Op::SetOwnerMode { .. }));
+                    owner_changes || !super::copy::is_current(w, source, target)?
+                }
+            };
+            if needed {
+                ops.push(Op::CopyIn {
+                    source: source.to_path_buf(),
+                    target: target.to_path_buf(),
+                });
+            }
+        }
         How::Bind => match tgt_st {
             None => {
                 let (uid, gid, mode) = (src_owner.uid, src_owner.gid, Perms(src_owner.mode));
