@@ -259,6 +259,7 @@ const COPY_IN_FAULTS: super::copy::FaultPoints = super::copy::FaultPoints {
     created: "copy-in-created",
     data: "copy-in-data",
     before_rename: "copy-in-before-rename",
+    renamed: "copy-in-renamed",
 };
 
 /// Bind-mounts `source` on `target` through `/proc/self/fd` paths of `O_PATH` fds obtained without following

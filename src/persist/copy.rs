@@ -150,6 +150,8 @@ pub(crate) struct FaultPoints {
     pub data: &'static str,
     /// After the fsync, right before the rename.
     pub before_rename: &'static str,
+    /// After the rename, before the directory's fsync.
+    pub renamed: &'static str,
 }
 
 /// Atomically replaces (or creates) regular file `to` with a copy of regular file `from`, both resolved
@@ -263,6 +265,7 @@ pub(crate) fn replace_with_copy(
         // followed.
         renameat(&dir, tmp_name.as_os_str(), &dir, name.as_os_str())
             .with_context(|| format!("renaming the copy onto '{}'", shown_to.display()))?;
+        crate::fault::point(faults.renamed);
         nix::unistd::fsync(&dir)
             .with_context(|| format!("syncing the directory of '{}'", shown_to.display()))?;
         Ok(out)

@@ -28,6 +28,7 @@ pub const SYNC_FAULTS: FaultPoints = FaultPoints {
     created: "sync-created",
     data: "sync-data",
     before_rename: "sync-before-rename",
+    renamed: "sync-renamed",
 };
 
 /// Choices of `tabula persist sync`.
@@ -430,6 +431,15 @@ mod tests {
                 assert_eq!(decide(live, Other, false, prune), SyncAction::Failed);
             }
         }
+    }
+
+    #[test]
+    fn fault_points_are_listed_in_order() {
+        let f = SYNC_FAULTS;
+        assert_eq!(
+            crate::fault::SYNC_POINTS,
+            [f.created, f.data, f.before_rename, f.renamed]
+        );
     }
 
     #[test]
