@@ -15,6 +15,7 @@ use nix::mount::{MsFlags, mount};
 use tabula::btrfs;
 use tabula::check::{CheckOptions, Severity};
 use tabula::config::Config;
+use tabula::persist::{PlanOptions, PlanState};
 
 const OLD: &str = "root:$6$old$OLDHASH:19000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
 const NEW: &str = "root:$6$new$NEWHASH:20000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
@@ -169,6 +170,24 @@ fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
         st[0].problems.iter().any(|p| p.contains("not synced yet")),
         "{st:?}"
     );
+
+    // `tabula persist --root /` on the running system (the --adopt recipe) must not put the old copy
+    // back over a change not synced yet.
+    let running = PlanOptions {
+        keep_live_copies: true,
+        ..PlanOptions::default()
+    };
+    let plan = tabula::persist::plan_with(&cfg, &b1.sysroot, running).unwrap();
+    assert_eq!(plan.entries[0].state, PlanState::InPlace, "{plan:#?}");
+    assert!(
+        plan.entries[0].warnings[0].contains("the live file is kept"),
+        "{plan:#?}"
+    );
+    tabula::persist::apply(&plan);
+    assert_eq!(fs::read_to_string(&live).unwrap(), NEW);
+    // In the initrd the persistent copy wins.
+    let plan = tabula::persist::plan(&cfg, &b1.sysroot).unwrap();
+    assert_eq!(plan.entries[0].state, PlanState::Ready, "{plan:#?}");
 
     let dry = sync(&s, &b1, &["--dry-run"]);
     assert!(

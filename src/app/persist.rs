@@ -24,8 +24,15 @@ pub(super) fn persist(cli: &Cli, args: &PersistArgs) -> Result<ExitStatus> {
         .root
         .as_deref()
         .context("`tabula persist` needs --root (the new root: /sysroot in the initrd)")?;
-    let plan = persist::plan_with(&config, root, PlanOptions { adopt: args.adopt })
-        .with_context(|| format!("planning persistence into '{}'", root.display()))?;
+    let plan = persist::plan_with(
+        &config,
+        root,
+        PlanOptions {
+            adopt: args.adopt,
+            ..PlanOptions::default()
+        },
+    )
+    .with_context(|| format!("planning persistence into '{}'", root.display()))?;
     if args.dry_run {
         if args.json {
             print_json("persist-plan", &plan)?;

@@ -24,6 +24,10 @@ pub struct PlanOptions {
     /// storage and bind-mount it: from then on it is persistent. Meant for the running system
     /// (`tabula persist --root / --adopt`), never needed in the initrd.
     pub adopt: bool,
+    /// Never replace a `how = "copy"` target that differs from its persistent copy: on a running system
+    /// the live file is the newer one (changed since the last `tabula persist sync`). Always on when
+    /// the root is `/`.
+    pub keep_live_copies: bool,
 }
 
 /// What the config says explicitly for an entry (enforced at every run).
@@ -222,6 +226,10 @@ pub fn plan(config: &Config, root_dir: &Path) -> Result<Plan> {
 pub fn plan_with(config: &Config, root_dir: &Path, opts: PlanOptions) -> Result<Plan> {
     let ctx = Ctx::new(config, root_dir)?;
     ctx.check_persist_mounted()?;
+    let opts = PlanOptions {
+        keep_live_copies: opts.keep_live_copies || ctx.full_path(Path::new("/")) == Path::new("/"),
+        ..opts
+    };
     let entries = config
         .persist
         .entries()
@@ -453,7 +461,18 @@ fn plan_ops(
                         );
                     }
                     let owner_changes = ops.iter().any(|o| matches!(o, Op::SetOwnerMode { .. }));
-                    owner_changes || !super::copy::is_current(w, source, target)?
+                    let stale = owner_changes || !super::copy::is_current(w, source, target)?;
+                    if stale && opts.keep_live_copies {
+                        p.warnings.push(format!(
+                            "'{}' differs from '{}': on a running system the live file is kept (it may hold \
+                             changes not synced yet); `tabula persist sync` copies it back",
+                            shown_tgt.display(),
+                            shown_src.display()
+                        ));
+                        false
+                    } else {
+                        stale
+                    }
                 }
             };
             if needed {
