@@ -142,6 +142,9 @@ impl SyncPlan {
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
+        if self.entries.is_empty() {
+            s.push_str("nothing to sync: no `how = \"copy\"` entry\n");
+        }
         for e in &self.entries {
             let what = match (e.action, e.done) {
                 (SyncAction::InSync, _) => "in sync",
@@ -467,5 +470,10 @@ mod tests {
         assert!(text.contains("copied         /etc/shadow"), "{text}");
         assert!(text.contains("REFUSED"), "{text}");
         assert_eq!(plan.failed(), 1);
+        let empty = SyncPlan {
+            entries: Vec::new(),
+            ..plan
+        };
+        assert!(empty.to_text().starts_with("nothing to sync"));
     }
 }
