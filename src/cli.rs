@@ -179,10 +179,11 @@ pub enum RootsCommand {
 pub struct PersistArgs {
     /// Subcommands on the running system.
     #[command(subcommand)]
-    pub command: Option<PersistCommand>,
+    pub action: Option<PersistCommand>,
     /// The new root (in the initrd: /sysroot; on a running system: /).
-    #[arg(long, required = true)]
-    pub root: Option<PathBuf>,
+    // Required unless a subcommand is given; the default only fills the field then.
+    #[arg(long, required = true, default_value = "/", hide_default_value = true)]
+    pub root: PathBuf,
     /// Print the plan, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -368,8 +369,7 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Persist(PersistArgs {
-                command: Some(PersistCommand::Sync(SyncArgs { prune: true, ref paths, .. })),
-                root: None,
+                action: Some(PersistCommand::Sync(SyncArgs { prune: true, ref paths, .. })),
                 ..
             }) if paths == &[PathBuf::from("/etc/shadow")]
         ));
@@ -377,10 +377,10 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Persist(PersistArgs {
-                command: None,
-                root: Some(_),
+                action: None,
+                ref root,
                 ..
-            })
+            }) if root == &PathBuf::from("/sysroot")
         ));
         assert!(Cli::try_parse_from(["tabula", "persist"]).is_err());
         assert!(Cli::try_parse_from(["tabula", "persist", "units", "--dir", "/run/x"]).is_ok());

@@ -436,15 +436,7 @@ fn machine_id_recipe_first_boot_generates_later_boots_keep() {
     .unwrap();
 
     // Later in boot 1, on the running system: `tabula persist --root / --adopt`.
-    let plan = persist::plan_with(
-        &cfg,
-        &boot1,
-        PlanOptions {
-            adopt: true,
-            ..PlanOptions::default()
-        },
-    )
-    .unwrap();
+    let plan = persist::plan_with(&cfg, &boot1, PlanOptions { adopt: true }).unwrap();
     let report = persist::apply(&plan);
     assert_all(&report, Outcome::Done);
     assert_eq!(

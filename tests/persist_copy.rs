@@ -173,11 +173,8 @@ fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
 
     // `tabula persist --root /` on the running system (the --adopt recipe) must not put the old copy
     // back over a change not synced yet.
-    let running = PlanOptions {
-        keep_live_copies: true,
-        ..PlanOptions::default()
-    };
-    let plan = tabula::persist::plan_with(&cfg, &b1.sysroot, running).unwrap();
+    let plan =
+        tabula::persist::plan_running_system(&cfg, &b1.sysroot, PlanOptions::default()).unwrap();
     assert_eq!(plan.entries[0].state, PlanState::InPlace, "{plan:#?}");
     assert!(
         plan.entries[0].warnings[0].contains("the live file is kept"),

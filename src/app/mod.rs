@@ -31,10 +31,15 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             json,
         }) => files::diff(&cli, root, against, *json),
         Command::Roots(cmd) => roots::run(&cli, cmd),
-        Command::Persist(args) => match &args.command {
-            Some(cmd) => persist_sync::run(&cli, cmd),
-            None => persist::persist(&cli, args),
-        },
+        Command::Persist(crate::cli::PersistArgs {
+            action: Some(crate::cli::PersistCommand::Sync(sync)),
+            ..
+        }) => persist_sync::sync(&cli, sync),
+        Command::Persist(crate::cli::PersistArgs {
+            action: Some(crate::cli::PersistCommand::Units { dir }),
+            ..
+        }) => persist_sync::units(&cli, dir.as_deref()),
+        Command::Persist(args) => persist::persist(&cli, args),
         Command::Check(args) => persist::check(&cli, args),
         Command::Status(args) => persist::status(&cli, args.json),
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json),

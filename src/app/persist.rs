@@ -20,19 +20,8 @@ use crate::persist::{self, Outcome, PlanOptions};
 pub(super) fn persist(cli: &Cli, args: &PersistArgs) -> Result<ExitStatus> {
     // No private namespace: the bind mounts must be visible to the system that boots.
     let config = load_config(cli)?;
-    let root = args
-        .root
-        .as_deref()
-        .context("`tabula persist` needs --root (the new root: /sysroot in the initrd)")?;
-    let plan = persist::plan_with(
-        &config,
-        root,
-        PlanOptions {
-            adopt: args.adopt,
-            ..PlanOptions::default()
-        },
-    )
-    .with_context(|| format!("planning persistence into '{}'", root.display()))?;
+    let plan = persist::plan_with(&config, &args.root, PlanOptions { adopt: args.adopt })
+        .with_context(|| format!("planning persistence into '{}'", args.root.display()))?;
     if args.dry_run {
         if args.json {
             print_json("persist-plan", &plan)?;

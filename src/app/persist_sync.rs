@@ -1,6 +1,7 @@
 //! `tabula persist sync` and `tabula persist units`.
 
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -9,37 +10,34 @@ use nix::fcntl::{Flock, FlockArg, OFlag, open};
 use nix::sys::stat::Mode;
 
 use super::{load_config, print_json};
-use crate::cli::{Cli, PersistCommand, SyncArgs};
+use crate::cli::{Cli, SyncArgs};
 use crate::error::{ExitStatus, LockHeld};
 use crate::persist::{self, SyncOptions};
 
 /// Where concurrent syncs (the path unit's service and the shutdown one) queue.
 const SYNC_LOCK: &str = "/run/tabula/persist-sync.lock";
 
-pub(super) fn run(cli: &Cli, cmd: &PersistCommand) -> Result<ExitStatus> {
-    match cmd {
-        PersistCommand::Sync(args) => sync(cli, args),
-        PersistCommand::Units { dir } => {
-            let config = load_config(cli)?;
-            let units = persist::copy_path_units(&config);
-            match dir {
-                Some(dir) => {
-                    for p in persist::write_units(&units, dir)? {
-                        println!("{}", p.display());
-                    }
-                }
-                None => {
-                    for (name, text) in &units {
-                        println!("# {name}\n{text}");
-                    }
-                }
+/// `tabula persist units [--dir DIR]`.
+pub(super) fn units(cli: &Cli, dir: Option<&Path>) -> Result<ExitStatus> {
+    let config = load_config(cli)?;
+    let units = persist::copy_path_units(&config);
+    match dir {
+        Some(dir) => {
+            for p in persist::write_units(&units, dir)? {
+                println!("{}", p.display());
             }
-            Ok(ExitStatus::Success)
+        }
+        None => {
+            for (name, text) in &units {
+                println!("# {name}\n{text}");
+            }
         }
     }
+    Ok(ExitStatus::Success)
 }
 
-fn sync(cli: &Cli, args: &SyncArgs) -> Result<ExitStatus> {
+/// `tabula persist sync`.
+pub(super) fn sync(cli: &Cli, args: &SyncArgs) -> Result<ExitStatus> {
     let config = load_config(cli)?;
     let opts = SyncOptions {
         paths: args.paths.clone(),
@@ -78,10 +76,8 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<ExitStatus> {
 
 /// An exclusive lock in /run (root's tmpfs: no user can hold it). `None` without /run.
 fn lock(wait: Duration) -> Result<Option<Flock<OwnedFd>>> {
-    let dir = std::path::Path::new(SYNC_LOCK)
-        .parent()
-        .unwrap_or(std::path::Path::new("/run"));
-    if !std::path::Path::new("/run").is_dir() {
+    let dir = Path::new(SYNC_LOCK).parent().unwrap_or(Path::new("/run"));
+    if !Path::new("/run").is_dir() {
         tracing::warn!("/run does not exist: syncing without a lock");
         return Ok(None);
     }

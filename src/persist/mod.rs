@@ -33,7 +33,7 @@ pub use crate::config::{How, Kind};
 pub use apply::{EntryReport, Outcome, Report, apply};
 pub use copy::replaced_by_rename;
 pub(crate) use plan::entries_word;
-pub use plan::{PlanOptions, plan, plan_with};
+pub use plan::{PlanOptions, plan, plan_running_system, plan_with};
 pub use status::{EntryStatus, Shadow, StatusState, status};
 pub use sync::{
     Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,

@@ -24,10 +24,6 @@ pub struct PlanOptions {
     /// storage and bind-mount it: from then on it is persistent. Meant for the running system
     /// (`tabula persist --root / --adopt`), never needed in the initrd.
     pub adopt: bool,
-    /// Never replace a `how = "copy"` target that differs from its persistent copy: on a running system
-    /// the live file is the newer one (changed since the last `tabula persist sync`). Always on when
-    /// the root is `/`.
-    pub keep_live_copies: bool,
 }
 
 /// What the config says explicitly for an entry (enforced at every run).
@@ -222,19 +218,32 @@ pub fn plan(config: &Config, root_dir: &Path) -> Result<Plan> {
     plan_with(config, root_dir, PlanOptions::default())
 }
 
-/// [`plan`] with options.
+/// [`plan`] with options. When `root_dir` is `/`, as [`plan_running_system`].
 pub fn plan_with(config: &Config, root_dir: &Path, opts: PlanOptions) -> Result<Plan> {
+    plan_inner(config, root_dir, opts, None)
+}
+
+/// [`plan_with`] for a running system whose root is `root_dir`: a `how = "copy"` target that differs
+/// from its persistent copy is left alone (with a warning), since the live file is the newer one
+/// (changed since the last `tabula persist sync`). In the initrd the persistent copy wins.
+pub fn plan_running_system(config: &Config, root_dir: &Path, opts: PlanOptions) -> Result<Plan> {
+    plan_inner(config, root_dir, opts, Some(true))
+}
+
+fn plan_inner(
+    config: &Config,
+    root_dir: &Path,
+    opts: PlanOptions,
+    running: Option<bool>,
+) -> Result<Plan> {
     let ctx = Ctx::new(config, root_dir)?;
     ctx.check_persist_mounted()?;
-    let opts = PlanOptions {
-        keep_live_copies: opts.keep_live_copies || ctx.full_path(Path::new("/")) == Path::new("/"),
-        ..opts
-    };
+    let running = running.unwrap_or_else(|| ctx.full_path(Path::new("/")) == Path::new("/"));
     let entries = config
         .persist
         .entries()
         .iter()
-        .map(|e| plan_entry(&ctx, e, opts))
+        .map(|e| plan_entry(&ctx, e, opts, running))
         .collect();
     Ok(Plan {
         root: root_dir.to_path_buf(),
@@ -251,7 +260,7 @@ pub(crate) fn classify(err: &anyhow::Error) -> (PlanState, Option<&'static str>)
     }
 }
 
-fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions) -> PlannedEntry {
+fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions, running: bool) -> PlannedEntry {
     let target = e.target();
     let source = ctx.config.persist.source_of(&target);
     let mut p = PlannedEntry {
@@ -265,7 +274,7 @@ fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions) -> PlannedEntr
         ops: Vec::new(),
         warnings: Vec::new(),
     };
-    match plan_ops(ctx, e, &target, &source, opts, &mut p) {
+    match plan_ops(ctx, e, &target, &source, opts, running, &mut p) {
         Ok(state) => {
             p.state = if state == PlanState::Ready && p.ops.is_empty() {
                 PlanState::InPlace
@@ -302,6 +311,7 @@ fn plan_ops(
     target: &Path,
     source: &Path,
     opts: PlanOptions,
+    running: bool,
     p: &mut PlannedEntry,
 ) -> Result<PlanState> {
     let w = &ctx.walker;
@@ -462,7 +472,7 @@ fn plan_ops(
                     }
                     let owner_changes = ops.iter().any(|o| matches!(o, Op::SetOwnerMode { .. }));
                     let stale = owner_changes || !super::copy::is_current(w, source, target)?;
-                    if stale && opts.keep_live_copies {
+                    if stale && running {
                         p.warnings.push(format!(
                             "'{}' differs from '{}': on a running system the live file is kept (it may hold \
                              changes not synced yet); `tabula persist sync` copies it back",
