@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # heavy
-# 17-copy-shadow-dracut: /etc/shadow persisted with how = "copy" on Debian 12 with a dracut systemd
+# 18-copy-shadow-dracut: /etc/shadow persisted with how = "copy" on Debian 12 with a dracut systemd
 # initrd and tabula's sync units. The path unit comes from `tabula persist units --dir
 # /etc/systemd/system` (in the blank). Boot 1: the initrd copies /etc/shadow in (no mount); chpasswd
 # (PAM: a new file renamed over the old) changes root's password and tabula-persist-sync.path syncs it
