@@ -419,6 +419,26 @@ fn a_deleted_file_keeps_its_copy_unless_pruned_and_a_new_one_is_taken_in() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("pruned"), "{}", text(&out));
     assert!(!stored.exists());
+    drop(b);
+
+    // Next boot: the history is copied in, its missing parents made as in persistent storage; the
+    // pruned shadow is not persistent any more (the blank's stays).
+    let (b2, out) = boot(&s);
+    assert!(out.contains("1 source missing"), "{out}");
+    let hist = b2.sysroot.join("home/alice/.config/fish/fish_history");
+    assert_eq!(fs::read_to_string(&hist).unwrap(), "- cmd: ls\n");
+    for d in [".config", ".config/fish"] {
+        let m = fs::metadata(b2.sysroot.join("home/alice").join(d)).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (1000, 100, 0o700),
+            "{d}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(b2.sysroot.join("etc/shadow")).unwrap(),
+        "root:!:1::::::\n"
+    );
 }
 
 #[test]
