@@ -28,6 +28,7 @@ install-common:
 	install -D -m 0644 initrd/systemd/tabula-prune.timer $(UNITDIR)/tabula-prune.timer
 	install -D -m 0644 initrd/systemd/tabula-persist-sync.service $(UNITDIR)/tabula-persist-sync.service
 	install -D -m 0644 initrd/systemd/tabula-persist-sync-shutdown.service $(UNITDIR)/tabula-persist-sync-shutdown.service
+	install -D -m 0755 initrd/systemd/tabula-persist-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/tabula-persist-generator
 
 install-dracut: install-common
 	install -D -m 0755 initrd/dracut/90tabula/module-setup.sh $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90tabula/module-setup.sh

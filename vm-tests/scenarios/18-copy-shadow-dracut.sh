@@ -1,11 +1,12 @@
 # shellcheck shell=bash
 # heavy
 # 18-copy-shadow-dracut: /etc/shadow persisted with how = "copy" on Debian 12 with a dracut systemd
-# initrd and tabula's sync units. The path unit comes from `tabula persist units --dir
-# /etc/systemd/system` (in the blank). Boot 1: the initrd copies /etc/shadow in (no mount); chpasswd
-# (PAM: a new file renamed over the old) changes root's password and tabula-persist-sync.path syncs it
-# within seconds; with the path unit stopped, a second chpasswd is synced only by the shutdown unit's
-# ExecStop. Boot 2 (a fresh root from the blank) has the second hash. No failed units.
+# initrd and tabula's sync units. The path unit comes from tabula-persist-generator (installed by
+# `make install`: `tabula persist units --dir` at every boot). Boot 1: the initrd copies /etc/shadow
+# in (no mount); chpasswd (PAM: a new file renamed over the old) changes root's password and
+# tabula-persist-sync.path syncs it within seconds; with the path unit stopped, a second chpasswd is
+# synced only by the shutdown unit's ExecStop. Boot 2 (a fresh root from the blank) has the second
+# hash. No failed units.
 conf=$WORK/tabula.toml
 cat >"$conf" <<'TOML'
 [layout]
@@ -45,6 +46,7 @@ echo "VMTEST: guest up"
 step at-boot root_line /etc/shadow
 step mounted bash -c 'grep -c " /etc/shadow " /proc/self/mounts'
 step path-unit systemctl is-active tabula-persist-sync.path
+step path-unit-file systemctl show -p FragmentPath tabula-persist-sync.path
 step chpasswd1 bash -c 'echo "root:tabula-vm-$RANDOM" | chpasswd'
 step live1 root_line /etc/shadow
 # The path unit's sync: give it up to 30 s.
@@ -80,10 +82,13 @@ TTYPath=/dev/ttyS0
 WantedBy=multi-user.target
 UNIT
 in_chroot "$r" systemctl enable -q vmtest-report.service || die "systemctl enable"
-in_chroot "$r" tabula persist units --dir /etc/systemd/system >"$WORK/units.txt" 2>&1
-check "tabula persist units wrote the path unit and its wants link" \
-	test -f "$r/etc/systemd/system/tabula-persist-sync.path" -a -L "$r/etc/systemd/system/paths.target.wants/tabula-persist-sync.path"
-check "the path unit watches /etc/shadow" grep -qx 'PathChanged=/etc/shadow' "$r/etc/systemd/system/tabula-persist-sync.path"
+# What the generator runs, tried into a scratch directory of the chroot.
+in_chroot "$r" /usr/lib/systemd/system-generators/tabula-persist-generator /tmp/gen /tmp/gen.early /tmp/gen.late \
+	>"$WORK/units.txt" 2>&1
+check "the generator wrote the path unit and its wants link" \
+	test -f "$r/tmp/gen/tabula-persist-sync.path" -a -L "$r/tmp/gen/paths.target.wants/tabula-persist-sync.path"
+check "the path unit watches /etc/shadow" grep -qx 'PathChanged=/etc/shadow' "$r/tmp/gen/tabula-persist-sync.path"
+rm -rf "$r/tmp/gen"
 for u in tabula-persist-sync.service tabula-persist-sync-shutdown.service; do
 	check "make install put $u in /usr/lib/systemd/system" test -f "$r/usr/lib/systemd/system/$u"
 done
@@ -115,6 +120,8 @@ for n in 1 2; do
 		test "$(pick "boot$n" at-boot ^root:)" = "$prev"
 	check "boot $n: /etc/shadow is not a mount point" test "$(pick "boot$n" mounted "^[0-9]+$")" = 0
 	check "boot $n: tabula-persist-sync.path is active" test "$(pick "boot$n" path-unit "^(in)?active$|^failed$")" = active
+	check "boot $n: the path unit comes from the generator" \
+		test "$(pick "boot$n" path-unit-file ^FragmentPath=)" = FragmentPath=/run/systemd/generator/tabula-persist-sync.path
 	check "boot $n: chpasswd succeeded" test "$(step_rc "boot$n" chpasswd1)" = 0
 	live1=$(pick "boot$n" live1 ^root:)
 	check "boot $n: chpasswd changed root's hash" test "$live1" != "$prev"
