@@ -389,6 +389,15 @@ fn apply_entry(w: &Walker, e: &SyncEntry) -> Result<()> {
                 }
             }
             let copied = replace_with_copy(w, &e.target, &e.source, SYNC_FAULTS)?;
+            tracing::debug!(
+                "'{}': data {}",
+                e.source.display(),
+                if copied.reflinked {
+                    "reflinked"
+                } else {
+                    "copied (copy_file_range)"
+                }
+            );
             for warning in &copied.warnings {
                 tracing::warn!("{warning}");
             }
