@@ -463,3 +463,27 @@ fn check_warns_for_rename_replaced_files_that_are_not_copies() {
     assert!(warnings[2].contains("{ path = \".bash_history\", how = \"copy\" }"));
     assert!(!report.has_errors() && !report.is_clean());
 }
+
+#[test]
+fn check_blank_accepts_a_file_a_copy_replaces_and_rejects_a_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blank = tmp.path();
+    fs::create_dir_all(blank.join("etc")).unwrap();
+    fs::create_dir_all(blank.join("persist")).unwrap();
+    fs::write(blank.join("etc/shadow"), "root:!:1::::::\n").unwrap();
+    symlink("/persist/etc/gshadow", blank.join("etc/gshadow")).unwrap();
+    let text = "[layout]\ndevice = \"/dev/vda2\"\n[persist]\n\
+                files = [{ path = \"/etc/shadow\", how = \"copy\" }, \
+                { path = \"/etc/gshadow\", how = \"copy\" }]\n";
+    let opts = CheckOptions {
+        root: None,
+        blank: Some(blank.to_path_buf()),
+    };
+    let report = tabula::check::check_text(Path::new("/etc/tabula/tabula.toml"), text, &opts);
+    let shown: Vec<String> = report.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert!(
+        shown[0].contains("error: '/etc/gshadow' is a symlink in the blank snapshot"),
+        "{shown:#?}"
+    );
+}
