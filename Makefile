@@ -1,4 +1,4 @@
-# Installs tabula and its initrd integration. `make install` = binary + shared files + prune units;
+# Installs tabula and its initrd integration. `make install` = binary + shared files + prune and sync units;
 # add the family your distribution uses: install-dracut, install-initramfs-tools, install-mkinitcpio.
 # DESTDIR is honoured (packaging, or a chroot: `make install install-dracut DESTDIR=/mnt`).
 PREFIX ?= /usr
@@ -26,6 +26,9 @@ install-common:
 	install -D -m 0644 initrd/systemd/tabula-persist.service $(LIBDIR)/units/tabula-persist.service
 	install -D -m 0644 initrd/systemd/tabula-prune.service $(UNITDIR)/tabula-prune.service
 	install -D -m 0644 initrd/systemd/tabula-prune.timer $(UNITDIR)/tabula-prune.timer
+	install -D -m 0644 initrd/systemd/tabula-persist-sync.service $(UNITDIR)/tabula-persist-sync.service
+	install -D -m 0644 initrd/systemd/tabula-persist-sync-shutdown.service $(UNITDIR)/tabula-persist-sync-shutdown.service
+	install -D -m 0755 initrd/systemd/tabula-persist-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/tabula-persist-generator
 
 install-dracut: install-common
 	install -D -m 0755 initrd/dracut/90tabula/module-setup.sh $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90tabula/module-setup.sh

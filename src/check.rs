@@ -142,6 +142,7 @@ pub fn check_text(file: &Path, text: &str, opts: &CheckOptions) -> CheckReport {
     let mut out = Vec::new();
     let root = opts.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     check_users(&config, &root, &mut out);
+    check_rename_replaced(&config, &mut out);
     if let Some(blank) = &opts.blank {
         check_blank(&config, blank, &mut out);
     }
@@ -178,6 +179,35 @@ fn check_users(config: &Config, root: &Path, out: &mut Vec<Diagnostic>) {
                 m,
             ));
         }
+    }
+}
+
+/// Files that programs replace by rename break under a bind mount (`EBUSY`) and lose their changes
+/// through a symlink (the link is replaced by a plain file the next boot erases).
+fn check_rename_replaced(config: &Config, out: &mut Vec<Diagnostic>) {
+    for e in config.persist.entries() {
+        let target = e.target();
+        if e.kind != Kind::File || !crate::persist::replaced_by_rename(&target) {
+            continue;
+        }
+        let why = match e.entry.how {
+            How::Copy => continue,
+            How::Bind => "a bind-mounted file cannot be renamed over, so they fail (EBUSY)",
+            How::Symlink => {
+                "the rename replaces the symlink with a plain file that the next boot erases"
+            }
+        };
+        out.push(Diagnostic::at(
+            Severity::Warning,
+            &config.file,
+            e.entry.loc,
+            format!(
+                "'{}' is replaced by rename when programs save it ({why}): use {{ path = \"{}\", how = \"copy\" }} \
+                 and let `tabula persist sync` copy changes back",
+                target.display(),
+                e.entry.path.display()
+            ),
+        ));
     }
 }
 
@@ -242,7 +272,7 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
             }
         };
         let diag = match (e.entry.how, e.kind) {
-            (_, _) if is_symlink(&st) && e.entry.how == How::Bind => Some((
+            (_, _) if is_symlink(&st) && e.entry.how != How::Symlink => Some((
                 Severity::Error,
                 format!(
                     "'{}' is a symlink in the blank snapshot: `tabula persist` will refuse this entry",
@@ -257,6 +287,15 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
                 ),
             )),
             (How::Symlink, _) => None,
+            (How::Copy, _) if !is_file(&st) => Some((
+                Severity::Error,
+                format!(
+                    "'{}' is not a regular file in the blank snapshot",
+                    shown.display()
+                ),
+            )),
+            // The copy replaces the blank's file: that is the point.
+            (How::Copy, _) => None,
             (How::Bind, Kind::Directory) if !is_dir(&st) => Some((
                 Severity::Error,
                 format!(

@@ -188,7 +188,7 @@ pub enum RootsCommand {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PersistArgs {
-    /// Make one more path persistent now (`tabula persist add --help`).
+    /// Subcommands on the running system (`add`, `sync`, `units`).
     #[command(subcommand)]
     pub action: Option<PersistCommand>,
     /// The new root (in the initrd: /sysroot; on a running system: /).
@@ -208,7 +208,7 @@ pub struct PersistArgs {
     pub adopt: bool,
 }
 
-/// `tabula persist …` subcommands.
+/// `tabula persist …` subcommands on the running system.
 #[derive(Debug, Subcommand)]
 pub enum PersistCommand {
     /// Make a path persistent now: copy it into persistent storage, put it in place, add the entry.
@@ -219,6 +219,20 @@ pub enum PersistCommand {
     /// path processes are using (unless --force), and a configuration it cannot edit (then prints the
     /// NixOS line). A failure half-way leaves the live path as it was.
     Add(PersistAddArgs),
+    /// Copy `how = "copy"` files that changed on the live system back into persistent storage.
+    ///
+    /// Atomic per file (temporary file, fsync, rename, fsync of the directory), never through a
+    /// symlink. A file deleted on the live system keeps its persistent copy unless --prune; a file
+    /// replaced by a symlink or a non-regular file is refused (exit 1). Run by
+    /// tabula-persist-sync.service when a watched file changes, and once more at shutdown.
+    Sync(SyncArgs),
+    /// Print the systemd path unit that runs `tabula persist sync` when a copied file changes, or
+    /// write it (with its paths.target.wants link) into --dir, as a generator does.
+    Units {
+        /// Write the unit here (a generator's output directory, or /etc/systemd/system).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Options of `tabula persist add`.
@@ -242,6 +256,25 @@ pub struct PersistAddArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Print the plan (and the outcome) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `tabula persist sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only these files (each a `how = "copy"` entry, as the live system sees it); default all.
+    pub paths: Vec<PathBuf>,
+    /// Remove the persistent copy of a file that was deleted on the live system.
+    #[arg(long)]
+    pub prune: bool,
+    /// The running system's root.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Print what would be copied, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// As JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -395,6 +428,26 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["tabula", "roots", "delete"]).is_err());
+        let cli =
+            Cli::try_parse_from(["tabula", "persist", "sync", "/etc/shadow", "--prune"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Persist(PersistArgs {
+                action: Some(PersistCommand::Sync(SyncArgs { prune: true, ref paths, .. })),
+                ..
+            }) if paths == &[PathBuf::from("/etc/shadow")]
+        ));
+        let cli = Cli::try_parse_from(["tabula", "persist", "--root", "/sysroot"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Persist(PersistArgs {
+                action: None,
+                ref root,
+                ..
+            }) if root == &PathBuf::from("/sysroot")
+        ));
+        assert!(Cli::try_parse_from(["tabula", "persist"]).is_err());
+        assert!(Cli::try_parse_from(["tabula", "persist", "units", "--dir", "/run/x"]).is_ok());
         assert!(Cli::try_parse_from(["tabula", "completions", "bash"]).is_ok());
     }
 }

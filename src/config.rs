@@ -570,6 +570,9 @@ pub enum How {
     Bind,
     /// A symlink at the target pointing at the source (files only).
     Symlink,
+    /// A copy of the source at the target (files only), for files that programs replace by rename
+    /// (`/etc/shadow`, shell histories); `tabula persist sync` copies changes back.
+    Copy,
 }
 
 /// A user or group given by name or by number.
@@ -973,13 +976,18 @@ fn entries(
                 match (h.get_ref().as_str(), kind) {
                     ("bind", _) => entry.how = How::Bind,
                     ("symlink", Kind::File) => entry.how = How::Symlink,
-                    ("symlink", Kind::Directory) => errors.push(src.error(
+                    ("copy", Kind::File) => entry.how = How::Copy,
+                    (m @ ("symlink" | "copy"), Kind::Directory) => errors.push(src.error(
                         Some(h.span()),
-                        "`how = \"symlink\"` is for files only: directories are always bind-mounted",
+                        format!(
+                            "`how = \"{m}\"` is for files only: directories are always bind-mounted"
+                        ),
                     )),
                     (other, _) => errors.push(src.error(
                         Some(h.span()),
-                        format!("`how`: unknown method '{other}': use \"bind\" or \"symlink\""),
+                        format!(
+                            "`how`: unknown method '{other}': use \"bind\", \"copy\" or \"symlink\""
+                        ),
                     )),
                 }
             }

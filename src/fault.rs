@@ -17,6 +17,14 @@ pub const ROLLBACK_POINTS: &[&str] = &[
     "after-freeze",
 ];
 
+/// Fault points of `tabula persist sync`, in order (each copies through a temporary file).
+pub const SYNC_POINTS: &[&str] = &[
+    "sync-created",
+    "sync-data",
+    "sync-before-rename",
+    "sync-renamed",
+];
+
 /// Aborts here when `TABULA_FAULT` names this point (fault-injection builds only).
 #[inline]
 pub fn point(name: &str) {

@@ -140,6 +140,7 @@ impl AddPlan {
             match self.how {
                 How::Bind => "bind mount",
                 How::Symlink => "symlink",
+                How::Copy => "copy",
             }
         );
         for p in &self.parents {
@@ -183,6 +184,11 @@ impl AddPlan {
             ),
             How::Symlink => format!(
                 "  replace '{}' with a symlink to '{}'\n",
+                self.path.display(),
+                self.copy_to.display()
+            ),
+            How::Copy => format!(
+                "  keep '{}' as a copy of '{}' (synced back by `tabula persist sync`)\n",
                 self.path.display(),
                 self.copy_to.display()
             ),
@@ -396,6 +402,7 @@ pub fn plan_add(
     let value = match req.how {
         How::Bind => format!("\"{entry_text}\""),
         How::Symlink => format!("{{ path = \"{entry_text}\", how = \"symlink\" }}"),
+        How::Copy => format!("{{ path = \"{entry_text}\", how = \"copy\" }}"),
     };
     let notes = next_boot_notes(&parsed, &req.root);
     Ok(AddPlan {
@@ -454,15 +461,14 @@ pub fn nix_line(kind: Kind, how: How, user: Option<&str>, entry: &str) -> String
     } else {
         "files"
     };
-    let line = match user {
-        Some(u) => format!("services.tabula.persist.users.{u}.{list} = [ \"{entry}\" ];"),
-        None => format!("services.tabula.persist.{list} = [ \"{entry}\" ];"),
+    let item = match how {
+        How::Bind => format!("\"{entry}\""),
+        How::Symlink => format!("{{ path = \"{entry}\"; how = \"symlink\"; }}"),
+        How::Copy => format!("{{ path = \"{entry}\"; how = \"copy\"; }}"),
     };
-    match how {
-        How::Bind => line,
-        How::Symlink => {
-            format!("{line}  # the NixOS module has no `how` option: it is bind-mounted")
-        }
+    match user {
+        Some(u) => format!("services.tabula.persist.users.{u}.{list} = [ {item} ];"),
+        None => format!("services.tabula.persist.{list} = [ {item} ];"),
     }
 }
 
@@ -534,10 +540,13 @@ pub fn add_entry(
         .ok_or_else(|| anyhow!("`{list}` is not an array"))?;
     let mut value: Value = match how {
         How::Bind => entry.into(),
-        How::Symlink => {
+        How::Symlink | How::Copy => {
             let mut t = InlineTable::new();
             t.insert("path", entry.into());
-            t.insert("how", "symlink".into());
+            t.insert(
+                "how",
+                if how == How::Copy { "copy" } else { "symlink" }.into(),
+            );
             Value::InlineTable(t)
         }
     };
@@ -1175,8 +1184,7 @@ mod tests {
         );
         assert_eq!(
             nix_line(Kind::File, How::Symlink, Some("alice"), ".zsh_history"),
-            "services.tabula.persist.users.alice.files = [ \".zsh_history\" ];  \
-             # the NixOS module has no `how` option: it is bind-mounted"
+            "services.tabula.persist.users.alice.files = [ { path = \".zsh_history\"; how = \"symlink\"; } ];"
         );
     }
 }

@@ -137,7 +137,7 @@ let
       mode = mkOption { type = types.nullOr types.str; default = null; example = "0700"; description = "Mode of the persistent source (3 or 4 octal digits), enforced when set."; };
       user = mkOption { type = types.nullOr (types.either types.str types.int); default = null; description = "Owner of the persistent source: a name from users.users (with a fixed uid) or a number."; };
       group = mkOption { type = types.nullOr (types.either types.str types.int); default = null; description = "Group of the persistent source: a name from users.groups (with a fixed gid) or a number."; };
-      how = mkOption { type = types.nullOr (types.enum [ "bind" "symlink" ]); default = null; description = ''"bind" (default) or "symlink" (files only).''; };
+      how = mkOption { type = types.nullOr (types.enum [ "bind" "copy" "symlink" ]); default = null; description = ''"bind" (default), "copy" (files that programs replace by rename, such as /etc/shadow; synced back by tabula persist sync) or "symlink" (files only).''; };
     };
   });
   count = types.nullOr (types.either types.ints.unsigned (types.enum [ "all" ]));

@@ -117,9 +117,9 @@ let
         in
         (if pathErr != null then [ "${e.where}: ${pathMsg}" ] else [ ])
         ++ (if e.mode == null || modeOk e.mode then [ ] else [ "${e.where}: '${e.path}': mode '${e.mode}' is not an octal mode: write 3 or 4 octal digits, such as \"0755\"" ])
-        ++ (if e.how == null || e.how == "bind" || (e.how == "symlink" && e.kind == "file") then [ ]
-            else if e.how == "symlink" then [ "${e.where}: '${e.path}': how = \"symlink\" is for files only: directories are always bind-mounted" ]
-            else [ "${e.where}: '${e.path}': unknown method '${e.how}': use \"bind\" or \"symlink\"" ])
+        ++ (if e.how == null || e.how == "bind" || ((e.how == "symlink" || e.how == "copy") && e.kind == "file") then [ ]
+            else if e.how == "symlink" || e.how == "copy" then [ "${e.where}: '${e.path}': how = \"${e.how}\" is for files only: directories are always bind-mounted" ]
+            else [ "${e.where}: '${e.path}': unknown method '${e.how}': use \"bind\", \"copy\" or \"symlink\"" ])
         ++ concatMap (k: if e.${k} == null || idOk e.${k} then [ ] else [ "${e.where}: '${e.path}': ${k} ${toJSON e.${k}} is not a valid id (0 to 4294967294)" ]) [ "user" "group" ];
       # Overlaps are only judged among entries whose own paths are fine (as tabula does).
       valid = filter (e: (if e ? user' then relativeError e.path else absoluteError e.path) == null) all';

@@ -13,6 +13,7 @@ use tracing::info;
 mod advise;
 mod files;
 mod persist;
+mod persist_sync;
 mod roots;
 
 use crate::cli::{Cli, Command, InitArgs, RollbackArgs};
@@ -35,6 +36,14 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             action: Some(crate::cli::PersistCommand::Add(add)),
             ..
         }) => advise::persist_add(&cli, add),
+        Command::Persist(crate::cli::PersistArgs {
+            action: Some(crate::cli::PersistCommand::Sync(sync)),
+            ..
+        }) => persist_sync::sync(&cli, sync),
+        Command::Persist(crate::cli::PersistArgs {
+            action: Some(crate::cli::PersistCommand::Units { dir }),
+            ..
+        }) => persist_sync::units(&cli, dir.as_deref()),
         Command::Persist(args) => persist::persist(&cli, args),
         Command::Check(args) => persist::check(&cli, args),
         Command::Status(args) => persist::status(&cli, args.json),

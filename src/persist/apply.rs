@@ -36,7 +36,7 @@ pub struct EntryReport {
     pub source: PathBuf,
     /// Directory or file.
     pub kind: Kind,
-    /// Bind mount or symlink.
+    /// Bind mount, copy or symlink.
     pub how: How,
     /// What happened.
     pub outcome: Outcome,
@@ -224,6 +224,20 @@ fn apply_entry(
                 true
             }
             Op::Bind { source, target } => bind(w, p.kind, source, target, root_canon, mounts)?,
+            Op::CopyIn { source, target } => {
+                let full_target = root_canon.join(target.strip_prefix("/").unwrap_or(target));
+                if mounts.as_ref().is_some_and(|m| m.contains(&full_target)) {
+                    bail!(
+                        "'{}' is a mount point: a copy cannot replace it; unmount it first",
+                        w.shown(target).display()
+                    );
+                }
+                let copied = super::copy::replace_with_copy(w, source, target, COPY_IN_FAULTS)?;
+                for warning in &copied.warnings {
+                    tracing::warn!("{warning}");
+                }
+                true
+            }
             Op::Symlink {
                 path,
                 points_to,
@@ -239,6 +253,14 @@ fn apply_entry(
     }
     Ok(())
 }
+
+/// Fault points of the boot-time copy into the new root.
+const COPY_IN_FAULTS: super::copy::FaultPoints = super::copy::FaultPoints {
+    created: "copy-in-created",
+    data: "copy-in-data",
+    before_rename: "copy-in-before-rename",
+    renamed: "copy-in-renamed",
+};
 
 /// Bind-mounts `source` on `target` through `/proc/self/fd` paths of `O_PATH` fds obtained without following
 /// symlinks, so no rename or symlink swap after the check can redirect the mount.

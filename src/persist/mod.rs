@@ -1,4 +1,4 @@
-//! Persistence: bind-mount (or symlink) the allowlist from persistent storage into a fresh root.
+//! Persistence: bind-mount (or symlink, or copy) the allowlist from persistent storage into a fresh root.
 //!
 //! [`plan`] reads the new root and persistent storage (never writes) and lists, per entry, the operations
 //! needed; [`apply`] performs them, one entry at a time, so a failing entry does not stop the others.
@@ -17,9 +17,12 @@
 //!   so the view is right before the mount makes it visible.
 
 mod apply;
+mod copy;
 pub(crate) mod mountinfo;
 mod plan;
 mod status;
+mod sync;
+mod units;
 pub mod walk;
 
 use std::path::PathBuf;
@@ -28,9 +31,15 @@ use serde::{Serialize, Serializer};
 
 pub use crate::config::{How, Kind};
 pub use apply::{EntryReport, Outcome, Report, apply};
+pub use copy::replaced_by_rename;
 pub(crate) use plan::entries_word;
-pub use plan::{PlanOptions, plan, plan_with};
+pub use plan::{PlanOptions, plan, plan_running_system, plan_with};
 pub use status::{EntryStatus, Shadow, StatusState, status};
+pub use sync::{
+    Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,
+    plan_sync,
+};
+pub use units::{PATH_UNIT, copy_path_units, write_units};
 
 /// Permission bits, serialised as an octal string such as `"0755"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +109,14 @@ pub enum Op {
     },
     /// Bind-mount the source on the target.
     Bind {
+        /// In persistent storage.
+        source: PathBuf,
+        /// In the new root.
+        target: PathBuf,
+    },
+    /// Replace the target with a copy of the source (`how = "copy"`): owner, mode, xattrs and times of the
+    /// source, reflinked where possible, renamed into place.
+    CopyIn {
         /// In persistent storage.
         source: PathBuf,
         /// In the new root.
@@ -178,6 +195,12 @@ impl std::fmt::Display for Op {
             Op::Bind { source, target } => write!(
                 f,
                 "bind-mount '{}' on '{}'",
+                source.display(),
+                target.display()
+            ),
+            Op::CopyIn { source, target } => write!(
+                f,
+                "copy '{}' to '{}' (owner, mode, xattrs, times)",
                 source.display(),
                 target.display()
             ),

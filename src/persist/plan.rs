@@ -218,15 +218,32 @@ pub fn plan(config: &Config, root_dir: &Path) -> Result<Plan> {
     plan_with(config, root_dir, PlanOptions::default())
 }
 
-/// [`plan`] with options.
+/// [`plan`] with options. When `root_dir` is `/`, as [`plan_running_system`].
 pub fn plan_with(config: &Config, root_dir: &Path, opts: PlanOptions) -> Result<Plan> {
+    plan_inner(config, root_dir, opts, None)
+}
+
+/// [`plan_with`] for a running system whose root is `root_dir`: a `how = "copy"` target that differs
+/// from its persistent copy is left alone (with a warning), since the live file is the newer one
+/// (changed since the last `tabula persist sync`). In the initrd the persistent copy wins.
+pub fn plan_running_system(config: &Config, root_dir: &Path, opts: PlanOptions) -> Result<Plan> {
+    plan_inner(config, root_dir, opts, Some(true))
+}
+
+fn plan_inner(
+    config: &Config,
+    root_dir: &Path,
+    opts: PlanOptions,
+    running: Option<bool>,
+) -> Result<Plan> {
     let ctx = Ctx::new(config, root_dir)?;
     ctx.check_persist_mounted()?;
+    let running = running.unwrap_or_else(|| ctx.full_path(Path::new("/")) == Path::new("/"));
     let entries = config
         .persist
         .entries()
         .iter()
-        .map(|e| plan_entry(&ctx, e, opts))
+        .map(|e| plan_entry(&ctx, e, opts, running))
         .collect();
     Ok(Plan {
         root: root_dir.to_path_buf(),
@@ -243,7 +260,7 @@ pub(crate) fn classify(err: &anyhow::Error) -> (PlanState, Option<&'static str>)
     }
 }
 
-fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions) -> PlannedEntry {
+fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions, running: bool) -> PlannedEntry {
     let target = e.target();
     let source = ctx.config.persist.source_of(&target);
     let mut p = PlannedEntry {
@@ -257,7 +274,7 @@ fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions) -> PlannedEntr
         ops: Vec::new(),
         warnings: Vec::new(),
     };
-    match plan_ops(ctx, e, &target, &source, opts, &mut p) {
+    match plan_ops(ctx, e, &target, &source, opts, running, &mut p) {
         Ok(state) => {
             p.state = if state == PlanState::Ready && p.ops.is_empty() {
                 PlanState::InPlace
@@ -294,6 +311,7 @@ fn plan_ops(
     target: &Path,
     source: &Path,
     opts: PlanOptions,
+    running: bool,
     p: &mut PlannedEntry,
 ) -> Result<PlanState> {
     let w = &ctx.walker;
@@ -342,6 +360,10 @@ fn plan_ops(
             bail!("'{}' exists and is not a regular file", shown_src.display())
         }
         (_, Some(st)) => {
+            if e.entry.how == How::Copy {
+                // Checked again at apply time; refusing now makes --dry-run say so.
+                refuse_hard_links(&st, &shown_src)?;
+            }
             let diff = explicit.differences(Owner::of(&st));
             if !diff.is_empty() {
                 if e.kind == Kind::File && st.st_nlink > 1 {
@@ -365,6 +387,15 @@ fn plan_ops(
                 mode: Perms(owner.mode),
             });
             owner
+        }
+        (Kind::File, None) if e.entry.how == How::Copy => {
+            p.message = Some(format!(
+                "'{}' does not exist: nothing is copied this boot and the system creates '{}' as usual; \
+                 `tabula persist sync` copies it into persistent storage once it exists",
+                shown_src.display(),
+                target.display()
+            ));
+            return Ok(PlanState::SourceMissing);
         }
         (Kind::File, None) if e.entry.how == How::Symlink => {
             p.message = Some(format!(
@@ -423,6 +454,44 @@ fn plan_ops(
     let shown_tgt = w.shown(target);
     let tgt_st = if tmissing { None } else { w.stat(target)? };
     match e.entry.how {
+        How::Copy => {
+            let needed = match tgt_st {
+                None => true,
+                Some(st) if is_symlink(&st) => return Err(symlink_refusal(&shown_tgt)),
+                Some(st) if !is_file(&st) => bail!(
+                    "'{}' exists in the root and is not a regular file",
+                    shown_tgt.display()
+                ),
+                Some(_) => {
+                    if ctx.is_mount_point(target) == Some(true) {
+                        bail!(
+                            "'{}' is a mount point (a bind mount from before `how = \"copy\"`?): a copy \
+                             cannot replace it; unmount it first",
+                            shown_tgt.display()
+                        );
+                    }
+                    let owner_changes = ops.iter().any(|o| matches!(o, Op::SetOwnerMode { .. }));
+                    let stale = owner_changes || !super::copy::is_current(w, source, target)?;
+                    if stale && running {
+                        p.warnings.push(format!(
+                            "'{}' differs from '{}': on a running system the live file is kept (it may hold \
+                             changes not synced yet); `tabula persist sync` copies it back",
+                            shown_tgt.display(),
+                            shown_src.display()
+                        ));
+                        false
+                    } else {
+                        stale
+                    }
+                }
+            };
+            if needed {
+                ops.push(Op::CopyIn {
+                    source: source.to_path_buf(),
+                    target: target.to_path_buf(),
+                });
+            }
+        }
         How::Bind => match tgt_st {
             None => {
                 let (uid, gid, mode) = (src_owner.uid, src_owner.gid, Perms(src_owner.mode));

@@ -60,13 +60,17 @@ pub struct EntryStatus {
     pub source: PathBuf,
     /// Directory or file.
     pub kind: Kind,
-    /// Bind mount or symlink.
+    /// Bind mount, copy or symlink.
     pub how: How,
     /// The verdict.
     pub state: StatusState,
     /// Owner/mode of the source that differ from what the config says.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// For copies (`how = "copy"`): whether the live file equals its persistent copy (owner, mode,
+    /// content); `false` means `tabula persist sync` has changes to copy back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synced: Option<bool>,
     /// For bind mounts in place: what the mount hides.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Shadow>,
@@ -111,6 +115,7 @@ fn entry_status(ctx: &Ctx<'_>, e: &crate::config::EntryRef<'_>) -> EntryStatus {
         how: e.entry.how,
         state: StatusState::InPlace,
         problems: Vec::new(),
+        synced: None,
         shadow: None,
         message: None,
     };
@@ -188,6 +193,37 @@ fn entry_status(ctx: &Ctx<'_>, e: &crate::config::EntryRef<'_>) -> EntryStatus {
                         w.shown(&target).display()
                     ));
                 }
+            },
+            Ok(None) => {
+                s.state = if src.is_some() {
+                    StatusState::NotInPlace
+                } else {
+                    StatusState::SourceMissing
+                };
+                s.message = Some(format!("'{}' does not exist", w.shown(&target).display()));
+            }
+            Err(err) => fail(&mut s, err),
+        },
+        How::Copy => match super::copy::open_regular(w, &target) {
+            Ok(Some(_)) if src.is_none() => {
+                s.state = StatusState::SourceMissing;
+                s.synced = Some(false);
+                s.message = Some(format!(
+                    "'{}' does not exist: '{}' is not persistent until `tabula persist sync` copies it",
+                    w.shown(&source).display(),
+                    w.shown(&target).display()
+                ));
+            }
+            Ok(Some(_)) => match super::copy::is_current(w, &source, &target) {
+                Ok(true) => s.synced = Some(true),
+                Ok(false) => {
+                    s.synced = Some(false);
+                    s.problems.push(format!(
+                        "differs from '{}': not synced yet (`tabula persist sync`)",
+                        w.shown(&source).display()
+                    ));
+                }
+                Err(err) => fail(&mut s, err),
             },
             Ok(None) => {
                 s.state = if src.is_some() {

@@ -27,7 +27,7 @@ let
         { path = "/srv/git"; user = "git"; group = "git"; mode = "0750"; }
       ];
       files = [ "/etc/machine-id" { path = "/etc/ssh/ssh_host_ed25519_key"; mode = "0600"; } ];
-      users.alice = { directories = [ "Downloads" { path = ".gnupg"; mode = "0700"; } ]; files = [ ".bash_history" ]; };
+      users.alice = { directories = [ "Downloads" { path = ".gnupg"; mode = "0700"; } ]; files = [ ".netrc" ]; };
       users.bob.directories = [ ".ssh" ];
     };
   };
@@ -41,7 +41,7 @@ let
         { directory = "/srv/git"; user = "git"; group = "git"; mode = "0750"; }
       ];
       files = [ "/etc/machine-id" { file = "/etc/ssh/ssh_host_ed25519_key"; mode = "0600"; } ];
-      users.alice = { directories = [ "Downloads" { directory = ".gnupg"; mode = "0700"; } ]; files = [ ".bash_history" ]; };
+      users.alice = { directories = [ "Downloads" { directory = ".gnupg"; mode = "0700"; } ]; files = [ ".netrc" ]; };
       users.bob = { home = "/srv/home/bob"; directories = [ ".ssh" ]; };
     };
   };
@@ -83,6 +83,7 @@ in
     { name = "containing persistent storage"; modules = [ (p { path = "/data/persist"; directories = [ "/data" ]; }) { fileSystems."/data/persist" = { device = "/dev/sdb"; neededForBoot = true; }; } ]; expect = "'/data' contains persistent storage '/data/persist'"; }
     { name = "bad mode"; modules = [ (p { directories = [ { path = "/var/lib/x"; mode = "0999"; } ]; }) ]; expect = "mode '0999' is not an octal mode"; }
     { name = "symlink directory"; modules = [ (p { directories = [ { path = "/var/lib/x"; how = "symlink"; } ]; }) ]; expect = "how = \"symlink\" is for files only"; }
+    { name = "copy directory"; modules = [ (p { directories = [ { path = "/var/lib/x"; how = "copy"; } ]; }) ]; expect = "how = \"copy\" is for files only"; }
     { name = "absolute user entry"; modules = [ (p { users.alice.files = [ "/.bashrc" ]; }) ]; expect = "persist.users.alice.files: '/.bashrc' must be relative (user entries are relative to the home '/home/alice')"; }
     { name = "undeclared user"; modules = [ (p { users.carol.directories = [ "x" ]; }) ]; expect = "'carol' is not declared in users.users"; }
     { name = "user without uid"; modules = [ { users.users.dave.isNormalUser = true; } (p { users.dave.directories = [ "x" ]; }) ]; expect = "users.users.dave.uid is not set: NixOS picks it at activation, after tabula has run in the initrd, and with /var/lib/nixos not persisted it can change at every boot. Set users.users.dave.uid"; }

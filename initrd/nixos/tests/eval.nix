@@ -56,7 +56,7 @@ let
     uid = 1000
     gid = 100
     directories = ["Downloads", { path = ".gnupg", mode = "0700" }]
-    files = [".bash_history"]
+    files = [".netrc"]
 
     [[persist.users]]
     name = "bob"

@@ -34,7 +34,7 @@ home = "/home/alice"
 uid = 1000
 gid = 100
 directories = ["Downloads", { path = ".gnupg", mode = "0700" }]
-files = [".bash_history"]
+files = [".netrc"]
 
 [[persist.users]]
 name = "bob"

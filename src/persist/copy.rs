@@ -1,0 +1,330 @@
+//! `how = "copy"`: files that programs replace by `rename(2)` (`/etc/shadow`, shell histories).
+//!
+//! A bind-mounted file cannot be renamed over (`EBUSY`), and a symlink is replaced by a plain file that
+//! the next boot erases. Such files are therefore copied: into the new root at boot (`tabula persist`),
+//! and back into persistent storage on the running system (`tabula persist sync`). Both directions use
+//! [`replace_with_copy`]: a temporary file in the destination directory, data reflinked (or copied),
+//! owner, mode, xattrs and times of the origin, fsync, `rename` over the destination, fsync of the
+//! directory. A crash at any instant leaves the old or the new file at the destination, never a part.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, fchmod, fstat, fstatat, futimens};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+
+use super::walk::{Walker, is_file, is_symlink, symlink_refusal};
+use crate::diff::xattr;
+
+/// Files known to be replaced by rename: `shadow-utils`, `passwd`, `useradd`, `chpasswd`, `vipw`.
+const RENAMED_PATHS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/gshadow",
+    "/etc/subuid",
+    "/etc/subgid",
+];
+
+/// File names known to be replaced by rename wherever they are (shells and REPLs saving history).
+const RENAMED_NAMES: &[&str] = &[
+    ".bash_history",
+    ".zsh_history",
+    "fish_history",
+    ".python_history",
+];
+
+/// Whether programs are known to replace `target` by writing a new file and renaming it over the old
+/// one (so a bind mount breaks them: `EBUSY`).
+pub fn replaced_by_rename(target: &Path) -> bool {
+    RENAMED_PATHS.iter().any(|p| target == Path::new(p))
+        || target
+            .file_name()
+            .is_some_and(|n| RENAMED_NAMES.iter().any(|r| n == OsStr::new(r)))
+}
+
+/// A regular file opened for reading without following a symlink. `Ok(None)` when it does not exist;
+/// a refusal when it is a symlink; an error when it is something else.
+pub(crate) fn open_regular(w: &Walker, path: &Path) -> Result<Option<(File, FileStat)>> {
+    let shown = w.shown(path);
+    let Some((dir, name)) = w.parent(path)? else {
+        return Ok(None);
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let fd = match openat(
+        &dir,
+        name.as_os_str(),
+        flags | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(symlink_refusal(&shown)),
+        Err(e) => return Err(e).with_context(|| format!("opening '{}'", shown.display())),
+    };
+    let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
+    if !is_file(&st) {
+        bail!("'{}' is not a regular file", shown.display());
+    }
+    Ok(Some((File::from(fd), st)))
+}
+
+/// Whether two open regular files have the same owner, mode and content (read from the start).
+pub(crate) fn same_file(
+    a: &mut File,
+    ast: &FileStat,
+    b: &mut File,
+    bst: &FileStat,
+) -> Result<bool> {
+    if ast.st_dev == bst.st_dev && ast.st_ino == bst.st_ino {
+        return Ok(true);
+    }
+    if ast.st_size != bst.st_size
+        || ast.st_uid != bst.st_uid
+        || ast.st_gid != bst.st_gid
+        || ast.st_mode & 0o7777 != bst.st_mode & 0o7777
+    {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = read_full(a, &mut ba)?;
+        let m = read_full(b, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Whether regular file `copy` has the owner, mode and content of regular file `original`. `false`
+/// when either is missing.
+pub(crate) fn is_current(w: &Walker, original: &Path, copy: &Path) -> Result<bool> {
+    let (Some((mut a, ast)), Some((mut b, bst))) =
+        (open_regular(w, original)?, open_regular(w, copy)?)
+    else {
+        return Ok(false);
+    };
+    same_file(&mut a, &ast, &mut b, &bst)
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut File, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading a file to compare it"),
+        }
+    }
+    Ok(n)
+}
+
+/// What [`replace_with_copy`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Copied {
+    /// The data was shared with `FICLONE` rather than copied (a copy may still share it through
+    /// `copy_file_range` when both ends are on the same btrfs).
+    pub reflinked: bool,
+    /// Extended attributes that could not be set.
+    pub warnings: Vec<String>,
+}
+
+/// Fault points of one copy direction (aborts there in fault-injection builds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FaultPoints {
+    /// After the temporary file is created, before any data is in it.
+    pub created: &'static str,
+    /// After the data is in the temporary file, before its metadata and fsync.
+    pub data: &'static str,
+    /// After the fsync, right before the rename.
+    pub before_rename: &'static str,
+    /// After the rename, before the directory's fsync.
+    pub renamed: &'static str,
+}
+
+/// Atomically replaces (or creates) regular file `to` with a copy of regular file `from`, both resolved
+/// inside `w` without following symlinks. The parent of `to` must exist; a symlink or anything but a
+/// regular file at `to` is refused. `from` must have a single link (a hard link could expose another
+/// file).
+pub(crate) fn replace_with_copy(
+    w: &Walker,
+    from: &Path,
+    to: &Path,
+    faults: FaultPoints,
+) -> Result<Copied> {
+    let shown_to = w.shown(to);
+    let (mut src, sst) = w.open_file_for_copy(from)?;
+    let (dir, name) = w.parent(to)?.ok_or_else(|| {
+        anyhow!(
+            "copying to '{}': its parent directory does not exist",
+            shown_to.display()
+        )
+    })?;
+    match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_symlink(&st) => return Err(symlink_refusal(&shown_to)),
+        Ok(st) if !is_file(&st) => bail!(
+            "'{}' is in the way and is not a regular file",
+            shown_to.display()
+        ),
+        Ok(_) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e).with_context(|| format!("inspecting '{}'", shown_to.display())),
+    }
+
+    // A name of our own next to the destination: same directory, so the rename is atomic.
+    let mut tmp: Option<(OsString, std::os::fd::OwnedFd)> = None;
+    for n in 0..100 {
+        let mut t = OsString::from(".");
+        t.push(&name);
+        t.push(format!(".tabula-{}-{n}", std::process::id()));
+        match openat(
+            &dir,
+            t.as_os_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => {
+                tmp = Some((t, fd));
+                break;
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("creating a temporary file next to '{}'", shown_to.display())
+                });
+            }
+        }
+    }
+    let (tmp_name, tmp_fd) =
+        tmp.ok_or_else(|| anyhow!("no free temporary name next to '{}'", shown_to.display()))?;
+    crate::fault::point(faults.created);
+
+    let result = (|| -> Result<Copied> {
+        let mut out = Copied::default();
+        match crate::btrfs::clone_file(tmp_fd.as_fd(), src.as_fd()) {
+            Ok(()) => out.reflinked = true,
+            Err(
+                Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOTTY | Errno::ENOSYS,
+            ) => {
+                // std's copy uses copy_file_range, which still shares extents within one btrfs.
+                let mut dst = File::from(
+                    tmp_fd
+                        .try_clone()
+                        .context("duplicating a file descriptor")?,
+                );
+                std::io::copy(&mut src, &mut dst)
+                    .with_context(|| format!("copying into '{}'", shown_to.display()))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cloning into '{}'", shown_to.display()));
+            }
+        }
+        crate::fault::point(faults.data);
+        // Owner before mode (chown clears set-id bits), xattrs after chown (it drops capabilities),
+        // times last (every change above touches ctime/mtime).
+        fchown(
+            &tmp_fd,
+            Some(Uid::from_raw(sst.st_uid)),
+            Some(Gid::from_raw(sst.st_gid)),
+        )
+        .with_context(|| format!("setting the owner of the copy of '{}'", shown_to.display()))?;
+        fchmod(&tmp_fd, Mode::from_bits_truncate(sst.st_mode & 0o7777))
+            .with_context(|| format!("setting the mode of the copy of '{}'", shown_to.display()))?;
+        let attrs = xattr::list_fd(src.as_fd())
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("reading the xattrs of '{}'", w.shown(from).display()))?;
+        for (key, e) in xattr::set_fd(tmp_fd.as_fd(), &attrs) {
+            out.warnings.push(format!(
+                "extended attribute '{}' not copied to '{}': {}",
+                String::from_utf8_lossy(&key),
+                shown_to.display(),
+                std::io::Error::from(e)
+            ));
+        }
+        futimens(
+            &tmp_fd,
+            &TimeSpec::new(sst.st_atime, sst.st_atime_nsec),
+            &TimeSpec::new(sst.st_mtime, sst.st_mtime_nsec),
+        )
+        .with_context(|| format!("setting the times of the copy of '{}'", shown_to.display()))?;
+        nix::unistd::fsync(&tmp_fd)
+            .with_context(|| format!("syncing the copy of '{}'", shown_to.display()))?;
+        crate::fault::point(faults.before_rename);
+        // rename replaces the name itself: a symlink planted at `to` since the check is replaced, never
+        // followed.
+        renameat(&dir, tmp_name.as_os_str(), &dir, name.as_os_str())
+            .with_context(|| format!("renaming the copy onto '{}'", shown_to.display()))?;
+        crate::fault::point(faults.renamed);
+        nix::unistd::fsync(&dir)
+            .with_context(|| format!("syncing the directory of '{}'", shown_to.display()))?;
+        Ok(out)
+    })();
+    if result.is_err() {
+        // The temporary name is ours (O_EXCL); unlinkat never follows a link.
+        let _ = unlinkat(&dir, tmp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result
+}
+
+/// Removes regular file `path` (never a symlink's target, never a directory) and syncs its directory.
+pub(crate) fn remove_file(w: &Walker, path: &Path) -> Result<bool> {
+    let shown = w.shown(path);
+    let Some((dir, name)) = w.parent(path)? else {
+        return Ok(false);
+    };
+    match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_symlink(&st) => return Err(symlink_refusal(&shown)),
+        Ok(st) if !is_file(&st) => bail!("'{}' is not a regular file", shown.display()),
+        Ok(_) => {}
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("inspecting '{}'", shown.display())),
+    }
+    unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        .with_context(|| format!("removing '{}'", shown.display()))?;
+    nix::unistd::fsync(&dir)
+        .with_context(|| format!("syncing the directory of '{}'", shown.display()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_rename_replaced_files() {
+        for p in [
+            "/etc/shadow",
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/gshadow",
+            "/etc/subuid",
+            "/etc/subgid",
+            "/home/alice/.bash_history",
+            "/root/.zsh_history",
+            "/home/bob/.local/share/fish/fish_history",
+            "/home/alice/.python_history",
+        ] {
+            assert!(replaced_by_rename(Path::new(p)), "{p}");
+        }
+        for p in [
+            "/etc/machine-id",
+            "/etc/shadow-",
+            "/srv/etc/shadow",
+            "/home/alice/.bash_history.bak",
+            "/etc/adjtime",
+        ] {
+            assert!(!replaced_by_rename(Path::new(p)), "{p}");
+        }
+    }
+}
