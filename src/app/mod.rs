@@ -40,6 +40,10 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             clap_complete::generate(*shell, &mut cmd, "tabula", &mut std::io::stdout());
             Ok(ExitStatus::Success)
         }
+        Command::GenerateUnits { dir } => {
+            crate::generator::write_units(&cli.config, dir)?;
+            Ok(ExitStatus::Success)
+        }
         Command::Man => {
             let page = crate::docs::man_page().context("rendering the man page")?;
             std::io::stdout()
