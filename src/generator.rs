@@ -222,11 +222,17 @@ pub fn write_units(config_path: &Path, dir: &Path) -> Result<Vec<UnitFile>> {
     Ok(files)
 }
 
-/// `tabula-generator NORMAL [EARLY LATE]`, as systemd calls it: does nothing outside an initrd. The
+/// `tabula-generator NORMAL [EARLY LATE]`, as systemd calls it: does nothing outside an initrd
+/// (`SYSTEMD_IN_INITRD`, else `/etc/initrd-release`). The
 /// config is `TABULA_CONFIG` or the default. Errors go to stderr (systemd sends them to the kernel log);
 /// the exit status is 0 or 1.
 pub fn main_from_args(args: &[std::ffi::OsString]) -> u8 {
-    if !Path::new("/etc/initrd-release").exists() {
+    // systemd ≥ 251 tells generators where they run; older ones: the initrd's marker file.
+    let in_initrd = match std::env::var("SYSTEMD_IN_INITRD") {
+        Ok(v) => v == "1",
+        Err(_) => Path::new("/etc/initrd-release").exists(),
+    };
+    if !in_initrd {
         return 0;
     }
     let Some(dir) = args.get(1) else {

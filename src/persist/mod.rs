@@ -19,6 +19,7 @@
 mod apply;
 pub(crate) mod mountinfo;
 mod plan;
+pub mod prepare;
 mod status;
 pub mod walk;
 
