@@ -20,8 +20,9 @@ install-bin:
 	install -D -m 0755 $(TABULA_BIN) $(DESTDIR)$(PREFIX)/bin/tabula
 
 install-common:
-	install -D -m 0644 initrd/lib/tabula-initrd.sh $(LIBDIR)/tabula-initrd.sh
-	install -D -m 0755 initrd/systemd/tabula-generator $(LIBDIR)/tabula-generator
+	# The systemd generator is the binary itself, under this name (for initrds built by hand).
+	install -d $(LIBDIR)
+	ln -sf $(PREFIX)/bin/tabula $(LIBDIR)/tabula-generator
 	install -D -m 0644 initrd/systemd/tabula-rollback.service $(LIBDIR)/units/tabula-rollback.service
 	install -D -m 0644 initrd/systemd/tabula-persist.service $(LIBDIR)/units/tabula-persist.service
 	install -D -m 0644 initrd/systemd/tabula-prune.service $(UNITDIR)/tabula-prune.service
