@@ -8,8 +8,8 @@
 #           initrd-parse-etc and tabula-persist waits for it (RequiresMountsFor= from the generator);
 #   boot 3: device = "LABEL=no such disk": Wants= does not fail; tabula's own bounded wait ends in
 #           on_failure = "continue", the old root boots, persistence still works.
-# Checks: every boot reaches multi-user without failed units or failed dependencies; the rollback
-# starts without waiting out a device timeout; /home is mounted once and alice's ~/.ssh bind is
+# Checks: every boot reaches multi-user without failed units or failed dependencies; systemd finds the
+# device unit the generator named before the rollback starts, and no device job times out; /home is mounted once and alice's ~/.ssh bind is
 # visible on it; what the guest writes there lands in the persistent subvolume, not in the root.
 LABEL="tabula root"
 IMG=$WORK/disk.img INITRD=$WORK/initrd-dracut.img
@@ -124,8 +124,6 @@ set_blank_fstab() {
 	btrfs property set -ts "$MNT/root-blank" ro true
 	umount_image
 }
-# Seconds (monotonic) of the first journal line matching REGEX.
-journal_time() { awk -v re="$1" '$0 ~ re && match($0, /^\[ *[0-9]+/) { t = substr($0, 2, RLENGTH - 1); gsub(/ /, "", t); print t + 0; exit }' "$2"; }
 
 append=" root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw console=ttyS0 panic=-1 rd.emergency=poweroff rd.shell=0"
 append+=" systemd.show_status=1 loglevel=4 rd.udev.log_level=3 systemd.journald.forward_to_console=0"
@@ -162,10 +160,17 @@ for n in 1 2 3; do
 	check "boot $n: ~/.ssh shows the earlier boots' lines ($((n - 1)))" \
 		test "$(section "boot$n" ssh | grep -c .)" = $((n - 1))
 	case $n in
+	1) unit=$(systemd-escape --path --suffix=device "/dev/disk/by-uuid/$FSID") ;;
+	2) unit=$(systemd-escape --path --suffix=device '/dev/disk/by-label/tabula\x20root') ;;
+	esac
+	case $n in
 	1 | 2)
-		t=$(journal_time 'Starting tabula-rollback|Starting tabula: roll' "$WORK/journal$n.txt")
-		check "boot $n: the rollback starts without waiting out a device timeout (at ${t:-?} s)" \
-			test "${t:-999}" -lt 80
+		# The unit systemd found is the one the generator asked for (named by the host's systemd-escape).
+		# (ENVIRON, not awk -v: -v would turn the unit name's \x2d into a dash.)
+		check "boot $n: systemd found $unit (tabula's Wants=) before the rollback started" env U="Found device $unit" awk '
+			index($0, ENVIRON["U"]) && !f { f = NR }
+			/Starting tabula-rollback|Starting tabula: roll/ && !r { r = NR }
+			END { printf "found=%d rollback=%d\n", f, r; exit !(f && r && f < r) }' "$WORK/journal$n.txt"
 		check "boot $n: tabula retired the root" grep -q "tabula: retired .root. as" "$WORK/journal$n.txt"
 		check "boot $n: no device timed out" bash -c '! grep -E "Timed out waiting for device" "$1"' _ "$WORK/journal$n.txt"
 		;;
