@@ -20,15 +20,18 @@ install-bin:
 	install -D -m 0755 $(TABULA_BIN) $(DESTDIR)$(PREFIX)/bin/tabula
 
 install-common:
-	install -D -m 0644 initrd/lib/tabula-initrd.sh $(LIBDIR)/tabula-initrd.sh
-	install -D -m 0755 initrd/systemd/tabula-generator $(LIBDIR)/tabula-generator
+	# The systemd generator is the binary itself, under this name (for initrds built by hand).
+	install -d $(LIBDIR)
+	ln -sf $(PREFIX)/bin/tabula $(LIBDIR)/tabula-generator
 	install -D -m 0644 initrd/systemd/tabula-rollback.service $(LIBDIR)/units/tabula-rollback.service
 	install -D -m 0644 initrd/systemd/tabula-persist.service $(LIBDIR)/units/tabula-persist.service
 	install -D -m 0644 initrd/systemd/tabula-prune.service $(UNITDIR)/tabula-prune.service
 	install -D -m 0644 initrd/systemd/tabula-prune.timer $(UNITDIR)/tabula-prune.timer
 	install -D -m 0644 initrd/systemd/tabula-persist-sync.service $(UNITDIR)/tabula-persist-sync.service
 	install -D -m 0644 initrd/systemd/tabula-persist-sync-shutdown.service $(UNITDIR)/tabula-persist-sync-shutdown.service
-	install -D -m 0755 initrd/systemd/tabula-persist-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/tabula-persist-generator
+	# On the running system the same generator (the binary) writes the path unit of `how = "copy"` entries.
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system-generators
+	ln -sf $(PREFIX)/bin/tabula $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/tabula-generator
 
 install-dracut: install-common
 	install -D -m 0755 initrd/dracut/90tabula/module-setup.sh $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90tabula/module-setup.sh

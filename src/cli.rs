@@ -95,6 +95,13 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout: `tabula man | man -l -`.
     Man,
+    /// Write the initrd's systemd drop-ins for the config into DIR, as `tabula-generator DIR` does in
+    /// an initrd (for tests and for inspecting them).
+    #[command(hide = true)]
+    GenerateUnits {
+        /// The output directory (a generator's normal directory).
+        dir: PathBuf,
+    },
 }
 
 /// `tabula roots …`.

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod docs;
 pub mod error;
 pub mod fault;
+pub mod generator;
 pub mod init;
 pub mod layout;
 pub mod limits;

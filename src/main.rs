@@ -11,6 +11,14 @@ const READER_GONE: u8 = 141;
 fn main() -> ExitCode {
     quiet_when_stdout_is_gone();
     tabula::limits::raise_fd_limit();
+    // Installed as a systemd generator link too (`tabula-generator NORMAL EARLY LATE`).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .first()
+        .is_some_and(|a| tabula::generator::is_generator_name(a))
+    {
+        return ExitCode::from(tabula::generator::main_from_args(&args));
+    }
     let cli = tabula::cli::Cli::parse();
     let debug = cli.verbose || tabula::fault::boot_flags().debug;
     let to_kmsg = tabula::logging::init(cli.log, debug);

@@ -90,8 +90,8 @@ build_tabula_fault() {
 
 # ---------------------------------------------------------------------------------------------------
 # Busybox initramfs = base cpio (busybox, kernel modules, cached per kernel) + a small cpio holding
-# tabula's own initrd files, copied verbatim from initrd/: the busybox /init, the shell glue, plus the
-# binary and the config. The kernel unpacks concatenated gzip'ed cpio archives in order.
+# tabula's own initrd files, copied verbatim from initrd/: the busybox /init, plus the binary and the
+# config. The kernel unpacks concatenated gzip'ed cpio archives in order.
 busybox_base_cpio() {
 	local out=$CACHE/initrd-base-$KVER.cpio.gz tmp mods m
 	if [[ ! -s $out ]]; then
@@ -124,7 +124,6 @@ make_initrd() {
 	busybox_base_cpio
 	tmp=$(mktemp -d)
 	install -D -m 0755 "$INITRD_SRC/busybox/init" "$tmp/init"
-	install -D -m 0644 "$INITRD_SRC/lib/tabula-initrd.sh" "$tmp/usr/lib/tabula/tabula-initrd.sh"
 	install -D -m 0755 "$bin" "$tmp/usr/bin/tabula"
 	install -D -m 0644 "$conf" "$tmp/etc/tabula/tabula.toml"
 	{

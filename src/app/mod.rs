@@ -61,6 +61,10 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
                 .context("writing the completion script")?;
             Ok(ExitStatus::Success)
         }
+        Command::GenerateUnits { dir } => {
+            crate::generator::write_units(&cli.config, dir)?;
+            Ok(ExitStatus::Success)
+        }
         Command::Man => {
             let page = crate::docs::man_page().context("rendering the man page")?;
             std::io::stdout()

@@ -15,18 +15,61 @@ use crate::check::{self, CheckOptions};
 use crate::cli::{CheckArgs, Cli, PersistArgs};
 use crate::error::ExitStatus;
 use crate::layout;
-use crate::persist::{self, Outcome, PlanOptions};
+use crate::persist::{self, Outcome, PlanOptions, prepare};
 
 pub(super) fn persist(cli: &Cli, args: &PersistArgs) -> Result<ExitStatus> {
     // No private namespace: the bind mounts must be visible to the system that boots.
     let config = load_config(cli)?;
-    let plan = persist::plan_with(&config, &args.root, PlanOptions { adopt: args.adopt })
-        .with_context(|| format!("planning persistence into '{}'", args.root.display()))?;
+    // Into a new root (the initrd): mount what the binds go into first, as the shell glue used to.
+    let into_new_root = std::fs::canonicalize(&args.root).ok().as_deref() != Some(Path::new("/"));
+    let prep = if into_new_root {
+        prepare::observe(&config, &args.root)?
+    } else {
+        prepare::Prepare::default()
+    };
+    let applied = if args.dry_run {
+        None
+    } else {
+        Some(prepare::apply(&prep, &args.root))
+    };
+    let result = persist_prepared(args, &config, &prep, applied.as_ref());
+    if let Some(applied) = &applied {
+        prepare::finish(applied, &args.root);
+    }
+    result
+}
+
+fn persist_prepared(
+    args: &PersistArgs,
+    config: &crate::config::Config,
+    prep: &prepare::Prepare,
+    applied: Option<&prepare::Applied>,
+) -> Result<ExitStatus> {
+    let planned = persist::plan_with(config, &args.root, PlanOptions { adopt: args.adopt })
+        .with_context(|| format!("planning persistence into '{}'", args.root.display()));
+    let mut plan = match planned {
+        // A dry run mounts nothing: the binds can only be planned once persistent storage is there.
+        Err(e) if args.dry_run && !args.json && !prep.mounts.is_empty() => {
+            print!("{}", prep.to_text());
+            println!("then plan the binds ({e:#})");
+            return Ok(ExitStatus::Success);
+        }
+        p => p?,
+    };
+    // Entries under a mount point that is still to come would be hidden by it: refuse them.
+    let blocked = applied.map_or(&prep.blocked, |a| &a.blocked);
+    for e in &mut plan.entries {
+        if let Some(why) = prepare::blocked_reason(blocked, &e.target) {
+            e.state = persist::PlanState::Failed;
+            e.message = Some(why.to_string());
+            e.ops.clear();
+        }
+    }
     if args.dry_run {
         if args.json {
             print_json("persist-plan", &plan)?;
         } else {
-            print!("{}", plan.to_text());
+            print!("{}{}", prep.to_text(), plan.to_text());
         }
         return Ok(ExitStatus::Success);
     }

@@ -20,6 +20,7 @@ mod apply;
 mod copy;
 pub(crate) mod mountinfo;
 mod plan;
+pub mod prepare;
 mod status;
 mod sync;
 mod units;

@@ -91,11 +91,13 @@ mv "$r/tmp/initrd-dracut.img" "$INITRD"
 cp "$INITRD" "$r/tmp/check.img"
 in_chroot "$r" lsinitrd /tmp/check.img >"$WORK/lsinitrd.txt" 2>&1
 rm -f "$r/tmp/check.img"
-for f in usr/bin/tabula etc/tabula/tabula.toml usr/lib/tabula/tabula-initrd.sh \
-	usr/lib/systemd/system/tabula-rollback.service usr/lib/systemd/system/tabula-persist.service \
-	usr/lib/systemd/system-generators/tabula-generator; do
+for f in usr/bin/tabula etc/tabula/tabula.toml \
+	usr/lib/systemd/system/tabula-rollback.service usr/lib/systemd/system/tabula-persist.service; do
 	check "lsinitrd: the dracut image holds $f" grep -qE " $f$" "$WORK/lsinitrd.txt"
 done
+check "lsinitrd: the generator is a link to the binary" \
+	grep -qE " usr/lib/systemd/system-generators/tabula-generator -> (/usr/bin/tabula|(\.\./)+bin/tabula)$" "$WORK/lsinitrd.txt"
+check "lsinitrd: no shell glue" bash -c '! grep -q tabula-initrd "$1"' _ "$WORK/lsinitrd.txt"
 # `systemctl enable` links (dracut puts them under etc/).
 for f in initrd.target.wants/tabula-rollback.service initrd.target.wants/tabula-persist.service \
 	sysroot.mount.requires/tabula-rollback.service; do

@@ -2,7 +2,7 @@
 # heavy
 # 10-initramfs-tools: a debootstrapped Debian 12 with initramfs-tools gets tabula by
 # `make install install-initramfs-tools`; mkinitramfs builds a real image in the chroot; lsinitramfs
-# shows the binary, its config, the glue and both scripts in place (and local-premount ordered after
+# shows the binary, its config and both scripts in place (and local-premount ordered after
 # btrfs). Then that image boots a busybox root twice: rollback in local-premount, persistence in
 # local-bottom with ${rootmnt}.
 conf=$WORK/tabula.toml
@@ -23,7 +23,7 @@ install_tabula_into "$ch" "$conf" initramfs-tools
 in_chroot "$ch" mkinitramfs -o /tmp/initrd.img "$KVER" >"$WORK/mkinitramfs.log" 2>&1
 must "mkinitramfs builds an image with the tabula hook" test -s "$ch/tmp/initrd.img"
 in_chroot "$ch" lsinitramfs /tmp/initrd.img >"$WORK/lsinitramfs.txt" 2>&1
-for f in usr/bin/tabula etc/tabula/tabula.toml usr/lib/tabula/tabula-initrd.sh \
+for f in usr/bin/tabula etc/tabula/tabula.toml \
 	scripts/local-premount/tabula scripts/local-bottom/tabula; do
 	check "lsinitramfs: the image holds $f" grep -qx "$f" "$WORK/lsinitramfs.txt"
 done

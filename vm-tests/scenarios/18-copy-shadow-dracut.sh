@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # heavy
 # 18-copy-shadow-dracut: /etc/shadow persisted with how = "copy" on Debian 12 with a dracut systemd
-# initrd and tabula's sync units. The path unit comes from tabula-persist-generator (installed by
+# initrd and tabula's sync units. The path unit comes from tabula-generator (the binary) (installed by
 # `make install`: `tabula persist units --dir` at every boot). Boot 1: the initrd copies /etc/shadow
 # in (no mount); chpasswd (PAM: a new file renamed over the old) changes root's password and
 # tabula-persist-sync.path syncs it within seconds; with the path unit stopped, a second chpasswd is
@@ -83,7 +83,7 @@ WantedBy=multi-user.target
 UNIT
 in_chroot "$r" systemctl enable -q vmtest-report.service || die "systemctl enable"
 # What the generator runs, tried into a scratch directory of the chroot.
-in_chroot "$r" /usr/lib/systemd/system-generators/tabula-persist-generator /tmp/gen /tmp/gen.early /tmp/gen.late \
+in_chroot "$r" /usr/lib/systemd/system-generators/tabula-generator /tmp/gen /tmp/gen.early /tmp/gen.late \
 	>"$WORK/units.txt" 2>&1
 check "the generator wrote the path unit and its wants link" \
 	test -f "$r/tmp/gen/tabula-persist-sync.path" -a -L "$r/tmp/gen/paths.target.wants/tabula-persist-sync.path"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # 90tabula: dracut module for tabula. With dracut's systemd initrd it installs tabula-rollback.service,
-# tabula-persist.service and tabula-generator; with the shell initrd, a pre-mount hook (rollback) and a
-# pre-pivot hook (persist). Either way the initrd gets the static binary, the config and the shell glue.
+# tabula-persist.service and tabula-generator (a link to the binary); with the shell initrd, a
+# pre-mount hook (rollback) and a pre-pivot hook (persist). Either way the initrd gets the static binary
+# and the config; the binary does all the work (no shell reads the config).
 
 # The support files: next to this script if copied there, else where `make install` puts them.
 tabula_src() {
@@ -35,18 +36,18 @@ install() {
     # A static binary: nothing else to pull in.
     inst_simple "$bin" /usr/bin/tabula
     inst_simple "$conf" /etc/tabula/tabula.toml
-    inst_simple "$(tabula_src tabula-initrd.sh)" /usr/lib/tabula/tabula-initrd.sh
-    inst_multiple sh mount mkdir modprobe
 
     if dracut_module_included "systemd"; then
         inst_simple "$(tabula_src tabula-rollback.service)" "$systemdsystemunitdir/tabula-rollback.service"
         inst_simple "$(tabula_src tabula-persist.service)" "$systemdsystemunitdir/tabula-persist.service"
-        inst_script "$(tabula_src tabula-generator)" "$systemdutildir/system-generators/tabula-generator"
-        inst_multiple -o systemd-escape
+        # The generator is the binary itself, dispatched on its name.
+        ln_r /usr/bin/tabula "$systemdutildir/system-generators/tabula-generator"
         $SYSTEMCTL -q --root "$initdir" enable tabula-rollback.service tabula-persist.service
     else
         # pre-mount runs after the root device is found, cryptsetup/LVM and resume (10-resume).
         inst_hook pre-mount 90 "$(tabula_src tabula-rollback.sh)"
-        inst_hook pre-pivot 10 "$(tabula_src tabula-persist.sh)"
+        # pre-pivot 60: after usrmount's 50 (it mounts /usr and the x-initrd.mount entries of the new
+        # root's fstab), so those never land on top of a bind.
+        inst_hook pre-pivot 60 "$(tabula_src tabula-persist.sh)"
     fi
 }

@@ -1,5 +1,4 @@
 #!/bin/sh
-# dracut pre-pivot hook (shell initrd): bind the allowlist into the new root at $NEWROOT.
-# shellcheck source=/dev/null
-. /usr/lib/tabula/tabula-initrd.sh
-tabula_persist "${NEWROOT:-/sysroot}" || :
+# dracut pre-pivot hook (shell initrd): bind the allowlist into the new root at $NEWROOT. Never stops
+# the boot; tabula logs what failed.
+tabula persist --root "${NEWROOT:-/sysroot}" || warn "tabula persist reported failures; booting on"
