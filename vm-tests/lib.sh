@@ -210,13 +210,16 @@ make_image() {
 HARNESS_APPEND="cryptomgr.notests=1"
 
 # Booting. vm_boot NAME [--append ARGS] [--rtc BASE] [--initrd IMG] [--img IMG] [--kill-at REGEX]
-#   [--kill-delay SEC] [--timeout SEC] [--smp N] [--kernel K]
+#   [--kill-delay SEC] [--timeout SEC] [--smp N] [--kernel K] [--drive FILE]…
+# (--drive: one more writable raw virtio disk, after the script's: /dev/vdc, /dev/vdd, …)
 # The boot's guest script is $WORK/NAME.sh (run by the guest's init, with guestlib.sh), shipped on a
 # read-only second disk (a tar). The serial console goes to $WORK/NAME.log. --kill-at: kill -9 qemu
 # (a power cut, no flush) --kill-delay seconds after REGEX first appears in the serial log.
 # Returns qemu's status (137 when killed on purpose).
 vm_boot() {
 	local name=$1 append="" rtc="" initrd=${INITRD:-} img=${IMG:-} kill_at="" kill_delay=0 timeout=$BOOT_TIMEOUT
+	local -a drives=()
+	local d
 	local smp=1 kernel=${VMLINUZ:?} base_append="console=ttyS0 panic=-1 loglevel=7 rd.emergency=poweroff root=/dev/vda rootfstype=btrfs rootflags=subvol=root rw"
 	shift
 	while [[ $# -gt 0 ]]; do
@@ -231,6 +234,7 @@ vm_boot() {
 		--smp) smp=$2 ;;
 		--kernel) kernel=$2 ;;
 		--base-append) base_append=$2 ;;
+		--drive) drives+=("$2") ;;
 		*) die "vm_boot: unknown option $1" ;;
 		esac
 		shift 2
@@ -247,6 +251,7 @@ vm_boot() {
 		-kernel "$kernel" -initrd "$initrd" -append "$base_append $HARNESS_APPEND$append"
 		-drive "file=$img,format=raw,if=virtio,cache=writeback"
 		-drive "file=$tar,format=raw,if=virtio,readonly=on")
+	for d in "${drives[@]}"; do cmd+=(-drive "file=$d,format=raw,if=virtio,cache=writeback"); done
 	[[ -n $rtc ]] && cmd+=(-rtc "base=$rtc")
 	vlog "boot $name${append:+ (append:$append)}${rtc:+ (rtc $rtc)}${kill_at:+ (power cut ${kill_delay}s after /$kill_at/)}"
 	local t0=$EPOCHREALTIME rc

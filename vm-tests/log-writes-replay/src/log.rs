@@ -391,8 +391,11 @@ pub fn points(log: &Log, seed: u64, max_barriers: usize, random: usize) -> Vec<P
         .map(|e| e.index + 1)
         .collect();
     let mut picked = Vec::new();
-    if !others.is_empty() {
-        for _ in 0..random.min(others.len()) {
+    if random >= others.len() {
+        // As many as there are: every one of them (an exhaustive run).
+        picked = others;
+    } else {
+        for _ in 0..random {
             let n = others[rng.below(others.len() as u64) as usize];
             if !picked.contains(&n) {
                 picked.push(n);
@@ -618,5 +621,8 @@ mod tests {
                 assert!(!log.entries[p.n as usize - 1].is_barrier());
             }
         }
+        // Asking for at least as many as there are checks every prefix but the one ending at a mark.
+        let all: Vec<u64> = points(&log, 3, 100, 100).iter().map(|p| p.n).collect();
+        assert_eq!(all, [0, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 }
