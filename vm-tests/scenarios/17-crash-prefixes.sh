@@ -16,7 +16,7 @@
 #     writable `root`, a fresh snapshot of the blank or the untouched old root; the old live root is
 #     retired with intact metadata, and the same checks hold again.
 # Knobs: VMT_CRASH_SEED (replay a sample), VMT_CRASH_MAX (barrier prefixes, default 120),
-# VMT_CRASH_RANDOM (random prefixes, default 20). Failing prefixes' images, tabula output and the log
+# VMT_CRASH_RANDOM (random prefixes, default 40). Failing prefixes' images, tabula output and the log
 # are kept in failed/.
 
 LWR_DIR=$VMT_DIR/log-writes-replay
@@ -56,8 +56,14 @@ crash_cleanup() {
 		btrfs device scan --forget "$l" >/dev/null 2>&1
 		losetup -d "$l" 2>/dev/null
 	done
+	mountpoint -q "$SCRATCH" && umount "$SCRATCH"
 }
 trap crash_cleanup EXIT
+# The prefix copies live on a tmpfs of this namespace: each one sees a few btrfs commits, and a flush
+# through a loop device on the shared disk costs far more than the check itself.
+SCRATCH=$WORK/scratch
+mkdir -p "$SCRATCH"
+mount -t tmpfs -o size=2g,mode=0700 tmpfs "$SCRATCH" || die "mounting a tmpfs for the prefix copies"
 
 # tabula on the host, against our loop device.
 host_tabula() {
@@ -65,14 +71,36 @@ host_tabula() {
 	TABULA_CONFIG=$WORK/host.toml "$TABULA_BIN" --log stderr "$@"
 }
 
-# Field FIELD ("UUID", "Parent UUID", "Flags") of subvolume PATH.
+# Subvolume facts, read with two `btrfs subvolume list` calls per mounted state (load_subvols) instead
+# of several processes per question: the checks run for every prefix on a busy machine.
+declare -A SV_UUID SV_PARENT SV_RO
+SV_LOADED=0
+load_subvols() {
+	SV_UUID=() SV_PARENT=() SV_RO=()
+	local pu u p
+	while read -r pu u p; do
+		p=$MNT/${p#<FS_TREE>/}
+		SV_UUID[$p]=$u
+		[[ $pu == - ]] || SV_PARENT[$p]=$pu
+	done < <(btrfs subvolume list -a -u -q "$MNT" | awk '{ print $9, $11, $13 }')
+	while read -r p; do SV_RO[$MNT/${p#<FS_TREE>/}]=1; done < <(btrfs subvolume list -r "$MNT" | awk '{ print $9 }')
+	SV_LOADED=1
+}
+forget_subvols() { SV_LOADED=0; }
+# Field FIELD ("UUID" or "Parent UUID") of subvolume PATH (empty when it is none).
 subvol_field() {
+	if [[ $SV_LOADED == 1 ]]; then
+		case $2 in UUID) echo "${SV_UUID[$1]:-}" ;; *) echo "${SV_PARENT[$1]:-}" ;; esac
+		return
+	fi
 	btrfs subvolume show "$1" 2>/dev/null | sed -n "s/^[[:space:]]*$2:[[:space:]]*//p" | head -1
 }
+sv_is() { if [[ $SV_LOADED == 1 ]]; then [[ -n ${SV_UUID[$1]:-} ]]; else is_subvol "$1"; fi; }
+sv_ro() { if [[ $SV_LOADED == 1 ]]; then [[ -n ${SV_RO[$1]:-} ]]; else is_ro_subvol "$1"; fi; }
 # A root's content signature: its marker and its nested subvolumes' files (each must be a subvolume).
 root_sig() {
 	local r=$1
-	if ! is_subvol "$r/var/lib/machines" || ! is_subvol "$r/var/lib/machines/inner"; then
+	if ! sv_is "$r/var/lib/machines" || ! sv_is "$r/var/lib/machines/inner"; then
 		echo "no-nested"
 		return
 	fi
@@ -129,7 +157,7 @@ umount_image
 lo_detach
 must "setup: four retired roots with nested subvolumes (${before[*]})" count_is 4 "${before[@]}"
 must "setup: their content is as written" test "${want_sig[${before[0]}]}" = "root-1|nested root-1|inner root-1"
-cp --sparse=always "$IMG" "$WORK/start.img"
+cp --sparse=always "$IMG" "$SCRATCH/start.img"
 
 # ---------------------------------------------------------------------------------------------------
 # 2. The recorded boot: an initramfs of its own (busybox base + dm modules + dmsetup with its
@@ -205,12 +233,12 @@ for m in rollback-begin rollback-end prune-begin prune-end; do
 	must "the log holds mark $m" "$LWR" mark "$LOGDEV" "$m"
 done
 full_replay() {
-	cp --sparse=always "$WORK/start.img" "$WORK/full.img" &&
-		"$LWR" replay "$LOGDEV" "$WORK/full.img" 0 "$(wc -l <"$WORK/log-entries")" &&
-		cmp "$WORK/full.img" "$IMG"
+	cp --sparse=always "$SCRATCH/start.img" "$SCRATCH/full.img" &&
+		"$LWR" replay "$LOGDEV" "$SCRATCH/full.img" 0 "$(wc -l <"$WORK/log-entries")" &&
+		cmp "$SCRATCH/full.img" "$IMG"
 }
 must "replaying the whole log onto the starting image gives the disk qemu left" full_replay
-rm -f "$WORK/full.img"
+rm -f "$SCRATCH/full.img"
 lo_attach "$IMG"
 lo_mount ro || die "mounting the recorded image"
 mapfile -t after < <(old_roots)
@@ -226,10 +254,11 @@ vlog "retired roots before: ${before[*]}; after: ${after[*]}"
 FK=()          # failure kinds of the prefix being checked
 fail_kind() { FK+=("$1"); echo "  FAIL $1: $2" >>"$WORK/prefixes.out"; }
 meta_ok() { # meta_ok NAME: old_roots/NAME.json parses, names NAME and the subvolume's uuid
-	local f=$MNT/old_roots/$1.json u
-	jq -e --arg n "$1" 'type == "object" and .name == $n and (.uuid | type) == "string"' "$f" >/dev/null 2>&1 || return 1
+	local u m
+	m=$(jq -r --arg n "$1" 'if type == "object" and .name == $n and (.uuid | type) == "string" then .uuid else error("bad") end' \
+		"$MNT/old_roots/$1.json" 2>/dev/null) || return 1
 	u=$(subvol_field "$MNT/old_roots/$1" UUID)
-	[[ -z $u || $(jq -r .uuid "$f") == "$u" ]]
+	[[ -z $u || $m == "$u" ]]
 }
 # The checks that hold in any state: STAGE is "found" (the prefix as a power cut left it) or "next"
 # (after the next boot's rollback); PHASE is rollback or prune.
@@ -247,7 +276,7 @@ check_state() {
 		[[ -d $p ]] && present=1
 		[[ -e $p.json ]] && meta_ok "$r" && meta=1
 		if [[ $present == 1 && $meta == 1 && $(subvol_field "$p" UUID) == "${want_uuid[$r]}" &&
-			$(root_sig "$p") == "${want_sig[$r]}" ]] && is_ro_subvol "$p"; then whole=1; fi
+			$(root_sig "$p") == "${want_sig[$r]}" ]] && sv_ro "$p"; then whole=1; fi
 		if [[ -n ${to_delete[$r]:-} ]]; then
 			if [[ $whole == 1 ]]; then states+=" ${r%%-*}=whole"; elif [[ $present == 0 ]]; then states+=" ${r%%-*}=gone"; else states+=" ${r%%-*}=partial"; fi
 		fi
@@ -258,7 +287,7 @@ check_state() {
 		fi
 	done
 	if ! [[ $(subvol_field "$MNT/root-blank" UUID) == "$blank_uuid" && $(tree_sig "$MNT/root-blank") == "$blank_sig" ]] ||
-		! is_ro_subvol "$MNT/root-blank"; then
+		! sv_ro "$MNT/root-blank"; then
 		fail_kind "$stage:blank-changed" "root-blank is not the blank"
 	fi
 	[[ $(tree_sig "$MNT/persist") == "$persist_sig" ]] || fail_kind "$stage:persist-changed" "persist changed"
@@ -274,7 +303,7 @@ check_state() {
 		fail_kind "$stage:live-root-lost" "the old live root is nowhere"
 	elif [[ $(root_sig "$MNT/$where") != "$live_sig" ]]; then
 		fail_kind "$stage:live-root-damaged" "$where lost content"
-	elif [[ $stage == next && $where == old_roots/* ]] && ! { meta_ok "${where#old_roots/}" && is_ro_subvol "$MNT/$where"; }; then
+	elif [[ $stage == next && $where == old_roots/* ]] && ! { meta_ok "${where#old_roots/}" && sv_ro "$MNT/$where"; }; then
 		fail_kind "next:live-root-without-metadata" "$where is not read-only with metadata after the next rollback"
 	fi
 	LIVE_WHERE=$where
@@ -291,21 +320,25 @@ check_prefix() { # check_prefix IMG PHASE
 		lo_detach
 		return
 	fi
+	load_subvols
 	check_state found "$phase"
+	forget_subvols
 	umount_image
 	if ! host_tabula rollback >"$WORK/next-rollback.out" 2>&1; then
 		fail_kind rollback-failed "$(tail -3 "$WORK/next-rollback.out" | tr '\n' ' ')"
 	elif ! lo_mount ro 2>>"$WORK/prefixes.out"; then
 		fail_kind unmountable-after-rollback "no mount after the rollback"
 	else
+		load_subvols
 		check_state next "$phase"
 		local r=$MNT/root
-		if ! is_subvol "$r" || is_ro_subvol "$r"; then
+		if ! sv_is "$r" || sv_ro "$r"; then
 			fail_kind next:no-writable-root "root is missing or read-only"
 		elif [[ $(subvol_field "$r" "Parent UUID") != "$blank_uuid" && $LIVE_WHERE != root ]]; then
 			fail_kind next:root-not-fresh "root is neither a snapshot of the blank nor the old root"
 		fi
 		[[ -e $MNT/root.tabula-new ]] && fail_kind next:staging-left "root.tabula-new is still there"
+		forget_subvols
 		umount_image
 	fi
 	lo_detach
@@ -314,9 +347,9 @@ check_prefix() { # check_prefix IMG PHASE
 seed=${VMT_CRASH_SEED:-$(((RANDOM << 15) ^ RANDOM))}
 vlog "prefix sample seed $seed (replay this sample with VMT_CRASH_SEED=$seed)"
 echo "seed $seed" >"$WORK/seed"
-mapfile -t points < <("$LWR" points "$LOGDEV" "$seed" "${VMT_CRASH_MAX:-120}" "${VMT_CRASH_RANDOM:-20}")
+mapfile -t points < <("$LWR" points "$LOGDEV" "$seed" "${VMT_CRASH_MAX:-120}" "${VMT_CRASH_RANDOM:-40}")
 must "prefixes chosen (${#points[@]})" test "${#points[@]}" -gt 2
-cp --sparse=always "$WORK/start.img" "$WORK/work.img"
+cp --sparse=always "$SCRATCH/start.img" "$SCRATCH/work.img"
 mkdir -p "$WORK/failed"
 cur=0 checked=0 failed=0 nrb=0 nprune=0 kept=0
 declare -A tally
@@ -324,12 +357,12 @@ declare -A tally
 t0=$EPOCHREALTIME
 for line in "${points[@]}"; do
 	read -r n kind mark <<<"$line"
-	"$LWR" replay "$LOGDEV" "$WORK/work.img" "$cur" "$n" || die "replay $cur..$n failed"
+	"$LWR" replay "$LOGDEV" "$SCRATCH/work.img" "$cur" "$n" || die "replay $cur..$n failed"
 	cur=$n
 	case $mark in prune-* | dm-log-writes-end) phase=prune nprune=$((nprune + 1)) ;; *) phase=rollback nrb=$((nrb + 1)) ;; esac
 	echo "prefix $n ($kind, after mark $mark, $phase)" >>"$WORK/prefixes.out"
-	cp --sparse=always "$WORK/work.img" "$WORK/prefix.img"
-	check_prefix "$WORK/prefix.img" "$phase"
+	cp --sparse=always "$SCRATCH/work.img" "$SCRATCH/prefix.img"
+	check_prefix "$SCRATCH/prefix.img" "$phase"
 	checked=$((checked + 1))
 	if [[ ${#FK[@]} -gt 0 ]]; then
 		failed=$((failed + 1))
@@ -337,15 +370,15 @@ for line in "${points[@]}"; do
 		vlog "prefix $n ($kind, $phase) FAILED: ${FK[*]}"
 		cp "$WORK/next-rollback.out" "$WORK/failed/prefix-$n.rollback.out"
 		if [[ $kept -lt 5 ]]; then # the first five failing images (sparse) are kept
-			mv "$WORK/prefix.img" "$WORK/failed/prefix-$n.img"
+			cp --sparse=always "$SCRATCH/prefix.img" "$WORK/failed/prefix-$n.img"
 			kept=$((kept + 1))
 		fi
 	fi
-	rm -f "$WORK/prefix.img"
+	rm -f "$SCRATCH/prefix.img"
 done
 dt=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
 [[ $failed -gt 0 ]] && cp --sparse=always "$LOGDEV" "$WORK/failed/log.img"
-rm -f "$WORK/work.img" "$WORK/start.img"
+rm -f "$SCRATCH/work.img" "$SCRATCH/start.img"
 {
 	echo "seed $seed: $checked write prefixes checked ($nrb of the rollback, $nprune of the prune) in ${dt}s, $failed failed"
 	for k in "${!tally[@]}"; do echo "  $k: ${tally[$k]}"; done | LC_ALL=C sort
