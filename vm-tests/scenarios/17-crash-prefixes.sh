@@ -14,7 +14,8 @@
 #     still with metadata, never half-deleted without it); blank and persist untouched; the live root
 #     is somewhere. Then `tabula rollback` (as the next boot would) succeeds and leaves exactly one
 #     writable `root`, a fresh snapshot of the blank or the untouched old root; the old live root is
-#     retired with intact metadata, and the same checks hold again.
+#     retired with intact metadata, and the same checks hold again. A prefix of the prune must also be
+#     resumable: a second `tabula roots prune` finishes the deletions and leaves the rest whole.
 # Knobs: VMT_CRASH_SEED (replay a sample), VMT_CRASH_MAX (barrier prefixes, default 120),
 # VMT_CRASH_RANDOM (random prefixes, default 40). Failing prefixes' images, tabula output and the log
 # are kept in failed/.
@@ -340,8 +341,29 @@ check_prefix() { # check_prefix IMG PHASE
 		[[ -e $MNT/root.tabula-new ]] && fail_kind next:staging-left "root.tabula-new is still there"
 		forget_subvols
 		umount_image
+		[[ $phase == prune ]] && resume_prune
 	fi
 	lo_detach
+}
+# A prune cut short is safe to resume: the next prune finishes it, and only the roots it had to delete
+# are gone (subvolume and metadata).
+resume_prune() {
+	local r
+	if ! host_tabula roots prune >"$WORK/next-prune.out" 2>&1; then
+		fail_kind resume:prune-failed "$(tail -3 "$WORK/next-prune.out" | tr '\n' ' ')"
+		return
+	fi
+	lo_mount ro 2>>"$WORK/prefixes.out" || {
+		fail_kind resume:unmountable "no mount after the prune"
+		return
+	}
+	load_subvols
+	for r in "${!to_delete[@]}"; do
+		[[ -e $MNT/old_roots/$r || -e $MNT/old_roots/$r.json ]] && fail_kind resume:not-finished "$r is still there"
+	done
+	check_state resume prune
+	forget_subvols
+	umount_image
 }
 
 seed=${VMT_CRASH_SEED:-$(((RANDOM << 15) ^ RANDOM))}
@@ -369,6 +391,7 @@ for line in "${points[@]}"; do
 		for k in "${FK[@]}"; do tally[$k]=$((${tally[$k]:-0} + 1)); done
 		vlog "prefix $n ($kind, $phase) FAILED: ${FK[*]}"
 		cp "$WORK/next-rollback.out" "$WORK/failed/prefix-$n.rollback.out"
+		[[ $phase == prune ]] && cp "$WORK/next-prune.out" "$WORK/failed/prefix-$n.prune.out" 2>/dev/null
 		if [[ $kept -lt 5 ]]; then # the first five failing images (sparse) are kept
 			cp --sparse=always "$SCRATCH/prefix.img" "$WORK/failed/prefix-$n.img"
 			kept=$((kept + 1))
