@@ -49,6 +49,19 @@ pub fn fail(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `TABULA_BREAK` names this durability step (fault-injection builds only): the caller then skips
+/// it, breaking crash safety on purpose so that the crash-prefix vm-test (scenario 17) can show it notices.
+#[inline]
+pub fn broken(name: &str) -> bool {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("TABULA_BREAK").as_deref() == Ok(name) {
+        eprintln!("tabula: fault injection: skipping {name}");
+        return true;
+    }
+    let _ = name;
+    false
+}
+
 /// Whether this build has fault points.
 pub const ENABLED: bool = cfg!(feature = "fault-injection");
 
