@@ -77,6 +77,10 @@ let
   sysDirs = normList "persist.directories" cfg.persist.directories;
   sysFiles = normList "persist.files" cfg.persist.files;
   users = map (n: mkUser n cfg.persist.users.${n}) (attrNames cfg.persist.users);
+  # Files persisted by copy (programs replace them by rename): watched on the running system and synced
+  # back by `tabula persist sync`, once more at shutdown.
+  copyTargets = map (e: e.path) (filter (e: e.how == "copy") sysFiles.entries)
+    ++ concatMap (u: map (e: "${u.settings.home}/${e.path}") (filter (e: e.how == "copy") u.settings.files)) users;
 
   settings = {
     layout = {
@@ -254,6 +258,7 @@ in
         };
         serviceConfig = {
           Type = "oneshot";
+          # No ExecStart= (allowed for oneshot): it only has to be active so that its ExecStop= runs.
           RemainAfterExit = true;
           ExecStart = "${tabula} rollback";
           StandardOutput = "journal+console";
@@ -276,6 +281,7 @@ in
         };
         serviceConfig = {
           Type = "oneshot";
+          # No ExecStart= (allowed for oneshot): it only has to be active so that its ExecStop= runs.
           RemainAfterExit = true;
           ExecStart = "${tabula} persist --root /sysroot";
           StandardOutput = "journal+console";
@@ -337,6 +343,41 @@ in
       then { boot.initrd.postResumeCommands = rollback; }
       else { boot.initrd.postDeviceCommands = rollback; }
     )]))
+
+    # how = "copy" entries: tabula-persist-sync.path watches them (PathChanged= also sees a rename over
+    # the file) and runs one sync; tabula-persist-sync-shutdown's ExecStop= syncs at shutdown, after user
+    # sessions end (shells write their history on exit) and before /persist is unmounted.
+    (mkIf (copyTargets != [ ]) {
+      systemd.services.tabula-persist-sync = {
+        description = "tabula: copy changed files back into persistent storage";
+        unitConfig.RequiresMountsFor = cfg.persist.path;
+        serviceConfig = { Type = "oneshot"; ExecStart = "${tabula} persist sync"; };
+      };
+      systemd.services.tabula-persist-sync-shutdown = {
+        description = "tabula: copy changed files back into persistent storage at shutdown";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "local-fs.target" ];
+        before = [ "systemd-user-sessions.service" "shutdown.target" "umount.target" "final.target" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          RequiresMountsFor = cfg.persist.path;
+          Conflicts = [ "shutdown.target" "umount.target" ];
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          # No ExecStart= (allowed for oneshot): it only has to be active so that its ExecStop= runs.
+          RemainAfterExit = true;
+          ExecStop = "${tabula} persist sync";
+          TimeoutStopSec = "2min";
+        };
+      };
+      systemd.paths.tabula-persist-sync = {
+        description = "tabula: watch files persisted by copy";
+        wantedBy = [ "paths.target" ];
+        wants = [ "tabula-persist-sync-shutdown.service" ];
+        pathConfig = { PathChanged = copyTargets; Unit = "tabula-persist-sync.service"; };
+      };
+    })
 
     (mkIf cfg.prune.enable {
       systemd.services.tabula-prune = {

@@ -58,7 +58,8 @@ let
   # A second module adding to the same lists (NixOS concatenates them).
   more = {
     services.tabula.persist.directories = [ "/var/lib/bluetooth" ];
-    services.tabula.persist.files = [ { path = "/etc/adjtime"; how = "symlink"; } ];
+    services.tabula.persist.files = [ { path = "/etc/adjtime"; how = "symlink"; } { path = "/etc/shadow"; how = "copy"; } ];
+    services.tabula.persist.users.alice.files = [ { path = ".bash_history"; how = "copy"; } ];
   };
   base = [ machine tabula ];
 in

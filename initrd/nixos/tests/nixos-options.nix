@@ -14,6 +14,7 @@ let
       unitConfig = mkOption { type = types.attrsOf types.anything; default = { }; };
       serviceConfig = mkOption { type = types.attrsOf types.anything; default = { }; };
       timerConfig = mkOption { type = types.attrsOf types.anything; default = { }; };
+      pathConfig = mkOption { type = types.attrsOf types.anything; default = { }; };
       script = mkOption { type = types.lines; default = ""; };
     };
   };
@@ -82,6 +83,7 @@ in
     systemd = {
       services = units;
       timers = units;
+      paths = units;
       suppressedSystemUnits = strs;
     };
   };

@@ -36,6 +36,11 @@ in
   units = builtins.mapAttrs (_: render) (
     (if initrd ? tabula-rollback then { "initrd-tabula-rollback.service" = initrd.tabula-rollback; "initrd-tabula-persist.service" = initrd.tabula-persist; } else { })
     // (if stage2 ? tabula-prune then { "tabula-prune.service" = stage2.tabula-prune; "tabula-prune.timer" = c.systemd.timers.tabula-prune; } else { })
+    // (if stage2 ? tabula-persist-sync then {
+      "tabula-persist-sync.service" = stage2.tabula-persist-sync;
+      "tabula-persist-sync-shutdown.service" = stage2.tabula-persist-sync-shutdown;
+      "tabula-persist-sync.path" = c.systemd.paths.tabula-persist-sync;
+    } else { })
     // (if stage2 ? tabula-machine-id then { "tabula-machine-id.service" = stage2.tabula-machine-id; } else { })
     // (if stage2 ? systemd-machine-id-commit then { "systemd-machine-id-commit.service.d-tabula.conf" = stage2.systemd-machine-id-commit // { description = ""; }; } else { })
   ) // (if c.boot.initrd.systemd.enable then { } else {

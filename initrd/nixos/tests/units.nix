@@ -17,5 +17,6 @@ concatStringsSep "\n" (filter (s: s != "") [
     ++ attrs unit.unitConfig))
   (section "Service" (attrs (unit.serviceConfig or { })))
   (section "Timer" (attrs (unit.timerConfig or { })))
+  (section "Path" (attrs (unit.pathConfig or { })))
   (section "Install" (list "WantedBy" unit.wantedBy ++ list "RequiredBy" unit.requiredBy))
 ])
