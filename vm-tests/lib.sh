@@ -437,3 +437,36 @@ guest_script() { cat >"$WORK/$1.sh"; }
 newest_of() {
 	if [[ $# -gt 0 ]]; then echo "${!#}"; else echo none; fi
 }
+
+# guest_service ROOT NAME DESCRIPTION AFTER [UNIT…]: a oneshot unit in the chroot ROOT that runs
+# /usr/local/sbin/NAME once AFTER is reached, its output on the serial console; enabled with the UNITs.
+guest_service() {
+	local r=$1 name=$2 desc=$3 after=$4
+	shift 4
+	cat >"$r/etc/systemd/system/$name.service" <<UNIT
+[Unit]
+Description=$desc
+After=$after
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/$name
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+[Install]
+WantedBy=multi-user.target
+UNIT
+	in_chroot "$r" systemctl enable -q "$name.service" "$@" || die "systemctl enable"
+}
+
+# dracut_systemd_initrd ROOT: dracut's systemd initrd with the tabula module, built in the chroot ROOT
+# (which has had `make install install-dracut`), becomes $INITRD.
+dracut_systemd_initrd() {
+	local r=$1
+	vlog "running dracut in the chroot"
+	in_chroot "$r" dracut -q --force --no-hostonly --kver "$KVER" --drivers "virtio_pci virtio_blk btrfs" \
+		--modules "base fs-lib kernel-modules udev-rules rootfs-block systemd-initrd dracut-systemd btrfs tabula" \
+		/tmp/initrd-dracut.img >"$WORK/dracut.log" 2>&1
+	must "dracut builds an initrd with the tabula module" test -s "$r/tmp/initrd-dracut.img"
+	mv "$r/tmp/initrd-dracut.img" "$INITRD"
+}

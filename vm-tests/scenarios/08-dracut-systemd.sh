@@ -68,26 +68,8 @@ echo "VMTEST: poweroff"
 systemctl --no-block poweroff
 SH
 chmod 0755 "$r/usr/local/sbin/vmtest-report"
-cat >"$r/etc/systemd/system/vmtest-report.service" <<'UNIT'
-[Unit]
-Description=vm-tests report
-After=multi-user.target tabula-prune.service
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/vmtest-report
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-[Install]
-WantedBy=multi-user.target
-UNIT
-in_chroot "$r" systemctl enable -q vmtest-report.service tabula-prune.service tabula-prune.timer || die "systemctl enable"
-vlog "running dracut in the chroot"
-in_chroot "$r" dracut -q --force --no-hostonly --kver "$KVER" --drivers "virtio_pci virtio_blk btrfs" \
-	--modules "base fs-lib kernel-modules udev-rules rootfs-block systemd-initrd dracut-systemd btrfs tabula" \
-	/tmp/initrd-dracut.img >"$WORK/dracut.log" 2>&1
-must "dracut builds an initrd with the tabula module" test -s "$r/tmp/initrd-dracut.img"
-mv "$r/tmp/initrd-dracut.img" "$INITRD"
+guest_service "$r" vmtest-report "vm-tests report" "multi-user.target tabula-prune.service" tabula-prune.service tabula-prune.timer
+dracut_systemd_initrd "$r"
 cp "$INITRD" "$r/tmp/check.img"
 in_chroot "$r" lsinitrd /tmp/check.img >"$WORK/lsinitrd.txt" 2>&1
 rm -f "$r/tmp/check.img"

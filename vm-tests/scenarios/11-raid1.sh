@@ -147,26 +147,8 @@ echo "VMTEST: poweroff"
 systemctl --no-block poweroff
 SH
 chmod 0755 "$r/usr/local/sbin/vmtest-run"
-cat >"$r/etc/systemd/system/vmtest-run.service" <<'UNIT'
-[Unit]
-Description=vm-tests guest script
-After=multi-user.target
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/vmtest-run
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-[Install]
-WantedBy=multi-user.target
-UNIT
-in_chroot "$r" systemctl enable -q vmtest-run.service || die "systemctl enable"
-vlog "running dracut in the chroot"
-in_chroot "$r" dracut -q --force --no-hostonly --kver "$KVER" --drivers "virtio_pci virtio_blk btrfs" \
-	--modules "base fs-lib kernel-modules udev-rules rootfs-block systemd-initrd dracut-systemd btrfs tabula" \
-	/tmp/initrd-dracut.img >"$WORK/dracut.log" 2>&1
-must "dracut builds an initrd with the tabula module" test -s "$r/tmp/initrd-dracut.img"
-mv "$r/tmp/initrd-dracut.img" "$INITRD"
+guest_service "$r" vmtest-run "vm-tests guest script" "multi-user.target"
+dracut_systemd_initrd "$r"
 btrfs -q subvolume snapshot -r "$r" "$MNT/root-blank" >/dev/null
 btrfs -q subvolume create "$MNT/persist" >/dev/null
 btrfs -q subvolume create "$MNT/old_roots" >/dev/null
