@@ -515,8 +515,10 @@ fn render_entry(e: &crate::config::PersistEntry) -> String {
     if let Some(m) = e.mode {
         fields.push(format!("mode = \"{m:04o}\""));
     }
-    if e.how == crate::config::How::Symlink {
-        fields.push("how = \"symlink\"".into());
+    match e.how {
+        crate::config::How::Bind => {}
+        crate::config::How::Symlink => fields.push("how = \"symlink\"".into()),
+        crate::config::How::Copy => fields.push("how = \"copy\"".into()),
     }
     if fields.is_empty() {
         quote(&path)
@@ -534,7 +536,13 @@ fn render_list(out: &mut String, key: &str, old: &[String], new: &[&Suggestion])
         out.push_str(&format!("    {o},\n"));
     }
     for n in new {
-        out.push_str(&format!("    {},  # suggested\n", quote(&n.entry)));
+        // A file programs replace by rename cannot be bind-mounted: suggest the copy method.
+        let entry = if n.list == "files" && crate::persist::replaced_by_rename(&n.path) {
+            format!("{{ path = {}, how = \"copy\" }}", quote(&n.entry))
+        } else {
+            quote(&n.entry)
+        };
+        out.push_str(&format!("    {entry},  # suggested\n"));
     }
     out.push_str("]\n");
 }

@@ -150,6 +150,11 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
 
     // The fragment, put in place of the [persist] part, passes `tabula check`.
     let fragment = v["config_fragment"].as_str().unwrap();
+    // Histories are replaced by rename: suggested with the copy method, which `check` accepts.
+    assert!(
+        fragment.contains("{ path = \".bash_history\", how = \"copy\" },  # suggested"),
+        "{fragment}"
+    );
     let cfg = fs::read_to_string(&s.config).unwrap();
     let head = cfg.split("[persist]").next().unwrap();
     let new_cfg = s.dir.path().join("suggested.toml");
