@@ -165,7 +165,14 @@ fn quiet_exit(what: &str, out: &Output) {
         out.status,
         stderr(out)
     );
-    assert_eq!(stderr(out), "", "{what} is quiet");
+    // The one line allowed: this sandbox hides some processes' mount namespaces even from root, and the
+    // deletion guard says so (see src/mounted.rs); it is about the machine, not the pipe.
+    let err = stderr(out);
+    let noise: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("cannot read the mount namespace of"))
+        .collect();
+    assert!(noise.is_empty(), "{what} is quiet: {noise:?}");
 }
 
 #[test]
