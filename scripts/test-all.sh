@@ -14,6 +14,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --features fault-injection -- -D warnings
+step "cargo doc"
+RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --quiet
 step "cargo build with the rustc of the current stable NixOS (26.05: rustc 1.95.0)"
 # The NixOS package (initrd/nixos/flake.lock pins nixos-26.05) builds with that release's rustc: this
 # fails if the code or Cargo.toml's rust-version needs a newer one. Installed only when missing.

@@ -1,4 +1,7 @@
 //! The command line, defined once with clap derive: help, man page and completions all come from here.
+// The doc comments below are `--help` text, written for a terminal ("[advise]" is a config section,
+// "<name>" a placeholder), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 

@@ -192,7 +192,7 @@ fn write_json<T: Serialize>(dir: BorrowedFd<'_>, file: &str, value: &T) -> Resul
     Ok(())
 }
 
-/// Reads `old_roots/<name>.json`; `Ok(None)` when it does not exist (see [`read_json`] for what is refused).
+/// Reads `old_roots/<name>.json`; `Ok(None)` when it does not exist (see `read_json` for what is refused).
 pub fn read_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<Option<RootMeta>> {
     read_json(old_roots, &RootMeta::file_name(name))
 }

@@ -1,4 +1,4 @@
-//! Safe, fd-relative btrfs subvolume operations over the raw ioctls in [`ioctl`].
+//! Safe, fd-relative btrfs subvolume operations over the raw ioctls in `ioctl`.
 //!
 //! Every function takes a borrowed directory fd and (where needed) a single name component, checks that
 //! the fd really is on btrfs before issuing an ioctl (device drivers reuse btrfs ioctl numbers), and keeps
