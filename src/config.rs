@@ -87,6 +87,8 @@ pub struct Layout {
     pub persist: String,
     /// Mount a multi-device filesystem with a member missing (`-o degraded`) instead of failing.
     pub allow_degraded: bool,
+    /// How many retired blanks `tabula blank update` keeps (at least 1).
+    pub blank_history: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +136,7 @@ struct RawLayout {
     old_roots: Option<Spanned<String>>,
     persist: Option<Spanned<String>>,
     allow_degraded: Option<bool>,
+    blank_history: Option<Spanned<i64>>,
 }
 
 /// Turns byte offsets into line/column for error messages.
@@ -384,6 +387,16 @@ fn validate_layout(
             .map(|(_, n)| n.clone())
             .unwrap_or_default()
     };
+    let blank_history = match &raw.blank_history {
+        Some(v) if *v.get_ref() < 1 || *v.get_ref() > 1000 => {
+            return Err(src.error(
+                Some(v.span()),
+                "`blank_history` must be between 1 and 1000: `tabula blank rollback` needs the previous blank",
+            ));
+        }
+        Some(v) => usize::try_from(*v.get_ref()).unwrap_or(2),
+        None => 2,
+    };
     Ok(Layout {
         device,
         device_timeout,
@@ -392,6 +405,7 @@ fn validate_layout(
         old_roots: take("old_roots"),
         persist: take("persist"),
         allow_degraded: raw.allow_degraded.unwrap_or(false),
+        blank_history,
     })
 }
 

@@ -3,6 +3,7 @@
 //! The library holds every domain module; `main.rs` only parses arguments and calls into it.
 
 pub mod app;
+pub mod blank;
 pub mod btrfs;
 pub mod check;
 pub mod cli;

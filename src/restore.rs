@@ -1105,6 +1105,16 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
     remove_tree_at(parent, name, 0)
 }
 
+/// Removes everything in the directory `dir` (as [`remove_tree`] does for each entry), keeping `dir`.
+pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> anyhow::Result<()> {
+    let st = fstat(dir)?;
+    let mut d = open_checked_dir(dir, b".", &st)?;
+    for child in read_names(&mut d)? {
+        remove_tree_at(d.as_fd(), &child, 1)?;
+    }
+    Ok(())
+}
+
 fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> anyhow::Result<()> {
     let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if FileType::from_mode(st.st_mode) == Some(FileType::Dir) {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
+mod blank;
 mod files;
 mod persist;
 mod roots;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Status(args) => persist::status(&cli, args.json),
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
         Command::Restore(args) => files::restore(&cli, args),
+        Command::Blank(cmd) => blank::run(&cli, cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer: clap_complete panics when its writer fails (a closed stdout).
