@@ -1215,6 +1215,22 @@ mod tests {
     }
 
     #[test]
+    fn blank_history() {
+        assert_eq!(
+            parse("[layout]\ndevice = \"/dev/x\"\n")
+                .unwrap()
+                .layout
+                .blank_history,
+            2
+        );
+        let c = parse("[layout]\ndevice = \"/dev/x\"\nblank_history = 5\n").unwrap();
+        assert_eq!(c.layout.blank_history, 5);
+        let e = parse("[layout]\ndevice = \"/dev/x\"\nblank_history = 0\n").unwrap_err();
+        assert!(e.message.contains("blank_history"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+    }
+
+    #[test]
     fn unknown_key_has_line_and_column() {
         let e = parse("[layout]\ndevice = \"/dev/vda2\"\n  colour = \"red\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (Some(3), Some(3)), "{e}");

@@ -271,3 +271,40 @@ fn refusals() {
     assert!(!oldest.exists());
     assert!(s.top.join("old_roots").join(fake).exists());
 }
+
+#[test]
+fn from_current_keeps_this_boot_minus_persisted() {
+    let Some(s) = setup("from_current_keeps_this_boot_minus_persisted") else {
+        return;
+    };
+    let mut config = fs::read_to_string(&s.config).unwrap();
+    config.push_str("blank_history = 1\n[persist]\ndirectories = [\"/var/keep\"]\n");
+    fs::write(&s.config, config).unwrap();
+    s.tabula_ok(&["rollback"]);
+    // This boot installed something, and wrote under a persisted mount point (hidden by the mount).
+    fs::write(s.top.join("root/installed"), "pkg").unwrap();
+    fs::create_dir_all(s.top.join("root/var/keep/sub")).unwrap();
+    fs::write(s.top.join("root/var/keep/sub/secret"), "s").unwrap();
+    let out = s.tabula(&[
+        "blank",
+        "update",
+        "--from",
+        "current",
+        "--",
+        "/bin/busybox",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let blank = s.top.join("root-blank");
+    assert_eq!(fs::read_to_string(blank.join("installed")).unwrap(), "pkg");
+    assert!(blank.join("var/keep").is_dir(), "the mount point stays");
+    assert!(
+        ls(&blank.join("var/keep")).is_empty(),
+        "what it hid does not"
+    );
+    // The live root itself is untouched.
+    assert!(s.top.join("root/var/keep/sub/secret").exists());
+    // blank_history = 1: a second update keeps one retired blank.
+    assert!(update(&s, "echo 2 > /etc/version").status.success());
+    assert_eq!(retired_blanks(&s).len(), 1);
+}
