@@ -115,13 +115,14 @@ fn update(cli: &Cli, from: UpdateFrom, dry_run: bool, command: &[String]) -> Res
     {
         return discard(format!("{e:#}"));
     }
-    let persisted: Vec<_> = fs
+    let mut persisted: Vec<_> = fs
         .config
         .persist
         .entries()
         .iter()
         .map(|e| e.target())
         .collect();
+    persisted.extend(boot_mounts());
     let mut child = std::process::Command::new("/proc/self/exe");
     child
         .args(["--log", "stderr", "blank", "exec", "--device"])
@@ -158,6 +159,21 @@ fn update(cli: &Cli, from: UpdateFrom, dry_run: bool, command: &[String]) -> Res
         layout.blank, layout.old_roots, intent.name
     );
     prune(&fs, &old)
+}
+
+/// `/boot` and `/efi` when they are separate file systems on the running system: a kernel upgrade in
+/// the stage must reach the boot loader, or the next boot would run a kernel whose modules the new
+/// blank no longer has.
+fn boot_mounts() -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::metadata("/") else {
+        return Vec::new();
+    };
+    ["/boot", "/efi"]
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.dev() != root.dev()))
+        .map(std::path::PathBuf::from)
+        .collect()
 }
 
 /// Prunes retired blanks beyond `blank_history`; refusals are warnings.
