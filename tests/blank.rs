@@ -308,3 +308,37 @@ fn from_current_keeps_this_boot_minus_persisted() {
     assert!(update(&s, "echo 2 > /etc/version").status.success());
     assert_eq!(retired_blanks(&s).len(), 1);
 }
+
+#[test]
+fn persisted_paths_are_bound_in_the_chroot() {
+    let Some(s) = setup("persisted_paths_are_bound_in_the_chroot") else {
+        return;
+    };
+    // A persisted directory that exists live (here: in the test's temp dir) and in the blank.
+    let live = s.dir.path().join("shared");
+    fs::create_dir(&live).unwrap();
+    let rel = live.strip_prefix("/").unwrap();
+    let mut config = fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "[persist]\ndirectories = [\"{}\"]\n",
+        live.display()
+    ));
+    fs::write(&s.config, config).unwrap();
+    fs::create_dir_all(s.top.join("root").join(rel)).unwrap();
+    s.tabula_ok(&[
+        "blank",
+        "update",
+        "--from",
+        "current",
+        "--",
+        "/bin/busybox",
+        "true",
+    ]);
+    let out = update(&s, &format!("echo kept > {}/log", live.display()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(live.join("log")).unwrap(), "kept\n");
+    assert!(
+        ls(&s.top.join("root-blank").join(rel)).is_empty(),
+        "not in the blank"
+    );
+}
