@@ -342,3 +342,29 @@ fn persisted_paths_are_bound_in_the_chroot() {
         "not in the blank"
     );
 }
+
+#[test]
+fn prune_after_boot_finishes_an_interrupted_switch() {
+    let Some(s) = setup("prune_after_boot_finishes_an_interrupted_switch") else {
+        return;
+    };
+    let mut args = vec!["blank", "update"];
+    args.extend(sh("echo new > /added"));
+    let out = common::tabula_cmd(&s.config)
+        .env("TABULA_FAULT", "blank-after-intent")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !s.top.join("root-blank/added").exists(),
+        "the old blank until the switch"
+    );
+    // The boot, then the after-boot prune service, which finishes the switch the intent proves.
+    s.tabula_ok(&["rollback"]);
+    s.tabula_ok(&["roots", "prune"]);
+    assert!(s.top.join("root-blank/added").exists());
+    assert_valid_blank(&s);
+    assert!(!s.top.join("root-blank.tabula-update").exists());
+    assert_eq!(retired_blanks(&s).len(), 1);
+}
