@@ -107,6 +107,13 @@ impl Ignore {
         let comps = split(path.as_os_str().as_bytes());
         self.globs.iter().any(|g| prefix_match(g, &comps))
     }
+
+    /// Whether something beneath the directory `path` (absolute) could match: a walk that removes
+    /// matches descends only where this holds.
+    pub fn may_match_below(&self, path: &Path) -> bool {
+        let comps = split(path.as_os_str().as_bytes());
+        self.globs.iter().any(|g| leads_into(g, &comps))
+    }
 }
 
 fn split(s: &[u8]) -> Vec<Vec<u8>> {
@@ -127,6 +134,16 @@ fn prefix_match(glob: &[Vec<u8>], path: &[Vec<u8>]) -> bool {
             Some((p, prest)) => component_match(g, p) && prefix_match(rest, prest),
             None => false,
         },
+    }
+}
+
+/// Whether the path components can be the start of a longer path that the glob matches.
+fn leads_into(glob: &[Vec<u8>], path: &[Vec<u8>]) -> bool {
+    match (glob.split_first(), path.split_first()) {
+        (_, None) => !glob.is_empty(),
+        (None, Some(_)) => false,
+        (Some((g, _)), Some(_)) if g.as_slice() == b"**" => true,
+        (Some((g, rest)), Some((p, prest))) => component_match(g, p) && leads_into(rest, prest),
     }
 }
 
@@ -845,6 +862,25 @@ pub fn render_text(r: &Report, config_file: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_walk_descends_only_where_an_ignore_glob_can_match() {
+        let i = Ignore::new(&["/var/cache", "/home/*/.cache", "/srv/**/tmp"]);
+        for (p, below) in [
+            ("/", true),
+            ("/var", true),
+            ("/usr", false),
+            ("/home", true),
+            ("/home/alice", true),
+            ("/home/alice/docs", false),
+            ("/srv/a/b", true),
+        ] {
+            assert_eq!(i.may_match_below(Path::new(p)), below, "{p}");
+        }
+        assert!(i.matches(Path::new("/home/alice/.cache/x")));
+        assert!(!i.matches(Path::new("/home/alice/docs")));
+    }
+
     use super::*;
 
     fn persist(text: &str) -> Persist {

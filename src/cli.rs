@@ -91,6 +91,10 @@ pub enum Command {
     ///
     /// For cleaning up after removing an entry: lists, never deletes.
     Orphans(JsonArg),
+    /// Change the blank (the installed system on Debian, Fedora, Arch) transactionally, keeping the
+    /// previous one.
+    #[command(subcommand)]
+    Blank(BlankCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -460,4 +464,74 @@ mod tests {
         assert!(Cli::try_parse_from(["tabula", "persist", "units", "--dir", "/run/x"]).is_ok());
         assert!(Cli::try_parse_from(["tabula", "completions", "bash"]).is_ok());
     }
+}
+
+/// Where `tabula blank update` starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateFrom {
+    /// The current blank.
+    Blank,
+    /// The live root (minus what is persisted): keep what this boot did.
+    Current,
+}
+
+/// `tabula blank …`.
+#[derive(Debug, Subcommand)]
+pub enum BlankCommand {
+    /// Run COMMAND in a writable copy of the blank and, if it succeeds, make that the blank for the next
+    /// boot; the previous blank is kept (`blank_history`) and `tabula blank rollback` brings it back.
+    ///
+    /// COMMAND runs chrooted in the copy with /proc, /sys, /dev, a fresh /run and the persisted paths
+    /// mounted, in a private mount namespace. A failing COMMAND changes nothing. A power cut at any step
+    /// leaves a read-only blank, the old or the new one; the next `blank` command finishes the switch.
+    /// Example: `tabula blank update -- apt-get -y full-upgrade`.
+    Update {
+        /// Start from the blank (default) or the live root (`current`).
+        #[arg(long, value_enum, default_value_t = UpdateFrom::Blank)]
+        from: UpdateFrom,
+        /// Print what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+    /// Make the newest retired blank (or NAME) the blank again; the current one is retired.
+    Rollback {
+        /// A retired blank's name (default: the newest).
+        name: Option<String>,
+        /// Print what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The current blank and the retired ones, newest first.
+    List(JsonArg),
+    /// What an update changed: the blank compared with a retired blank (default: the newest).
+    Diff {
+        /// A retired blank's name.
+        old: Option<String>,
+        /// As JSON (schema as for `tabula roots diff`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: run a command chrooted in a staged blank (used by `blank update`).
+    #[command(hide = true)]
+    Exec {
+        /// The btrfs device.
+        #[arg(long)]
+        device: PathBuf,
+        /// The staged subvolume's id.
+        #[arg(long)]
+        subvolid: u64,
+        /// Mount with `-o degraded`.
+        #[arg(long)]
+        degraded: bool,
+        /// Live paths to bind at the same place in the chroot.
+        #[arg(long)]
+        bind: Vec<PathBuf>,
+        /// The command.
+        #[arg(required = true, last = true, num_args = 1..)]
+        command: Vec<String>,
+    },
 }

@@ -107,6 +107,8 @@ pub struct Layout {
     pub persist: String,
     /// Mount a multi-device filesystem with a member missing (`-o degraded`) instead of failing.
     pub allow_degraded: bool,
+    /// How many retired blanks `tabula blank update` keeps (at least 1).
+    pub blank_history: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +164,7 @@ struct RawLayout {
     old_roots: Option<Spanned<String>>,
     persist: Option<Spanned<String>>,
     allow_degraded: Option<bool>,
+    blank_history: Option<Spanned<i64>>,
 }
 
 /// Turns byte offsets into line/column for error messages.
@@ -431,6 +434,16 @@ fn validate_layout(
             .map(|(_, n)| n.clone())
             .unwrap_or_default()
     };
+    let blank_history = match &raw.blank_history {
+        Some(v) if *v.get_ref() < 1 || *v.get_ref() > 1000 => {
+            return Err(src.error(
+                Some(v.span()),
+                "`blank_history` must be between 1 and 1000: `tabula blank rollback` needs the previous blank",
+            ));
+        }
+        Some(v) => usize::try_from(*v.get_ref()).unwrap_or(2),
+        None => 2,
+    };
     Ok(Layout {
         device,
         device_timeout,
@@ -439,6 +452,7 @@ fn validate_layout(
         old_roots: take("old_roots"),
         persist: take("persist"),
         allow_degraded: raw.allow_degraded.unwrap_or(false),
+        blank_history,
     })
 }
 
@@ -1253,6 +1267,22 @@ mod tests {
         let c = parse("[layout]\ndevice = \"LABEL=nixos\"\ndevice_timeout = \"2min\"\n").unwrap();
         assert_eq!(c.layout.device, DeviceSpec::Label("nixos".into()));
         assert_eq!(c.layout.device_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn blank_history() {
+        assert_eq!(
+            parse("[layout]\ndevice = \"/dev/x\"\n")
+                .unwrap()
+                .layout
+                .blank_history,
+            2
+        );
+        let c = parse("[layout]\ndevice = \"/dev/x\"\nblank_history = 5\n").unwrap();
+        assert_eq!(c.layout.blank_history, 5);
+        let e = parse("[layout]\ndevice = \"/dev/x\"\nblank_history = 0\n").unwrap_err();
+        assert!(e.message.contains("blank_history"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
     }
 
     #[test]

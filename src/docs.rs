@@ -66,7 +66,7 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
 
 fn render_subcommand(out: &mut Vec<u8>, sub: &clap::Command, prefix: &str) -> std::io::Result<()> {
     let name = format!("{prefix} {}", sub.get_name());
-    if sub.get_name() == "help" {
+    if sub.get_name() == "help" || sub.is_hide_set() {
         return Ok(());
     }
     out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());

@@ -128,7 +128,10 @@ pub const META_MAX_BYTES: u64 = 64 << 10;
 
 /// Reads a small JSON file `old_roots/<file>` defensively: opened without blocking (a FIFO must not hang
 /// the boot) or following a link, and only when it is a regular file of sane size. `Ok(None)` when absent.
-fn read_json<T: serde::de::DeserializeOwned>(dir: BorrowedFd<'_>, file: &str) -> Result<Option<T>> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    dir: BorrowedFd<'_>,
+    file: &str,
+) -> Result<Option<T>> {
     use std::io::Read;
     let fd = match openat(
         dir,
@@ -167,7 +170,7 @@ fn read_json<T: serde::de::DeserializeOwned>(dir: BorrowedFd<'_>, file: &str) ->
 }
 
 /// Writes `old_roots/<file>` atomically: temp file, fsync, rename, fsync of the directory.
-fn write_json<T: Serialize>(dir: BorrowedFd<'_>, file: &str, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(dir: BorrowedFd<'_>, file: &str, value: &T) -> Result<()> {
     let tmp = format!(".{file}.tmp");
     let what = || format!("writing metadata 'old_roots/{file}'");
     let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);

@@ -4,6 +4,7 @@
 
 pub mod advise;
 pub mod app;
+pub mod blank;
 pub mod btrfs;
 pub mod check;
 pub mod cli;

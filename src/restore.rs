@@ -1101,8 +1101,18 @@ fn scan_for_mounts(
 
 /// Remove `name` in `parent` and everything beneath it, never following symlinks or crossing into
 /// another filesystem.
-fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
     remove_tree_at(parent, name, 0)
+}
+
+/// Removes everything in the directory `dir` (as [`remove_tree`] does for each entry), keeping `dir`.
+pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> anyhow::Result<()> {
+    let st = fstat(dir)?;
+    let mut d = open_checked_dir(dir, b".", &st)?;
+    for child in read_names(&mut d)? {
+        remove_tree_at(d.as_fd(), &child, 1)?;
+    }
+    Ok(())
 }
 
 fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> anyhow::Result<()> {

@@ -973,6 +973,7 @@ mod tests {
             old_roots: "old_roots".into(),
             persist: "persist".into(),
             allow_degraded: false,
+            blank_history: 2,
         }
     }
 

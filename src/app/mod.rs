@@ -11,6 +11,7 @@ use serde::Serialize;
 use tracing::info;
 
 mod advise;
+mod blank;
 mod files;
 mod persist;
 mod persist_sync;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Restore(args) => files::restore(&cli, args),
         Command::Advise(args) => advise::advise(&cli, args),
         Command::Orphans(args) => advise::orphans(&cli, args.json),
+        Command::Blank(cmd) => blank::run(&cli, cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer: clap_complete panics when its writer fails (a closed stdout).

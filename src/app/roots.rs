@@ -506,6 +506,16 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
     if !dry_run {
         let mounted = crate::mounted::Mounted::scan(fs.top.as_fd(), &fs.device)?;
         complete_interrupted(&fs, &mounted);
+        // After boot, the service finishes a blank switch a power cut interrupted (`blank update`).
+        match crate::blank::recover(
+            fs.top.as_fd(),
+            old.as_fd(),
+            &fs.device,
+            &fs.config.layout.blank,
+        ) {
+            Ok(done) => done.iter().for_each(|d| info!("{d}")),
+            Err(e) => warn!("{e:#}"),
+        }
     }
     let roots = roots::list(old.as_fd())?;
     let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &roots)?;
