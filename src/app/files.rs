@@ -71,7 +71,7 @@ pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<E
         .with_context(|| format!("comparing '{new_label}' with '{old_label}'"))?;
     d.old_tree = Some(old_label.clone());
     d.new_tree = Some(new_label.clone());
-    let mut out = std::io::stdout().lock();
+    let mut out = super::buffered_stdout();
     if json {
         serde_json::to_writer_pretty(&mut out, &d).context("writing JSON")?;
         writeln!(out)?;
@@ -81,6 +81,7 @@ pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<E
     } else {
         out.write_all(diff::render_tsv(&d).as_bytes())?;
     }
+    out.flush()?;
     if d.summary.errors > 0 {
         return Err(PartialFailure {
             failed: d.summary.errors as usize,

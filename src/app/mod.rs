@@ -113,6 +113,13 @@ pub fn open_filesystem_in(
     })
 }
 
+/// Standard output behind one buffer: a listing of many lines goes out in a few large writes instead of
+/// one per line (stdout's own buffer flushes at every newline). Callers must `flush()` and pass its error
+/// on: dropping the buffer would swallow a broken pipe, which `main` turns into a quiet exit 141.
+pub(crate) fn buffered_stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
+}
+
 /// Prints `value` as one JSON document with a top-level `"version": 1`.
 pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
     #[derive(Serialize)]
@@ -122,7 +129,7 @@ pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
         #[serde(flatten)]
         value: &'a T,
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = buffered_stdout();
     serde_json::to_writer_pretty(
         &mut out,
         &Envelope {
@@ -133,6 +140,7 @@ pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
     )
     .context("writing JSON")?;
     writeln!(out).context("writing JSON")?;
+    out.flush().context("writing JSON")?;
     Ok(())
 }
 

@@ -192,7 +192,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
         }
         return print_json("roots", &Out { roots: &rows }).map(|()| ExitStatus::Success);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::buffered_stdout();
     if std::io::stdout().is_terminal() {
         let table: Vec<[String; 9]> = rows
             .iter()
@@ -272,6 +272,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
             )?;
         }
     }
+    out.flush()?;
     Ok(ExitStatus::Success)
 }
 
@@ -619,7 +620,7 @@ fn complete_interrupted(fs: &Filesystem, mounts: &crate::mounted::Mounted) {
 }
 
 fn print_prune_plan(plan: &roots::PrunePlan, dry_run: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::buffered_stdout();
     for r in &plan.retention.roots {
         let held = plan.held.iter().find(|h| h.name == r.name);
         let verdict = match (r.decision, held) {
@@ -647,6 +648,7 @@ fn print_prune_plan(plan: &roots::PrunePlan, dry_run: bool) -> Result<()> {
             "free-space floor: {m} (oldest unprotected roots go first while below it)"
         )?;
     }
+    out.flush()?;
     Ok(())
 }
 
