@@ -28,12 +28,13 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             root,
             against,
             json,
-        }) => files::diff(&cli, root, against, *json),
+            walk,
+        }) => files::diff(&cli, root, against, *json, *walk),
         Command::Roots(cmd) => roots::run(&cli, cmd),
         Command::Persist(args) => persist::persist(&cli, args),
         Command::Check(args) => persist::check(&cli, args),
         Command::Status(args) => persist::status(&cli, args.json),
-        Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
+        Command::Diff { json } => files::diff(&cli, "current", "blank", *json, true),
         Command::Restore(args) => files::restore(&cli, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -36,7 +36,8 @@ pub(super) fn run(cli: &Cli, cmd: &RootsCommand) -> Result<ExitStatus> {
             root,
             against,
             json,
-        } => super::files::diff(cli, root, against, *json),
+            walk,
+        } => super::files::diff(cli, root, against, *json, *walk),
     }
 }
 
