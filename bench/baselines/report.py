@@ -55,6 +55,15 @@ for c in [k for k in data if k.startswith("diff")]:
                  f"rsync {cell(c, 'rsync -n (dry run)')}; find-new {cell(c, 'btrfs subvolume find-new (misses deletions)')}",
                  f"×{t / fn:.1f} find-new, ×{t / med(c, 'rsync -n (dry run)'):.2f} rsync, ×{t / walk:.2f} the walk",
                  "≤ 10 × find-new, exact", "met" if t <= 10 * fn else "MISSED"))
+diffs = [k for k in data if k.startswith("diff")]
+if len(diffs) == 2:
+    small, big = diffs
+    t = med(big, "tabula (send stream)") / med(small, "tabula (send stream)")
+    w = med(big, "tabula --walk") / med(small, "tabula --walk")
+    n = int(big.split()[1]) / int(small.split()[1])
+    rows.append((f"diff growth, {big.split()[1]} / {small.split()[1]} files (×{n:.0f}), 110 changes",
+                 f"×{t:.2f}", f"--walk ×{w:.2f}", "—", "flat in tree size: ≤ ×1.5",
+                 "met" if t <= 1.5 else "MISSED"))
 c = "config load"
 if c in data:
     tab = [med(c, f"{n} entries: tabula check") for n in configs]
