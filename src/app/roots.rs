@@ -525,7 +525,7 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
                 continue;
             };
             progress.step(name);
-            match roots::delete(old.as_fd(), r, &mut |_| {}) {
+            match roots::delete_uncommitted(old.as_fd(), r, &mut |_| {}) {
                 Ok(ids) => {
                     pending.extend(ids);
                     info!("deleted '{name}'");
@@ -538,6 +538,10 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
             }
         }
         progress.finish();
+        // One commit for the whole batch (none per root).
+        if !outcome.deleted.is_empty() {
+            roots::commit_deletions(old.as_fd(), &pending)?;
+        }
         if let Some(min) = policy.min_free {
             for cand in &plan.retention.space_candidates {
                 // Measure only once what was deleted is accounted, or one deletion looks like none and
