@@ -159,6 +159,9 @@ pub enum RootsCommand {
         /// As JSON (schema in the README).
         #[arg(long)]
         json: bool,
+        /// Stat both trees whole (the reference walk) instead of asking btrfs what changed.
+        #[arg(long)]
+        walk: bool,
     },
     /// Pin a retired root: pruning never deletes it.
     Pin {

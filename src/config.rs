@@ -171,9 +171,45 @@ struct RawLayout {
 pub(crate) struct Source<'a> {
     pub(crate) file: &'a Path,
     pub(crate) text: &'a str,
+    /// Byte offset of each line's start, computed once so each lookup is a binary search (the config
+    /// can hold tens of thousands of entries; scanning from the top per entry was quadratic).
+    line_starts: Vec<usize>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// Indexes `text`'s line starts once.
+    pub(crate) fn new(file: &'a Path, text: &'a str) -> Source<'a> {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Source {
+            file,
+            text,
+            line_starts,
+        }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        // The last line start at or before `offset`; line_starts[0] == 0, so the index is >= 1.
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self
+            .line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        (line.max(1), column)
+    }
+
     /// An error at `span` (or at no position).
     pub(crate) fn error(
         &self,
@@ -182,7 +218,7 @@ impl Source<'_> {
     ) -> ConfigError {
         let (line, column) = match span {
             Some(span) => {
-                let (l, c) = line_column(self.text, span.start);
+                let (l, c) = self.position(span.start);
                 (Some(l), Some(c))
             }
             None => (None, None),
@@ -196,7 +232,9 @@ impl Source<'_> {
     }
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
+/// 1-based line and column (in characters) of byte `offset` in `text`, by a scan from the top: the
+/// reference [`Source::position`] is checked against.
+#[cfg(test)]
 pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
@@ -232,7 +270,7 @@ impl Config {
     /// Like [`Config::parse`], but reports every problem found (ordered by position), for `tabula check`.
     /// The error list is never empty.
     pub fn parse_all(file: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
-        let src = Source { file, text };
+        let src = Source::new(file, text);
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| vec![src.error(e.span(), e.message().to_string())])?;
         let mut errors = Vec::new();
@@ -789,7 +827,7 @@ impl<'de> Deserialize<'de> for RawId {
 
 impl Source<'_> {
     fn loc(&self, span: &Range<usize>) -> Loc {
-        let (line, column) = line_column(self.text, span.start);
+        let (line, column) = self.position(span.start);
         Loc { line, column }
     }
 }
@@ -1458,5 +1496,24 @@ mod tests {
                 && parse_mode("08").is_err()
                 && parse_mode("07777x").is_err()
         );
+    }
+
+    #[test]
+    fn line_index_gives_the_scan_positions() {
+        let text = "a = 1\n\n# é ü\n  [x]\r\nkey = \"värde\"\nlast";
+        let src = Source::new(Path::new("/t.toml"), text);
+        for (offset, _) in text.char_indices().chain([(text.len(), ' ')]) {
+            assert_eq!(
+                src.position(offset),
+                line_column(text, offset),
+                "offset {offset}"
+            );
+        }
+        assert_eq!(
+            src.position(text.len() + 10),
+            line_column(text, text.len() + 10)
+        );
+        let empty = Source::new(Path::new("/t.toml"), "");
+        assert_eq!(empty.position(0), (1, 1));
     }
 }

@@ -292,6 +292,13 @@ pub fn standing(
 
 /// Removes `old_roots/<name>.json` (and a stale temp file), if present.
 pub fn remove_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<()> {
+    remove_meta_unsynced(old_roots, name)?;
+    fsync(old_roots).context("syncing 'old_roots'")?;
+    Ok(())
+}
+
+/// [`remove_meta`] without the fsync: for a batch that one transaction commit makes durable.
+pub fn remove_meta_unsynced(old_roots: BorrowedFd<'_>, name: &str) -> Result<()> {
     let file = RootMeta::file_name(name);
     for f in [file.clone(), format!(".{file}.tmp")] {
         match unlinkat(old_roots, f.as_str(), UnlinkatFlags::NoRemoveDir) {
@@ -299,7 +306,6 @@ pub fn remove_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("removing 'old_roots/{f}'")),
         }
     }
-    fsync(old_roots).context("syncing 'old_roots'")?;
     Ok(())
 }
 

@@ -296,6 +296,37 @@ pub fn delete(
     Ok(ids)
 }
 
+/// [`delete`] without the commit, for a batch: the subvolume tree, then the metadata, left for one
+/// [`commit_deletions`] after the last root (a commit per root made pruning 50 roots ×9 slower than
+/// the C library). A power cut before that commit loses the uncommitted deletions as a whole
+/// transaction, subvolumes and metadata together, and the next prune starts over.
+pub fn delete_uncommitted(
+    old_roots: BorrowedFd<'_>,
+    root: &RetiredRoot,
+    on_delete: &mut dyn FnMut(&Path),
+) -> Result<Vec<u64>> {
+    let ids = btrfs::delete_subvolume_recursive(
+        old_roots,
+        &root.name,
+        &|i: &SubvolumeInfo| i.received_uuid.is_none(),
+        on_delete,
+    )
+    .with_context(|| format!("deleting retired root '{}'", root.name))?;
+    layout::remove_meta_unsynced(old_roots, &root.name)?;
+    Ok(ids)
+}
+
+/// Commits a batch of [`delete_uncommitted`] (one transaction commit), then removes the qgroups of the
+/// subvolumes `ids` deleted (when quotas are on).
+pub fn commit_deletions(old_roots: BorrowedFd<'_>, ids: &[u64]) -> Result<()> {
+    btrfs::sync(old_roots).context("committing the deletions")?;
+    if let Err(e) = btrfs::remove_qgroups(old_roots, ids, CLEANER_WAIT) {
+        // The roots are gone; a stale qgroup is only clutter (`btrfs qgroup clear-stale`).
+        tracing::warn!("deleted, but {e}");
+    }
+    Ok(())
+}
+
 /// How long to wait for the kernel's cleaner to drop one deleted root (its space, its qgroups).
 pub const CLEANER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 

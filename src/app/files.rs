@@ -53,7 +53,15 @@ fn open_tree(
     }
 }
 
-pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<ExitStatus> {
+/// `walk`: the reference walk even where the send stream could say what changed (`current` is
+/// writable, so `tabula diff` always walks).
+pub(super) fn diff(
+    cli: &Cli,
+    root: &str,
+    against: &str,
+    json: bool,
+    walk: bool,
+) -> Result<ExitStatus> {
     let fs = open_filesystem(load_config(cli)?, None)?;
     let old_roots = open_old_roots(&fs)?;
     let all = roots::list(old_roots.as_fd())?;
@@ -67,11 +75,24 @@ pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<E
         ignore,
         ..DiffOptions::default()
     };
-    let mut d = diff::diff_trees(old.as_fd(), new.as_fd(), &opts)
-        .with_context(|| format!("comparing '{new_label}' with '{old_label}'"))?;
+    // Both trees come from one filesystem (its top level), as the send path requires.
+    let fast = if walk {
+        None
+    } else {
+        diff::diff_subvolumes(old.as_fd(), new.as_fd(), &opts)
+            .inspect_err(|e| {
+                tracing::debug!("the send stream cannot say what changed ({e:#}): walking")
+            })
+            .ok()
+    };
+    let mut d = match fast {
+        Some(d) => d,
+        None => diff::diff_trees(old.as_fd(), new.as_fd(), &opts)
+            .with_context(|| format!("comparing '{new_label}' with '{old_label}'"))?,
+    };
     d.old_tree = Some(old_label.clone());
     d.new_tree = Some(new_label.clone());
-    let mut out = std::io::stdout().lock();
+    let mut out = super::buffered_stdout();
     if json {
         serde_json::to_writer_pretty(&mut out, &d).context("writing JSON")?;
         writeln!(out)?;
@@ -81,6 +102,7 @@ pub(super) fn diff(cli: &Cli, root: &str, against: &str, json: bool) -> Result<E
     } else {
         out.write_all(diff::render_tsv(&d).as_bytes())?;
     }
+    out.flush()?;
     if d.summary.errors > 0 {
         return Err(PartialFailure {
             failed: d.summary.errors as usize,

@@ -31,7 +31,8 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             root,
             against,
             json,
-        }) => files::diff(&cli, root, against, *json),
+            walk,
+        }) => files::diff(&cli, root, against, *json, *walk),
         Command::Roots(cmd) => roots::run(&cli, cmd),
         Command::Persist(crate::cli::PersistArgs {
             action: Some(crate::cli::PersistCommand::Add(add)),
@@ -48,7 +49,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Persist(args) => persist::persist(&cli, args),
         Command::Check(args) => persist::check(&cli, args),
         Command::Status(args) => persist::status(&cli, args.json),
-        Command::Diff { json } => files::diff(&cli, "current", "blank", *json),
+        Command::Diff { json } => files::diff(&cli, "current", "blank", *json, true),
         Command::Restore(args) => files::restore(&cli, args),
         Command::Advise(args) => advise::advise(&cli, args),
         Command::Orphans(args) => advise::orphans(&cli, args.json),
@@ -135,6 +136,13 @@ pub fn open_filesystem_in(
     })
 }
 
+/// Standard output behind one buffer: a listing of many lines goes out in a few large writes instead of
+/// one per line (stdout's own buffer flushes at every newline). Callers must `flush()` and pass its error
+/// on: dropping the buffer would swallow a broken pipe, which `main` turns into a quiet exit 141.
+pub(crate) fn buffered_stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
+}
+
 /// Prints `value` as one JSON document with a top-level `"version": 1`.
 pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
     #[derive(Serialize)]
@@ -144,7 +152,7 @@ pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
         #[serde(flatten)]
         value: &'a T,
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = buffered_stdout();
     serde_json::to_writer_pretty(
         &mut out,
         &Envelope {
@@ -155,6 +163,7 @@ pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
     )
     .context("writing JSON")?;
     writeln!(out).context("writing JSON")?;
+    out.flush().context("writing JSON")?;
     Ok(())
 }
 

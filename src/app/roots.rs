@@ -36,7 +36,8 @@ pub(super) fn run(cli: &Cli, cmd: &RootsCommand) -> Result<ExitStatus> {
             root,
             against,
             json,
-        } => super::files::diff(cli, root, against, *json),
+            walk,
+        } => super::files::diff(cli, root, against, *json, *walk),
     }
 }
 
@@ -192,7 +193,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
         }
         return print_json("roots", &Out { roots: &rows }).map(|()| ExitStatus::Success);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::buffered_stdout();
     if std::io::stdout().is_terminal() {
         let table: Vec<[String; 9]> = rows
             .iter()
@@ -272,6 +273,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
             )?;
         }
     }
+    out.flush()?;
     Ok(ExitStatus::Success)
 }
 
@@ -533,7 +535,7 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
                 continue;
             };
             progress.step(name);
-            match roots::delete(old.as_fd(), r, &mut |_| {}) {
+            match roots::delete_uncommitted(old.as_fd(), r, &mut |_| {}) {
                 Ok(ids) => {
                     pending.extend(ids);
                     info!("deleted '{name}'");
@@ -546,6 +548,10 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
             }
         }
         progress.finish();
+        // One commit for the whole batch (none per root).
+        if !outcome.deleted.is_empty() {
+            roots::commit_deletions(old.as_fd(), &pending)?;
+        }
         if let Some(min) = policy.min_free {
             for cand in &plan.retention.space_candidates {
                 // Measure only once what was deleted is accounted, or one deletion looks like none and
@@ -629,7 +635,7 @@ fn complete_interrupted(fs: &Filesystem, mounts: &crate::mounted::Mounted) {
 }
 
 fn print_prune_plan(plan: &roots::PrunePlan, dry_run: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::buffered_stdout();
     for r in &plan.retention.roots {
         let held = plan.held.iter().find(|h| h.name == r.name);
         let verdict = match (r.decision, held) {
@@ -657,6 +663,7 @@ fn print_prune_plan(plan: &roots::PrunePlan, dry_run: bool) -> Result<()> {
             "free-space floor: {m} (oldest unprotected roots go first while below it)"
         )?;
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -133,6 +133,21 @@ pub struct QgroupCreateArgs {
     pub qgroupid: u64,
 }
 
+/// `struct btrfs_ioctl_send_args`.
+#[repr(C)]
+pub struct SendArgs {
+    pub send_fd: i64,
+    pub clone_sources_count: u64,
+    pub clone_sources: *const u64,
+    pub parent_root: u64,
+    pub flags: u64,
+    pub version: u32,
+    pub reserved: [u8; 28],
+}
+
+/// `BTRFS_SEND_FLAG_NO_FILE_DATA`: writes become `update_extent` commands carrying no bytes.
+pub const SEND_FLAG_NO_FILE_DATA: u64 = 0x1;
+
 // Layouts pinned against <linux/btrfs.h> (values from a C program printing sizeof/offsetof).
 const _: () = assert!(size_of::<VolArgs>() == 4096);
 const _: () = assert!(size_of::<VolArgsV2>() == 4096);
@@ -150,6 +165,8 @@ const _: () = assert!(offset_of!(InoLookupUserArgs, path) == 272);
 const _: () = assert!(size_of::<SearchKey>() == 104);
 const _: () = assert!(size_of::<SearchArgs>() == 4096);
 const _: () = assert!(size_of::<QgroupCreateArgs>() == 16);
+const _: () = assert!(size_of::<SendArgs>() == 72);
+const _: () = assert!(offset_of!(SendArgs, flags) == 32);
 
 nix::ioctl_none!(btrfs_sync, MAGIC, 8);
 nix::ioctl_write_int!(ficlone, MAGIC, 9);
@@ -166,6 +183,7 @@ nix::ioctl_readwrite!(btrfs_ino_lookup_user, MAGIC, 62, InoLookupUserArgs);
 nix::ioctl_write_ptr!(btrfs_qgroup_create, MAGIC, 42, QgroupCreateArgs);
 nix::ioctl_write_ptr!(btrfs_snap_destroy_v2, MAGIC, 63, VolArgsV2);
 nix::ioctl_write_ptr!(btrfs_scan_dev, MAGIC, 4, VolArgs);
+nix::ioctl_write_ptr!(btrfs_send, MAGIC, 38, SendArgs);
 
 /// A zeroed, heap-allocated ioctl argument (the 4 KiB structs do not belong on a small initrd stack).
 fn zeroed<T: Zeroable>() -> Box<T> {
@@ -244,6 +262,28 @@ pub fn snap_destroy_v1(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
 pub fn default_subvol(fd: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
     // SAFETY: the kernel reads one u64.
     unsafe { btrfs_default_subvol(fd.as_raw_fd(), &id) }.map(drop)
+}
+
+/// `BTRFS_IOC_SEND` of the read-only subvolume `subvol` as a difference from the read-only subvolume
+/// `parent_root` (an id on the same filesystem), written to `out` (a pipe: the call blocks until the
+/// whole stream is written, so someone must be reading it). `flags` as [`SEND_FLAG_NO_FILE_DATA`].
+pub fn send(
+    subvol: BorrowedFd<'_>,
+    out: BorrowedFd<'_>,
+    parent_root: u64,
+    flags: u64,
+) -> Result<(), Errno> {
+    let args = SendArgs {
+        send_fd: i64::from(out.as_raw_fd()),
+        clone_sources_count: 0,
+        clone_sources: std::ptr::null(),
+        parent_root,
+        flags,
+        version: 0,
+        reserved: [0; 28],
+    };
+    // SAFETY: the kernel reads the struct; no clone-source array is passed (count 0, null pointer).
+    unsafe { btrfs_send(subvol.as_raw_fd(), &args) }.map(drop)
 }
 
 /// `BTRFS_IOC_SUBVOL_GETFLAGS`.

@@ -240,6 +240,16 @@ pub fn subvolume_info(fd: BorrowedFd<'_>) -> Result<SubvolumeInfo> {
     })
 }
 
+/// `BTRFS_IOC_SEND` of the read-only subvolume `subvol` against the read-only subvolume `parent_id` of
+/// the same filesystem, without file data, written to `out` (a pipe someone reads: this blocks until
+/// the whole stream is written).
+pub fn send_no_data(subvol: BorrowedFd<'_>, out: BorrowedFd<'_>, parent_id: u64) -> Result<()> {
+    ioctl::send(subvol, out, parent_id, ioctl::SEND_FLAG_NO_FILE_DATA).map_err(err(
+        "sending the changes of",
+        format!("subvolume against {parent_id}"),
+    ))
+}
+
 /// Whether the subvolume open as `fd` is read-only.
 pub fn is_read_only(fd: BorrowedFd<'_>) -> Result<bool> {
     let op = "reading flags of subvolume";

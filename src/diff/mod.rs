@@ -78,6 +78,7 @@
 //! escape such bytes as `\xNN` (see [`escape_bytes`]).
 
 mod render;
+pub(crate) mod send;
 pub(crate) mod walk;
 pub(crate) mod xattr;
 
@@ -404,6 +405,19 @@ pub fn diff_trees(
 ) -> anyhow::Result<Diff> {
     // The walk recurses per directory level (bounded by `limits::MAX_DEPTH`) on a stack sized for it.
     crate::limits::with_walk_stack(|| walk::run(old, new, opts))?
+}
+
+/// [`diff_trees`] by the btrfs send stream, in time that follows the size of the change (see the
+/// `send` module): `old` and `new` must be read-only subvolumes opened from the **same filesystem**
+/// (send takes the old side by subvolume id). Errors when send cannot apply (a writable side, send
+/// refused), for the caller to fall back to [`diff_trees`]; the result is the same as
+/// [`diff_trees`]'s.
+pub fn diff_subvolumes(
+    old: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    opts: &DiffOptions,
+) -> anyhow::Result<Diff> {
+    send::diff(old, new, opts)
 }
 
 /// [`diff_trees`] for two directory paths (opened with `O_DIRECTORY|O_NOFOLLOW`).

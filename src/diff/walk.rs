@@ -117,12 +117,25 @@ struct Walker<'a> {
     new: TreeState,
     entries: Vec<Entry>,
     content_cache: HashMap<(u64, u64), bool>,
+    /// Where to descend, when guided by a send stream.
+    guide: Option<&'a super::send::Guide>,
 }
 
 pub(super) fn run(
     old: BorrowedFd<'_>,
     new: BorrowedFd<'_>,
     opts: &DiffOptions,
+) -> anyhow::Result<Diff> {
+    run_guided(old, new, opts, None)
+}
+
+/// [`run`], descending into a directory present on both sides only where `guide` says (the send fast
+/// path); `None` walks everything.
+pub(super) fn run_guided(
+    old: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    opts: &DiffOptions,
+    guide: Option<&super::send::Guide>,
 ) -> anyhow::Result<Diff> {
     let mut od = reopen(old).context("opening the old tree's root")?;
     let mut nd = reopen(new).context("opening the new tree's root")?;
@@ -137,6 +150,7 @@ pub(super) fn run(
         .map_err(anyhow::Error::msg)
         .context("reading the new tree's root")?;
     let mut w = Walker::new(opts, os.dev, ns.dev)?;
+    w.guide = guide;
 
     // The roots' own metadata.
     let on = w
@@ -188,6 +202,7 @@ impl<'a> Walker<'a> {
             },
             entries: Vec::new(),
             content_cache: HashMap::new(),
+            guide: None,
         })
     }
 
@@ -405,7 +420,9 @@ impl<'a> Walker<'a> {
             }
             Err(msg) => self.push_error(path, msg),
         }
-        if o.ft == FileType::Dir && depth(path) >= MAX_DEPTH {
+        if o.ft == FileType::Dir && self.guide.is_some_and(|g| !g.descend(path)) {
+            // The send stream names nothing below: unchanged.
+        } else if o.ft == FileType::Dir && depth(path) >= MAX_DEPTH {
             self.push_error(path, too_deep());
         } else if o.ft == FileType::Dir {
             let dirs =
