@@ -376,7 +376,7 @@ fn diff(cli: &Cli, old_name: Option<&str>, json: bool) -> Result<ExitStatus> {
     .ok_or_else(|| UsageError("no such retired blank (see `tabula blank list`)".into()))?;
     let old_tree = layout::open_subvolume(old.as_fd(), &found.name)?;
     let new_tree = layout::open_subvolume(fs.top.as_fd(), &fs.config.layout.blank)?;
-    let mut d = diff::diff_trees(old_tree.as_fd(), new_tree.as_fd(), &DiffOptions::default())
+    let mut d = diff::diff_fastest(old_tree.as_fd(), new_tree.as_fd(), &DiffOptions::default())
         .with_context(|| format!("comparing the blank with '{}'", found.name))?;
     d.old_tree = Some(found.name.clone());
     d.new_tree = Some(fs.config.layout.blank.clone());

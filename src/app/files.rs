@@ -76,20 +76,12 @@ pub(super) fn diff(
         ..DiffOptions::default()
     };
     // Both trees come from one filesystem (its top level), as the send path requires.
-    let fast = if walk {
-        None
+    let mut d = if walk {
+        diff::diff_trees(old.as_fd(), new.as_fd(), &opts)
     } else {
-        diff::diff_subvolumes(old.as_fd(), new.as_fd(), &opts)
-            .inspect_err(|e| {
-                tracing::debug!("the send stream cannot say what changed ({e:#}): walking")
-            })
-            .ok()
-    };
-    let mut d = match fast {
-        Some(d) => d,
-        None => diff::diff_trees(old.as_fd(), new.as_fd(), &opts)
-            .with_context(|| format!("comparing '{new_label}' with '{old_label}'"))?,
-    };
+        diff::diff_fastest(old.as_fd(), new.as_fd(), &opts)
+    }
+    .with_context(|| format!("comparing '{new_label}' with '{old_label}'"))?;
     d.old_tree = Some(old_label.clone());
     d.new_tree = Some(new_label.clone());
     let mut out = super::buffered_stdout();

@@ -420,6 +420,23 @@ pub fn diff_subvolumes(
     send::diff(old, new, opts)
 }
 
+/// [`diff_subvolumes`] where it applies, else [`diff_trees`] (saying why at debug level): the same
+/// answer either way, in time that follows the change when both sides are read-only subvolumes of one
+/// filesystem.
+pub fn diff_fastest(
+    old: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    opts: &DiffOptions,
+) -> anyhow::Result<Diff> {
+    match diff_subvolumes(old, new, opts) {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            tracing::debug!("the send stream cannot say what changed ({e:#}): walking");
+            diff_trees(old, new, opts)
+        }
+    }
+}
+
 /// [`diff_trees`] for two directory paths (opened with `O_DIRECTORY|O_NOFOLLOW`).
 pub fn diff_paths(old: &Path, new: &Path, opts: &DiffOptions) -> anyhow::Result<Diff> {
     let o = open_dir_path(old)?;
