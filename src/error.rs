@@ -117,6 +117,13 @@ pub struct PartialFailure {
     pub total: usize,
 }
 
+impl PartialFailure {
+    /// `Some` when any of `total` items failed: the error that sets a batch's exit status.
+    pub fn of(failed: usize, total: usize) -> Option<PartialFailure> {
+        (failed > 0).then_some(PartialFailure { failed, total })
+    }
+}
+
 impl fmt::Display for PartialFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

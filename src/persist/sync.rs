@@ -131,11 +131,7 @@ impl SyncPlan {
 
     /// `Some` when an entry was refused or failed: the error for the exit status.
     pub fn partial_failure(&self) -> Option<PartialFailure> {
-        let failed = self.failed();
-        (failed > 0).then_some(PartialFailure {
-            failed,
-            total: self.entries.len(),
-        })
+        PartialFailure::of(self.failed(), self.entries.len())
     }
 
     /// One line per entry, for people.
