@@ -470,3 +470,22 @@ dracut_systemd_initrd() {
 	must "dracut builds an initrd with the tabula module" test -s "$r/tmp/initrd-dracut.img"
 	mv "$r/tmp/initrd-dracut.img" "$INITRD"
 }
+
+# debian_image CONF [MKFS_OPTION…]: a fresh 2 GiB btrfs at $IMG, mounted at $MNT, whose `root` subvolume
+# ($r, set here) holds the cached Debian 12 rootfs (debian_rootfs dracut) with `make install
+# install-dracut` and CONF in it. The caller adds its own files, the blank and the other subvolumes.
+debian_image() {
+	local conf=$1 rootfs
+	shift
+	rootfs=$(debian_rootfs dracut) || die "no debian rootfs"
+	vlog "building the image (debian root + tabula + dracut initrd)"
+	rm -f "$IMG"
+	truncate -s 2G "$IMG"
+	mkfs.btrfs -q -f "$@" "$IMG" >/dev/null
+	mount_image "$IMG" rw
+	btrfs -q subvolume create "$MNT/root" >/dev/null
+	r=$MNT/root
+	cp -a "$rootfs/." "$r/" || die "copying the debian root"
+	rm -f "$r/.done"
+	install_tabula_into "$r" "$conf" dracut
+}

@@ -24,18 +24,8 @@ keep_last = 5
 TOML
 patch_config "$conf"
 IMG=$WORK/disk.img INITRD=$WORK/initrd-dracut.img
-rootfs=$(debian_rootfs dracut) || exit 1
 
-vlog "building the image (debian root + tabula + dracut initrd)"
-rm -f "$IMG"
-truncate -s 2G "$IMG"
-mkfs.btrfs -q -f "$IMG" >/dev/null
-mount_image "$IMG" rw
-btrfs -q subvolume create "$MNT/root" >/dev/null
-r=$MNT/root
-cp -a "$rootfs/." "$r/" || die "copying the debian root"
-rm -f "$r/.done"
-install_tabula_into "$r" "$conf" dracut
+debian_image "$conf"
 # The machine's own view: no fstab entries (root comes from the command line); no machine-id in the
 # blank (so only persistence can keep it stable: the README's recipe, systemd makes one on the first
 # boot and `tabula persist --root / --adopt` keeps it); a test unit that reports and powers off.

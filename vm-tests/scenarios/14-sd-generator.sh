@@ -13,7 +13,6 @@
 # visible on it; what the guest writes there lands in the persistent subvolume, not in the root.
 LABEL="tabula root"
 IMG=$WORK/disk.img INITRD=$WORK/initrd-dracut.img
-rootfs=$(debian_rootfs dracut) || exit 1
 base_conf() { # base_conf DEVICE-LINE…: the scenario's config with its own [layout] lines
 	printf '[layout]\n'
 	printf '%s\n' "$@"
@@ -36,19 +35,10 @@ TOML
 base_conf 'device = "/dev/vda"' >"$WORK/tabula.toml"
 patch_config "$WORK/tabula.toml"
 
-vlog "building the image (debian root + tabula + dracut initrd)"
-rm -f "$IMG"
-truncate -s 2G "$IMG"
-mkfs.btrfs -q -f -L "$LABEL" "$IMG" >/dev/null
+debian_image "$WORK/tabula.toml" -L "$LABEL"
 FSID=$(blkid -s UUID -o value "$IMG")
-mount_image "$IMG" rw
-btrfs -q subvolume create "$MNT/root" >/dev/null
 btrfs -q subvolume create "$MNT/home" >/dev/null
 mkdir -p "$MNT/home/alice" && chown 1000:1000 "$MNT/home/alice"
-r=$MNT/root
-cp -a "$rootfs/." "$r/" || die "copying the debian root"
-rm -f "$r/.done"
-install_tabula_into "$r" "$WORK/tabula.toml" dracut
 printf 'UUID=%s /home btrfs subvol=home 0 0\n' "$FSID" >"$r/etc/fstab"
 echo "alice:x:1000:1000:Alice:/home/alice:/bin/sh" >>"$r/etc/passwd"
 echo "alice:x:1000:" >>"$r/etc/group"

@@ -19,18 +19,8 @@ files = [{ path = "/etc/shadow", how = "copy" }]
 TOML
 patch_config "$conf"
 IMG=$WORK/disk.img INITRD=$WORK/initrd-dracut.img
-rootfs=$(debian_rootfs dracut) || exit 1
 
-vlog "building the image (debian root + tabula + dracut initrd)"
-rm -f "$IMG"
-truncate -s 2G "$IMG"
-mkfs.btrfs -q -f "$IMG" >/dev/null
-mount_image "$IMG" rw
-btrfs -q subvolume create "$MNT/root" >/dev/null
-r=$MNT/root
-cp -a "$rootfs/." "$r/" || die "copying the debian root"
-rm -f "$r/.done"
-install_tabula_into "$r" "$conf" dracut
+debian_image "$conf"
 : >"$r/etc/fstab"
 ln -sf /dev/null "$r/etc/systemd/system/systemd-firstboot.service"
 echo vmtest >"$r/etc/hostname"

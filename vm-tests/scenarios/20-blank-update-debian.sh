@@ -21,7 +21,6 @@ directories = ["/var/lib/vmtest"]
 TOML
 patch_config "$conf"
 IMG=$WORK/disk.img INITRD=$WORK/initrd-dracut.img
-rootfs=$(debian_rootfs dracut) || exit 1
 
 # The package: one file and a control file, no dependencies, no maintainer scripts.
 pkg=$WORK/vmtest-hello
@@ -36,16 +35,7 @@ Description: tabula vm-tests: a package installed into the blank
 CTL
 dpkg-deb --root-owner-group -Zgzip --build "$pkg" "$WORK/vmtest-hello.deb" >/dev/null || die "dpkg-deb --build"
 
-vlog "building the image (debian root + tabula + dracut initrd)"
-rm -f "$IMG"
-truncate -s 2G "$IMG"
-mkfs.btrfs -q -f "$IMG" >/dev/null
-mount_image "$IMG" rw
-btrfs -q subvolume create "$MNT/root" >/dev/null
-r=$MNT/root
-cp -a "$rootfs/." "$r/" || die "copying the debian root"
-rm -f "$r/.done"
-install_tabula_into "$r" "$conf" dracut
+debian_image "$conf"
 : >"$r/etc/fstab"
 ln -sf /dev/null "$r/etc/systemd/system/systemd-firstboot.service"
 ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
