@@ -171,6 +171,28 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
 
 /// Writes `old_roots/<file>` atomically: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_json<T: Serialize>(dir: BorrowedFd<'_>, file: &str, value: &T) -> Result<()> {
+    write_json_with(dir, file, value, Durability::Now)
+}
+
+/// When a JSON file written by [`write_json_with`] is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns: fsync of the file and of the directory.
+    Now,
+    /// With the next transaction commit, in order with every later change: the bytes are in the
+    /// filesystem tree before the rename (a small file's inline extent, or an fsync when it is not one),
+    /// so no commit ever records the name without them; the directory is not fsynced. For the rollback,
+    /// whose own snapshot or freeze commits right after.
+    NextCommit,
+}
+
+/// Writes `old_roots/<file>` atomically (temp file, data on disk, rename), durable as `durability` says.
+pub(crate) fn write_json_with<T: Serialize>(
+    dir: BorrowedFd<'_>,
+    file: &str,
+    value: &T,
+    durability: Durability,
+) -> Result<()> {
     let tmp = format!(".{file}.tmp");
     let what = || format!("writing metadata 'old_roots/{file}'");
     let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
@@ -186,12 +208,20 @@ pub(crate) fn write_json<T: Serialize>(dir: BorrowedFd<'_>, file: &str, value: &
     json.push(b'\n');
     f.write_all(&json).with_context(what)?;
     if !crate::fault::broken("meta-fsync") {
-        f.sync_all().with_context(what)?;
+        // A commit without the data would record the name with an empty file (btrfs writes file data
+        // back on its own schedule, not at a commit), which would read as someone else's root.
+        let in_tree = durability == Durability::NextCommit
+            && btrfs::write_back_inline(f.as_fd()).unwrap_or(false);
+        if !in_tree {
+            f.sync_all().with_context(what)?;
+        }
     }
     drop(f);
     crate::fault::point("after-metadata-tmp");
     renameat(dir, tmp.as_str(), dir, file).with_context(what)?;
-    fsync(dir).with_context(what)?;
+    if durability == Durability::Now {
+        fsync(dir).with_context(what)?;
+    }
     Ok(())
 }
 
@@ -203,6 +233,16 @@ pub fn read_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<Option<RootMet
 /// Writes `old_roots/<name>.json` atomically: temp file, fsync, rename, fsync of the directory.
 pub fn write_meta(old_roots: BorrowedFd<'_>, meta: &RootMeta) -> Result<()> {
     write_json(old_roots, &RootMeta::file_name(&meta.name), meta)
+}
+
+/// [`write_meta`], durable with the next transaction commit (see [`Durability::NextCommit`]).
+pub(crate) fn write_meta_next_commit(old_roots: BorrowedFd<'_>, meta: &RootMeta) -> Result<()> {
+    write_json_with(
+        old_roots,
+        &RootMeta::file_name(&meta.name),
+        meta,
+        Durability::NextCommit,
+    )
 }
 
 /// The retirement intent file in `old_roots`.
@@ -233,6 +273,12 @@ pub fn read_intent(old_roots: BorrowedFd<'_>) -> Result<Option<Intent>> {
 /// Writes the retirement intent durably (before the rename it announces).
 pub fn write_intent(old_roots: BorrowedFd<'_>, intent: &Intent) -> Result<()> {
     write_json(old_roots, INTENT_FILE, intent)
+}
+
+/// [`write_intent`], durable with the next transaction commit, which cannot carry the rename it
+/// announces without carrying it too (see [`Durability::NextCommit`]).
+pub(crate) fn write_intent_next_commit(old_roots: BorrowedFd<'_>, intent: &Intent) -> Result<()> {
+    write_json_with(old_roots, INTENT_FILE, intent, Durability::NextCommit)
 }
 
 /// Whether tabula manages an entry of `old_roots`.

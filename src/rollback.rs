@@ -4,14 +4,25 @@
 //! by `--dry-run`/`--json`), [`apply`] executes. The order of actions is chosen so that the step that can
 //! fail for ordinary reasons (the snapshot: ENOSPC, a quota) happens before the live root is touched:
 //!
-//! 1. snapshot the blank to `<root>.tabula-new` (staging)
-//! 2. record the intent: the name, id and uuid of the root about to be retired (`old_roots/.tabula-retiring.json`,
-//!    fsynced)
+//! 1. snapshot the blank to `<root>.tabula-new` (staging): **commit 1** (the ioctl commits)
+//! 2. record the intent: the name, id and uuid of the root about to be retired (`old_roots/.tabula-retiring.json`)
 //! 3. rename `root` → `old_roots/<seq>-<time>` (atomic)
 //! 4. rename staging → `root` (atomic)
 //! 5. when the filesystem's default subvolume was the old root, make the new root the default
-//! 6. write the retired root's metadata (temp, fsync, rename, fsync dir), then make it read-only
-//! 7. commit
+//! 6. write the retired root's metadata (temp file, rename)
+//! 7. make it read-only: **commit 2** (the ioctl commits, carrying steps 2–6 with it)
+//! 8. commit (nothing is left to commit by then, so this costs nothing; it makes a plan without a freeze
+//!    durable)
+//!
+//! Two transaction commits and no fsync: both ioctls commit whatever the filesystem holds, and nothing of
+//! steps 2–6 needs to be durable on its own, only in this order. Each commit (ours, or the kernel's
+//! periodic one, at any moment) records a prefix of the steps, and every prefix is a state the next run
+//! finishes. The JSON files' bytes are in the filesystem tree before their rename (a small file's inline
+//! extent, written back with `sync_file_range`, or an fsync when it is not one: see
+//! [`layout::Durability`]), so no commit records a name without its contents. Nothing is dirty after the
+//! freeze, so the unmount when the process exits has nothing to commit. Fewer commits are not possible
+//! while the retired root is frozen on the boot path: the snapshot and the read-only flag each commit,
+//! and the flag can only be set once the root has moved (below).
 //!
 //! The only moment without a `root` is between two renames. A rerun after a power cut at any point
 //! finishes the job: a staging subvolume is reused when it is an untouched snapshot of this run's source
@@ -24,8 +35,11 @@
 //! machine without a bootable `root`; every failure reports the [`State`] the machine is left in.
 //!
 //! Sequence numbers come from the intent (the high-water mark, kept across deletions) and managed roots
-//! only, and are never wrapped. Cost is O(1) in the number of retired roots in the usual case (one
-//! directory listing; roots are opened from the newest down until two managed ones are found).
+//! only, and are never wrapped. Nothing on the boot path grows with the number of retired roots: the
+//! intent names the last retirement, which is the newest managed root while it is whole, and the names a
+//! new retirement could take are probed one by one. `old_roots` is listed only to recover (no intent, the
+//! last retirement interrupted or deleted) and for `tabula.boot=`; then roots are opened from the newest
+//! down until two managed ones are found.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -77,7 +91,8 @@ pub struct Observed {
     pub default_id: Option<u64>,
     /// The last retirement's intent (also the sequence high-water mark).
     pub intent: Option<Intent>,
-    /// Every entry name in `old_roots` (a new name must collide with none).
+    /// Entry names in `old_roots` a new name must collide with none of: every entry when `old_roots` was
+    /// listed, else the candidate names found taken.
     pub taken: Vec<String>,
     /// The newest roots tabula manages (at most two), newest first.
     pub newest: Vec<Retired>,
@@ -100,6 +115,26 @@ pub struct BootContext {
     pub flags: BootFlags,
 }
 
+/// Where a new root comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Source {
+    /// The read-only blank snapshot.
+    Blank,
+    /// A retired root in `old_roots`, by name (`tabula.boot=`).
+    Retired(String),
+}
+
+impl Source {
+    /// Its path from the top level, for messages (`root-blank`, `old_roots/<name>`).
+    pub fn path(&self, layout: &Layout) -> String {
+        match self {
+            Source::Blank => layout.blank.clone(),
+            Source::Retired(name) => format!("{}/{name}", layout.old_roots),
+        }
+    }
+}
+
 /// One step of a rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -111,8 +146,8 @@ pub enum Action {
     },
     /// Snapshot `source` (writable) as the staging root.
     Snapshot {
-        /// `blank` name or `old_roots/<name>`.
-        source: String,
+        /// The blank, or a retired root.
+        source: Source,
         /// The staging name.
         staging: String,
     },
@@ -243,7 +278,26 @@ fn look(dir: BorrowedFd<'_>, name: &str, intent: Option<&Intent>) -> Result<Reti
 
 /// Reads the top level. Changes nothing, but commits pending writes first: whether the live root was
 /// written to is read from its generation, which only moves at a transaction commit.
-pub fn observe(top: BorrowedFd<'_>, layout: &Layout, flags: &BootFlags) -> Result<Observed> {
+///
+/// O(1) in the number of retired roots in the usual case: the intent names the last retirement, which is
+/// the newest managed root when it is there and whole, and the sequence high-water mark; the names a new
+/// retirement would take at `ctx.now` are probed one by one. `old_roots` is listed only when that does
+/// not hold (no intent, the last retirement interrupted or gone, `tabula.boot=`).
+pub fn observe(top: BorrowedFd<'_>, layout: &Layout, ctx: &BootContext) -> Result<Observed> {
+    observe_with(top, layout, ctx, true)
+}
+
+/// [`observe`] from a full listing of `old_roots` always: the reference the O(1) path is tested against.
+pub fn observe_listed(top: BorrowedFd<'_>, layout: &Layout, ctx: &BootContext) -> Result<Observed> {
+    observe_with(top, layout, ctx, false)
+}
+
+fn observe_with(
+    top: BorrowedFd<'_>,
+    layout: &Layout,
+    ctx: &BootContext,
+    fast: bool,
+) -> Result<Observed> {
     btrfs::sync(top).context("committing pending writes before looking at the layout")?;
     let staging_name = format!("{}{STAGING_SUFFIX}", layout.root);
     let old_roots = layout::entry_at(top, &layout.old_roots)?;
@@ -267,6 +321,18 @@ pub fn observe(top: BorrowedFd<'_>, layout: &Layout, flags: &BootFlags) -> Resul
         warn!("{e:#}: ignoring it (nothing it names is completed)");
         None
     });
+    if let Some(intent) = &obs.intent
+        && fast
+        && ctx.flags.boot.is_none()
+    {
+        let last = look(dir.as_fd(), &intent.name, Some(intent))?;
+        if last.info.is_some() && last.standing == Standing::Managed {
+            let floor = last.seq().unwrap_or(0).max(intent.seq);
+            obs.taken = taken_after(dir.as_fd(), floor, ctx.now)?;
+            obs.newest = vec![last];
+            return Ok(obs);
+        }
+    }
     obs.taken = layout::entry_names(dir.as_fd())?;
     let mut names: Vec<RetiredName> = obs
         .taken
@@ -274,7 +340,7 @@ pub fn observe(top: BorrowedFd<'_>, layout: &Layout, flags: &BootFlags) -> Resul
         .filter_map(|n| RetiredName::parse(n))
         .collect();
     names.sort();
-    let back = match &flags.boot {
+    let back = match &ctx.flags.boot {
         Some(r) => match RootRef::parse(r) {
             Ok(RootRef::Back(n)) => Some(n),
             Ok(rr) => {
@@ -307,6 +373,31 @@ pub fn observe(top: BorrowedFd<'_>, layout: &Layout, flags: &BootFlags) -> Resul
         }
     }
     Ok(obs)
+}
+
+/// The names a retirement after `floor` would take at `now` (and their metadata files) that are taken,
+/// probed in order until a free one: what [`plan`] needs to never reuse a name, without a listing.
+fn taken_after(dir: BorrowedFd<'_>, floor: u64, now: DateTime<Utc>) -> Result<Vec<String>> {
+    let mut taken = Vec::new();
+    let mut seq = floor;
+    while let Some(next) = seq.checked_add(1) {
+        seq = next;
+        let name = RetiredName::new(seq, now).to_string();
+        let json = RootMeta::file_name(&name);
+        let before = taken.len();
+        for n in [name, json] {
+            match nix::sys::stat::fstatat(dir, n.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            {
+                Ok(_) => taken.push(n),
+                Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(e).with_context(|| format!("looking for 'old_roots/{n}'")),
+            }
+        }
+        if taken.len() == before {
+            break;
+        }
+    }
+    Ok(taken)
 }
 
 fn refuse(rule: &'static str, msg: impl Into<String>) -> Refusal {
@@ -450,7 +541,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
     }
 
     // The source of the new root: the blank, or a retired root asked for on the command line.
-    let (source_name, source) = match &ctx.flags.boot {
+    let (new_source, source) = match &ctx.flags.boot {
         Some(r) => match &obs.boot_source {
             Some(Retired {
                 name,
@@ -458,7 +549,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 ..
             }) => {
                 notes.push(format!("tabula.boot={r}: this boot runs on a writable snapshot of '{name}', which stays as it is"));
-                (format!("{}/{name}", layout.old_roots), Some(info))
+                (Source::Retired(name.clone()), Some(info))
             }
             _ => {
                 return Err(refuse(
@@ -469,11 +560,9 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 ));
             }
         },
-        None => (
-            layout.blank.clone(),
-            obs.blank.subvolume().filter(|i| i.read_only),
-        ),
+        None => (Source::Blank, obs.blank.subvolume().filter(|i| i.read_only)),
     };
+    let source_path = new_source.path(layout);
     // A missing or writable blank stops everything, unless we are only finishing an interrupted run.
     let blank_problem = match &obs.blank {
         Entry::Missing => Some((
@@ -521,27 +610,27 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
         }
         Some(_) if source.is_some() => {
             notes.push(format!(
-                "discarding '{staging}': it is not an untouched snapshot of '{source_name}' (left by another kind of run)"
+                "discarding '{staging}': it is not an untouched snapshot of '{source_path}' (left by another kind of run)"
             ));
             actions.push(Action::DiscardStaging {
                 staging: staging.clone(),
             });
             actions.push(Action::Snapshot {
-                source: source_name.clone(),
+                source: new_source.clone(),
                 staging: staging.clone(),
             });
             true
         }
         Some(_) => {
             notes.push(format!(
-                "'{staging}' is not a snapshot of a usable '{source_name}', which is all there is: promoting it so \
+                "'{staging}' is not a snapshot of a usable '{source_path}', which is all there is: promoting it so \
                  that there is a root to boot (this boot is NOT fresh)"
             ));
             false
         }
         None => {
             actions.push(Action::Snapshot {
-                source: source_name.clone(),
+                source: new_source.clone(),
                 staging: staging.clone(),
             });
             true
@@ -561,7 +650,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
             if ctx.flags.boot.is_none() && untouched_copy_of(root, src) =>
         {
             notes.push(format!(
-                "'{}' is still the untouched snapshot of '{source_name}': nothing to retire",
+                "'{}' is still the untouched snapshot of '{source_path}': nothing to retire",
                 layout.root
             ));
             start = State::FreshRoot;
@@ -625,7 +714,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                     layout.root
                 )),
                 None => notes.push(format!(
-                    "'{}' is missing: creating it from '{source_name}'",
+                    "'{}' is missing: creating it from '{source_path}'",
                     layout.root
                 )),
             }
@@ -763,21 +852,21 @@ pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
                     info!("discarded '{staging}'");
                 }
                 Action::Snapshot { source, staging } => {
-                    let (dir, name) = match source.split_once('/') {
-                        Some((_, n)) => (old_roots.as_fd(), n),
-                        None => (top, source.as_str()),
+                    let src = match source {
+                        Source::Blank => layout::open_subvolume(top, &layout.blank)?,
+                        Source::Retired(name) => layout::open_subvolume(old_roots.as_fd(), name)?,
                     };
-                    let src = layout::open_subvolume(dir, name)?;
+                    let path = source.path(layout);
                     fault::fail("snapshot")?;
                     btrfs::snapshot(src.as_fd(), top, staging, false).with_context(|| {
-                        format!("creating the new root '{staging}' from '{source}'")
+                        format!("creating the new root '{staging}' from '{path}'")
                     })?;
-                    info!("created '{staging}' from '{source}'");
+                    info!("created '{staging}' from '{path}'");
                     fault::point("after-snapshot");
                 }
                 Action::RecordIntent { intent } => {
                     fault::fail("intent")?;
-                    layout::write_intent(old_roots.as_fd(), intent)
+                    layout::write_intent_next_commit(old_roots.as_fd(), intent)
                         .context("recording the retirement intent")?;
                     fault::point("after-intent");
                 }
@@ -807,8 +896,8 @@ pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
                     fault::fail("set-default")?;
                     let fd = layout::open_subvolume(top, root)?;
                     let id = btrfs::subvolume_info(fd.as_fd())?.id;
+                    // Durable with the freeze's commit, which follows (or the final sync).
                     btrfs::set_default_subvolume(top, id)?;
-                    btrfs::sync(top).context("committing the default subvolume")?;
                     info!("the default subvolume is '{root}' (subvolume {id})");
                     fault::point("after-set-default");
                 }
@@ -821,7 +910,7 @@ pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
                             Some(btrfs::subvolume_info(root.as_fd())?.uuid);
                     }
                     fault::fail("metadata")?;
-                    layout::write_meta(old_roots.as_fd(), &meta)?;
+                    layout::write_meta_next_commit(old_roots.as_fd(), &meta)?;
                     fault::point("after-metadata");
                 }
                 Action::Freeze { name, uuid } => {
@@ -862,6 +951,10 @@ pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
                 return Err(e.context(failed(state, &unfinished, false)));
             }
             (Err(e), _) => {
+                if state == State::FreshRoot {
+                    // Make what was done durable: the steps after the snapshot ride on a later commit.
+                    let _ = btrfs::sync(top);
+                }
                 let default_on_old = state == State::FreshRoot
                     && plan
                         .actions
@@ -923,10 +1016,14 @@ pub fn complete_interrupted(
     ctx: &BootContext,
     mounted: &dyn Fn(u64) -> bool,
 ) -> Result<Option<String>> {
-    let obs = observe(top, layout, &BootFlags::default())?;
+    let ctx = BootContext {
+        flags: BootFlags::default(),
+        ..ctx.clone()
+    };
+    let obs = observe(top, layout, &ctx)?;
     let mut notes = Vec::new();
     let root_exists = obs.root.subvolume().is_some();
-    let (mut actions, _, _) = completion(&obs, layout, ctx, root_exists, &mut notes);
+    let (mut actions, _, _) = completion(&obs, layout, &ctx, root_exists, &mut notes);
     if let Some(n) = obs.newest.first()
         && n.info.as_ref().is_some_and(|i| mounted(i.id))
     {

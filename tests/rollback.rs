@@ -638,3 +638,67 @@ fn kernel_command_line_skip_and_boot() {
         .unwrap();
     assert_refused(&out, "boot-root-not-found");
 }
+
+/// The rollback reads the retirement intent and the last root instead of listing `old_roots` (O(1) in
+/// retired roots); it must plan exactly what the full listing plans, taken names and strays included.
+#[test]
+fn the_o1_observation_plans_what_the_listing_plans() {
+    use tabula::rollback::{self, BootContext};
+    let Some(s) = initialised("the_o1_observation_plans_what_the_listing_plans") else {
+        return;
+    };
+    if !cfg!(feature = "fault-injection") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "build with --features fault-injection"
+        );
+        return;
+    }
+    let now = "2026-03-01T10:00:00Z";
+    for f in ["a", "b", "c"] {
+        fs::write(s.top.join("root").join(f), f).unwrap();
+        let out = common::tabula_cmd(&s.config)
+            .env("TABULA_TEST_NOW", now)
+            .arg("rollback")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    fs::write(s.top.join("root/d"), "d").unwrap();
+    let config = tabula::config::Config::load(&s.config).unwrap();
+    let layout = &config.layout;
+    let ctx = BootContext {
+        now: chrono::DateTime::parse_from_rfc3339(now).unwrap().into(),
+        boot_id: None,
+        kernel: None,
+        flags: Default::default(),
+    };
+    let top = s.top_fd();
+    let both = |case: &str| {
+        let fast = rollback::observe(top.as_fd(), layout, &ctx).unwrap();
+        let listed = rollback::observe_listed(top.as_fd(), layout, &ctx).unwrap();
+        let a = rollback::plan(&fast, layout, &ctx).unwrap();
+        let b = rollback::plan(&listed, layout, &ctx).unwrap();
+        assert_eq!(
+            (&a.actions, &a.retire_as),
+            (&b.actions, &b.retire_as),
+            "{case}"
+        );
+        a.retire_as.unwrap()
+    };
+    assert_eq!(both("three boots"), "00004-2026-03-01T100000Z");
+    // The next names are taken (a stray directory, a stray metadata file): both skip them.
+    fs::create_dir(s.top.join("old_roots/00004-2026-03-01T100000Z")).unwrap();
+    fs::write(s.top.join("old_roots/00005-2026-03-01T100000Z.json"), "{}").unwrap();
+    assert_eq!(both("taken names"), "00006-2026-03-01T100000Z");
+    // A stray subvolume named far above: not tabula's, so it counts for neither.
+    btrfs::create_subvolume(
+        open_dir(&s.top.join("old_roots")).as_fd(),
+        "99999-2030-01-01T000000Z",
+    )
+    .unwrap();
+    assert_eq!(both("a stray above"), "00006-2026-03-01T100000Z");
+    // The last retired root gone: the listing is the way, and the high-water mark still holds.
+    s.tabula_ok(&["roots", "delete", "--force", "-1"]);
+    assert_eq!(both("last root deleted"), "00006-2026-03-01T100000Z");
+}

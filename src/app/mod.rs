@@ -308,7 +308,7 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
         kernel: device::kernel_release(),
         flags: flags.clone(),
     };
-    let observed = rollback::observe(fs.top.as_fd(), layout, &flags)?;
+    let observed = rollback::observe(fs.top.as_fd(), layout, &ctx)?;
     let plan = rollback::plan(&observed, layout, &ctx).map_err(|refusal| {
         let e = anyhow::Error::from(refusal);
         if observed.root == crate::layout::Entry::Missing {
@@ -359,7 +359,7 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
             match &plan.retire_as {
                 Some(name) => {
                     let source = plan.actions.iter().find_map(|a| match a {
-                        rollback::Action::Snapshot { source, .. } => Some(source.as_str()),
+                        rollback::Action::Snapshot { source, .. } => Some(source.path(layout)),
                         _ => None,
                     });
                     let how = match source {
@@ -387,7 +387,10 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
 fn describe(a: &rollback::Action, layout: &crate::config::Layout) -> String {
     use rollback::Action::*;
     match a {
-        Snapshot { source, staging } => format!("snapshot '{source}' as '{staging}' (writable)"),
+        Snapshot { source, staging } => format!(
+            "snapshot '{}' as '{staging}' (writable)",
+            source.path(layout)
+        ),
         Retire { root, name } => format!("move '{root}' to '{}/{name}'", layout.old_roots),
         Promote { staging, root } => format!("rename '{staging}' to '{root}'"),
         WriteMetadata { meta } => {

@@ -148,6 +148,38 @@ pub struct SendArgs {
 /// `BTRFS_SEND_FLAG_NO_FILE_DATA`: writes become `update_extent` commands carrying no bytes.
 pub const SEND_FLAG_NO_FILE_DATA: u64 = 0x1;
 
+/// `struct fiemap_extent` (the generic `FS_IOC_FIEMAP`, used to see whether a small file's data is
+/// already an inline extent in the filesystem tree).
+#[repr(C)]
+pub struct FiemapExtent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    pub reserved64: [u64; 2],
+    pub flags: u32,
+    pub reserved: [u32; 3],
+}
+
+/// `struct fiemap` with room for two extents (one is all a metadata file may have).
+#[repr(C)]
+pub struct Fiemap {
+    pub start: u64,
+    pub length: u64,
+    pub flags: u32,
+    pub mapped_extents: u32,
+    pub extent_count: u32,
+    pub reserved: u32,
+    pub extents: [FiemapExtent; 2],
+}
+
+/// `FIEMAP_EXTENT_LAST`, `FIEMAP_EXTENT_UNKNOWN`, `FIEMAP_EXTENT_DELALLOC`, `FIEMAP_EXTENT_DATA_INLINE`.
+pub const FIEMAP_EXTENT_LAST: u32 = 0x1;
+pub const FIEMAP_EXTENT_UNKNOWN: u32 = 0x2;
+pub const FIEMAP_EXTENT_DELALLOC: u32 = 0x4;
+pub const FIEMAP_EXTENT_DATA_INLINE: u32 = 0x200;
+/// `sizeof(struct fiemap)` in the kernel's request code (the extent array is a flexible member).
+const FIEMAP_HEADER: usize = 32;
+
 // Layouts pinned against <linux/btrfs.h> (values from a C program printing sizeof/offsetof).
 const _: () = assert!(size_of::<VolArgs>() == 4096);
 const _: () = assert!(size_of::<VolArgsV2>() == 4096);
@@ -167,6 +199,8 @@ const _: () = assert!(size_of::<SearchArgs>() == 4096);
 const _: () = assert!(size_of::<QgroupCreateArgs>() == 16);
 const _: () = assert!(size_of::<SendArgs>() == 72);
 const _: () = assert!(offset_of!(SendArgs, flags) == 32);
+const _: () = assert!(size_of::<FiemapExtent>() == 56);
+const _: () = assert!(offset_of!(Fiemap, extents) == FIEMAP_HEADER);
 
 nix::ioctl_none!(btrfs_sync, MAGIC, 8);
 nix::ioctl_write_int!(ficlone, MAGIC, 9);
@@ -184,6 +218,11 @@ nix::ioctl_write_ptr!(btrfs_qgroup_create, MAGIC, 42, QgroupCreateArgs);
 nix::ioctl_write_ptr!(btrfs_snap_destroy_v2, MAGIC, 63, VolArgsV2);
 nix::ioctl_write_ptr!(btrfs_scan_dev, MAGIC, 4, VolArgs);
 nix::ioctl_write_ptr!(btrfs_send, MAGIC, 38, SendArgs);
+nix::ioctl_readwrite_bad!(
+    fs_fiemap,
+    nix::request_code_readwrite!(b'f', 11, FIEMAP_HEADER),
+    Fiemap
+);
 
 /// A zeroed, heap-allocated ioctl argument (the 4 KiB structs do not belong on a small initrd stack).
 fn zeroed<T: Zeroable>() -> Box<T> {
@@ -199,6 +238,8 @@ fn zeroed<T: Zeroable>() -> Box<T> {
 unsafe trait Zeroable {}
 // SAFETY: all of these are repr(C) structs of integers and integer arrays.
 unsafe impl Zeroable for VolArgs {}
+// SAFETY: as above.
+unsafe impl Zeroable for Fiemap {}
 // SAFETY: as above.
 unsafe impl Zeroable for VolArgsV2 {}
 // SAFETY: as above.
@@ -356,6 +397,28 @@ pub fn sync(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     unsafe { btrfs_sync(fd.as_raw_fd()) }.map(drop)
 }
 
+/// `sync_file_range(fd, 0, 0, WAIT_BEFORE | WRITE | WAIT_AFTER)`: writes the whole file's dirty pages back
+/// and waits, without a log or transaction commit.
+pub fn write_back(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    use nix::libc;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: plain syscall on a borrowed, open fd; no memory is passed.
+    Errno::result(unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) }).map(drop)
+}
+
+/// `FS_IOC_FIEMAP` over the whole file `fd`: the flags of its first extents (at most two).
+pub fn fiemap_flags(fd: BorrowedFd<'_>) -> Result<Vec<u32>, Errno> {
+    let mut args = zeroed::<Fiemap>();
+    args.length = u64::MAX;
+    args.extent_count = 2;
+    // SAFETY: `args` is a valid, writable `struct fiemap` with room for `extent_count` extents.
+    unsafe { fs_fiemap(fd.as_raw_fd(), &mut *args) }?;
+    let n = usize::try_from(args.mapped_extents).unwrap_or(usize::MAX);
+    Ok(args.extents.iter().take(n).map(|e| e.flags).collect())
+}
+
 /// `BTRFS_IOC_SCAN_DEV` on `/dev/btrfs-control` (`control`): registers the block device at `path` as a
 /// member of its btrfs filesystem, what udev does with `btrfs device scan` (a multi-device filesystem
 /// mounts only when the kernel knows all its members).
@@ -447,6 +510,10 @@ mod tests {
         assert_eq!(
             request_code_write!(MAGIC, 4, size_of::<VolArgs>()),
             0x5000_9404
+        );
+        assert_eq!(
+            request_code_readwrite!(b'f', 11, FIEMAP_HEADER),
+            0xc020_660b
         );
     }
 

@@ -540,6 +540,26 @@ pub fn sync(fd: BorrowedFd<'_>) -> Result<()> {
     ioctl::sync(fd).map_err(err("committing the filesystem of", "fd"))
 }
 
+/// Writes the file `fd`'s data back (`sync_file_range`, no commit) and says whether it is now all one
+/// inline extent in the filesystem tree: then the next transaction commit records the bytes along with
+/// the name, and no fsync is needed (a small file on btrfs with the default `max_inline`).
+pub fn write_back_inline(fd: BorrowedFd<'_>) -> Result<bool> {
+    ioctl::write_back(fd).map_err(err("writing back", "fd"))?;
+    data_is_inline(fd)
+}
+
+/// Whether all of the file `fd`'s data is one inline extent, already in the filesystem tree (not waiting
+/// for writeback): then the next transaction commit records its bytes along with its name (`FS_IOC_FIEMAP`).
+pub fn data_is_inline(fd: BorrowedFd<'_>) -> Result<bool> {
+    let flags = ioctl::fiemap_flags(fd).map_err(err("mapping the extents of", "fd"))?;
+    let pending = ioctl::FIEMAP_EXTENT_DELALLOC | ioctl::FIEMAP_EXTENT_UNKNOWN;
+    Ok(
+        matches!(flags.as_slice(), [f] if f & ioctl::FIEMAP_EXTENT_DATA_INLINE != 0
+        && f & ioctl::FIEMAP_EXTENT_LAST != 0
+        && f & pending == 0),
+    )
+}
+
 /// Reflink-copies all of `src` into `dst` (`FICLONE`); `EXDEV`/`EOPNOTSUPP`/`EINVAL` mean "copy instead".
 pub fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
     ioctl::clone_file(dst, src)
