@@ -79,26 +79,14 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
         })
         .collect();
     refs.reverse();
-    // Retention's verdict on each clock (in step with the neighbouring roots or not), so that the
-    // list marks what prune will not judge by time.
-    let judged = crate::retention::plan(
-        &roots::candidates(roots),
-        &crate::retention::Policy::default(),
-        now,
-    );
-    let out_of_step = |seq: u64| {
-        judged
-            .roots
-            .iter()
-            .any(|p| p.seq == seq && p.clock == crate::retention::Clock::OutOfStep)
-    };
+    let out_of_step = roots::clocks_out_of_step(roots, now);
     roots
         .iter()
         .zip(refs)
         .rev()
         .map(|(r, r_ref)| {
             let m = r.meta.as_ref();
-            let trusted = m.map(|m| m.clock_trusted && !out_of_step(r.seq()));
+            let trusted = m.map(|m| m.clock_trusted && !out_of_step.contains(&r.seq()));
             let problem = match &r.standing {
                 layout::Standing::Unmanaged { reason } => {
                     Some(format!("{reason}: not managed by tabula"))

@@ -369,6 +369,24 @@ pub fn candidates(roots: &[RetiredRoot]) -> Vec<Candidate> {
         .collect()
 }
 
+/// Sequence numbers of the roots whose clock retention finds out of step with the neighbouring roots
+/// (so that `roots list` marks what prune will not judge by time).
+pub fn clocks_out_of_step(
+    roots: &[RetiredRoot],
+    now: chrono::DateTime<chrono::Utc>,
+) -> std::collections::BTreeSet<u64> {
+    crate::retention::plan(
+        &candidates(roots),
+        &crate::retention::Policy::default(),
+        now,
+    )
+    .roots
+    .iter()
+    .filter(|p| p.clock == crate::retention::Clock::OutOfStep)
+    .map(|p| p.seq)
+    .collect()
+}
+
 /// Where `roots mount` puts a root unless told otherwise.
 pub const MOUNT_BASE: &str = "/run/tabula/roots";
 
