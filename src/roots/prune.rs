@@ -54,20 +54,26 @@ pub fn observe(
     })
 }
 
-/// Metadata of retired roots whose subvolume (any entry by that name) is gone, sorted. Metadata the
-/// retirement intent names is left alone: it belongs to a rollback, not to a deletion.
+/// Metadata of retired roots whose subvolume (any entry by that name) is gone, sorted.
 fn leftover_metadata(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredName>> {
     let entries = layout::entry_names(old_roots)?;
     let intent = layout::read_intent(old_roots).ok().flatten();
+    Ok(leftovers(&entries, intent.as_ref()))
+}
+
+/// Among the entry names of `old_roots`, the metadata files `<name>.json` of retired roots with no
+/// entry `<name>`, sorted. Metadata the retirement intent names is left alone: it belongs to a rollback,
+/// not to a deletion.
+fn leftovers(entries: &[String], intent: Option<&layout::Intent>) -> Vec<RetiredName> {
     let present: std::collections::HashSet<&str> = entries.iter().map(String::as_str).collect();
     let mut out: Vec<RetiredName> = entries
         .iter()
         .filter_map(|e| RetiredName::parse(e.strip_suffix(".json")?))
         .filter(|n| !present.contains(n.as_str()))
-        .filter(|n| intent.as_ref().is_none_or(|i| i.name != n.as_str()))
+        .filter(|n| intent.is_none_or(|i| i.name != n.as_str()))
         .collect();
     out.sort();
-    Ok(out)
+    out
 }
 
 /// A root the policy would delete but the guard keeps, or one retention never judged.
@@ -296,4 +302,41 @@ pub fn settled_free_space(fd: BorrowedFd<'_>, ids: &[u64]) -> Result<(u64, u64)>
         last = now;
     }
     Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftover_metadata_is_only_metadata_without_its_root() {
+        let entries: Vec<String> = [
+            "00001-2026-01-01T000000Z.json", // its root is gone: leftover
+            "00002-2026-01-02T000000Z",
+            "00002-2026-01-02T000000Z.json", // its root is there
+            "00003-2026-01-03T000000Z.json", // named by the intent: a rollback's
+            "blank-00001-2026-01-01T000000Z.json", // a retired blank's, not a root's
+            "notes.json",
+            ".00004-2026-01-04T000000Z.json.tmp",
+            ".tabula-retiring.json",
+        ]
+        .map(String::from)
+        .to_vec();
+        let intent = layout::Intent {
+            version: 1,
+            seq: 3,
+            name: "00003-2026-01-03T000000Z".into(),
+            subvolume_id: 300,
+            uuid: "u".into(),
+        };
+        let names = |v: Vec<RetiredName>| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            names(leftovers(&entries, Some(&intent))),
+            ["00001-2026-01-01T000000Z"]
+        );
+        assert_eq!(
+            names(leftovers(&entries, None)),
+            ["00001-2026-01-01T000000Z", "00003-2026-01-03T000000Z"]
+        );
+    }
 }
