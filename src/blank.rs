@@ -171,7 +171,7 @@ pub fn list(old_roots: BorrowedFd<'_>) -> Result<Vec<Retired>> {
         };
         out.push(Retired {
             name,
-            seq: parsed.seq,
+            seq: parsed.seq(),
             info,
             meta: meta.ok().flatten(),
             managed,
@@ -332,7 +332,7 @@ pub fn next_seq(old_roots: BorrowedFd<'_>) -> Result<u64> {
     let mut seq = read_intent(old_roots).map_or(0, |i| i.seq);
     for n in layout::entry_names(old_roots)? {
         if let Some(p) = parse_name(&n) {
-            seq = seq.max(p.seq);
+            seq = seq.max(p.seq());
         }
     }
     seq.checked_add(1).ok_or_else(|| {

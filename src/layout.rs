@@ -30,12 +30,16 @@ pub const CLOCK_FLOOR: &str = "2025-01-01T00:00:00Z";
 const TIME_FORMAT: &str = "%Y-%m-%dT%H%M%SZ";
 
 /// A retired root's name: `<seq, at least 5 digits>-<UTC yyyy-mm-ddThhmmssZ>`, colon-free, sorting by boot.
+///
+/// Parsed once, where a name is read from `old_roots` or the command line, and carried as this type: the
+/// sequence and the time are fields, never parsed back out of a string. It reads as the name itself
+/// (`Deref<Target = str>`, `Display`, JSON string), so paths and messages take it as they are.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RetiredName {
-    /// Boot sequence number: highest existing + 1.
-    pub seq: u64,
-    /// Retirement time (UTC, whole seconds) as the clock said then.
-    pub time: NaiveDateTime,
+    // Field order is the sort order: sequence, then time (the text follows from both).
+    seq: u64,
+    time: NaiveDateTime,
+    text: String,
 }
 
 impl RetiredName {
@@ -46,26 +50,86 @@ impl RetiredName {
             return None;
         }
         let time = NaiveDateTime::parse_from_str(time, TIME_FORMAT).ok()?;
-        let parsed = RetiredName {
-            seq: seq.parse().ok()?,
-            time,
-        };
+        let parsed = RetiredName::from_parts(seq.parse().ok()?, time);
         // Only the canonical spelling: no aliases of one root under two names.
-        (parsed.to_string() == name).then_some(parsed)
+        (parsed.text == name).then_some(parsed)
     }
 
     /// The name for boot `seq` retired at `at`.
     pub fn new(seq: u64, at: DateTime<Utc>) -> RetiredName {
-        RetiredName {
+        RetiredName::from_parts(
             seq,
-            time: at.naive_utc().with_nanosecond(0).unwrap_or(at.naive_utc()),
-        }
+            at.naive_utc().with_nanosecond(0).unwrap_or(at.naive_utc()),
+        )
+    }
+
+    fn from_parts(seq: u64, time: NaiveDateTime) -> RetiredName {
+        let text = format!("{seq:05}-{}", time.format(TIME_FORMAT));
+        RetiredName { seq, time, text }
+    }
+
+    /// Boot sequence number: highest existing + 1 when it was taken.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Retirement time (UTC, whole seconds) as the clock said then.
+    pub fn time(&self) -> NaiveDateTime {
+        self.time
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
 impl fmt::Display for RetiredName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:05}-{}", self.seq, self.time.format(TIME_FORMAT))
+        f.write_str(&self.text)
+    }
+}
+
+impl std::ops::Deref for RetiredName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsRef<str> for RetiredName {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsRef<std::path::Path> for RetiredName {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.text)
+    }
+}
+
+impl PartialEq<str> for RetiredName {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
+impl PartialEq<&str> for RetiredName {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl PartialEq<String> for RetiredName {
+    fn eq(&self, other: &String) -> bool {
+        &self.text == other
+    }
+}
+
+impl Serialize for RetiredName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
     }
 }
 

@@ -14,7 +14,7 @@
 //! bind mount of a directory deep inside a root counts as that root.
 
 use std::collections::BTreeMap;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -138,7 +138,7 @@ pub fn refuse_mounted_root(top: BorrowedFd<'_>, device: &Path, root: &str) -> Re
     let Some(info) = crate::layout::entry_at(top, root)?.subvolume().cloned() else {
         return Ok(());
     };
-    let ids = crate::roots::subvolume_tree(top, root, info.id)?;
+    let ids = subvolume_tree(top, root, info.id)?;
     if let Some((id, place)) = mounted.find(&ids) {
         let what = if id == info.id {
             format!("'{root}' (subvolume {id}) is mounted at {place}")
@@ -155,6 +155,25 @@ pub fn refuse_mounted_root(top: BorrowedFd<'_>, device: &Path, root: &str) -> Re
         .into());
     }
     Ok(())
+}
+
+/// Ids of subvolume `dir/name` (whose id is `id`) and every subvolume nested in it, found by id (never
+/// by path): what must not be mounted for `name` to be retired or deleted.
+pub fn subvolume_tree(dir: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<u64>> {
+    fn walk(dir: BorrowedFd<'_>, out: &mut Vec<u64>, depth: usize) -> Result<()> {
+        anyhow::ensure!(depth < 4096, "subvolumes nested too deep");
+        for c in btrfs::child_subvolumes(dir)? {
+            out.push(c.id);
+            let fd = btrfs::open_dir_beneath(dir, &c.path)
+                .with_context(|| format!("opening '{}'", c.path.display()))?;
+            walk(fd.as_fd(), out, depth + 1)?;
+        }
+        Ok(())
+    }
+    let fd = crate::layout::open_subvolume(dir, name)?;
+    let mut out = vec![id];
+    walk(fd.as_fd(), &mut out, 0)?;
+    Ok(out)
 }
 
 #[cfg(test)]

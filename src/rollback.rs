@@ -60,8 +60,8 @@ use crate::layout::{
 /// A retired root, as found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Retired {
-    /// Its name in `old_roots`.
-    pub name: String,
+    /// Its name in `old_roots` (with its sequence number).
+    pub name: RetiredName,
     /// Subvolume identity (`None` when the name is not a subvolume).
     pub info: Option<SubvolumeInfo>,
     /// Its metadata, when written and readable.
@@ -71,8 +71,8 @@ pub struct Retired {
 }
 
 impl Retired {
-    fn seq(&self) -> Option<u64> {
-        RetiredName::parse(&self.name).map(|n| n.seq)
+    fn seq(&self) -> u64 {
+        self.name.seq()
     }
 }
 
@@ -264,12 +264,12 @@ pub struct Plan {
     pub fresh: bool,
 }
 
-fn look(dir: BorrowedFd<'_>, name: &str, intent: Option<&Intent>) -> Result<Retired> {
+fn look(dir: BorrowedFd<'_>, name: &RetiredName, intent: Option<&Intent>) -> Result<Retired> {
     let info = layout::entry_at(dir, name)?.subvolume().cloned();
     let read = layout::read_meta(dir, name).map_err(|e| format!("{e:#}"));
     let standing = layout::standing(name, info.as_ref(), &read, intent);
     Ok(Retired {
-        name: name.to_string(),
+        name: name.clone(),
         info,
         meta: read.ok().flatten(),
         standing,
@@ -345,7 +345,7 @@ fn observe_with(
             Ok(RootRef::Back(n)) => Some(n),
             Ok(rr) => {
                 if let Some(n) = rr.pick(&names) {
-                    obs.boot_source = Some(look(dir.as_fd(), &n.to_string(), obs.intent.as_ref())?);
+                    obs.boot_source = Some(look(dir.as_fd(), n, obs.intent.as_ref())?);
                 }
                 None
             }
@@ -356,7 +356,7 @@ fn observe_with(
     // From the newest down: the two newest managed roots (and the n-th for `tabula.boot=-n`).
     let mut managed = 0;
     for n in names.iter().rev() {
-        let r = look(dir.as_fd(), &n.to_string(), obs.intent.as_ref())?;
+        let r = look(dir.as_fd(), n, obs.intent.as_ref())?;
         if r.standing.is_ours() {
             managed += 1;
             if back == Some(managed) {
@@ -445,7 +445,7 @@ fn completion(
             "metadata completed after an interrupted rollback; retired_at is the completion time";
         let m = new_meta(
             &n.name,
-            n.seq().unwrap_or(0),
+            n.seq(),
             info,
             obs.newest.get(1).and_then(|p| p.meta.as_ref()),
             ctx,
@@ -468,7 +468,7 @@ fn completion(
     }
     if !info.read_only {
         actions.push(Action::Freeze {
-            name: n.name.clone(),
+            name: n.name.to_string(),
             uuid: info.uuid.clone(),
         });
     }
@@ -664,7 +664,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 .as_ref()
                 .map(|i| i.seq)
                 .into_iter()
-                .chain(obs.newest.first().and_then(Retired::seq))
+                .chain(obs.newest.first().map(Retired::seq))
                 .max()
                 .unwrap_or(0);
             let mut seq = floor;
@@ -1047,7 +1047,7 @@ pub fn complete_interrupted(
         fresh: false,
     };
     apply(top, layout, &plan)?;
-    Ok(obs.newest.first().map(|n| n.name.clone()))
+    Ok(obs.newest.first().map(|n| n.name.to_string()))
 }
 
 /// Names of the fault points of this command (for `--list-fault-points`).
@@ -1171,7 +1171,7 @@ mod tests {
         // Crash after retiring: no root, staging there, newest retired root without metadata.
         o.root = Entry::Missing;
         o.newest = vec![Retired {
-            name: "00042-2025-10-09T085320Z".into(),
+            name: RetiredName::parse("00042-2025-10-09T085320Z").unwrap(),
             info: sub(300, "r", Some("blank"), false, 20, 10)
                 .subvolume()
                 .cloned(),
@@ -1300,7 +1300,7 @@ mod tests {
 
     fn retired(name: &str, info: Entry, standing: Standing) -> Retired {
         Retired {
-            name: name.into(),
+            name: RetiredName::parse(name).unwrap(),
             info: info.subvolume().cloned(),
             meta: None,
             standing,

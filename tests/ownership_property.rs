@@ -445,7 +445,7 @@ fn run_case(s: &Scratch, c: &Case) -> Result<(), TestCaseError> {
         .filter(|k| !before.contains_key(*k) && RetiredName::parse(k).is_some())
         .collect();
     prop_assert_eq!(new.len(), 1, "one new retired root: {:?}", new);
-    let seq = RetiredName::parse(new[0]).unwrap().seq;
+    let seq = RetiredName::parse(new[0]).unwrap().seq();
     prop_assert!(
         seq > w.high_water,
         "sequence went back: {} after {}",

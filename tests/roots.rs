@@ -300,6 +300,62 @@ fn prune_dry_run_changes_nothing_and_explains() {
     assert_eq!(retired(&s), before[2..]);
 }
 
+/// Prune deletes every planned root's subvolumes first, then their metadata, then commits once.
+/// Interrupted between roots it leaves a deleted root's metadata behind (never a root without its
+/// metadata), which no command counts as a root and the next prune removes.
+#[test]
+fn an_interrupted_prune_is_finished_by_the_next() {
+    let test = "an_interrupted_prune_is_finished_by_the_next";
+    let Some(s) = with_boots(test, 5) else {
+        return;
+    };
+    fs::write(
+        &s.config,
+        format!(
+            "{}[retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n",
+            fs::read_to_string(&s.config).unwrap()
+        ),
+    )
+    .unwrap();
+    let old = s.top.join("old_roots");
+    let metadata = || -> Vec<String> {
+        ls(&old)
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+            .filter(|n| tabula::layout::RetiredName::parse(n).is_some())
+            .collect()
+    };
+    let before = retired(&s);
+    assert_eq!(before.len(), 5);
+    assert_eq!(metadata(), before);
+    if !cfg!(feature = "fault-injection") {
+        let msg = format!("{test}: build with --features fault-injection");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("skipped: {msg}");
+        return;
+    }
+    let out = common::tabula_cmd(&s.config)
+        .env("TABULA_FAULT", "prune-after-root")
+        .args(["roots", "prune"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fault point aborts the prune");
+    // One root's subvolumes are gone, every metadata file is still there.
+    let left = retired(&s);
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert_eq!(left.last(), before.last(), "the newest is kept");
+    assert_eq!(metadata(), before, "metadata goes after every subvolume");
+    // The leftover metadata is no root.
+    let v = json(&s, &["roots", "list", "--json"]);
+    assert_eq!(v["roots"].as_array().unwrap().len(), 4);
+    let plan = json(&s, &["roots", "prune", "--dry-run", "--json"]);
+    let gone: Vec<&String> = before.iter().filter(|n| !left.contains(n)).collect();
+    assert_eq!(plan["plan"]["leftover_metadata"], serde_json::json!(gone));
+    s.tabula_ok(&["roots", "prune"]);
+    assert_eq!(retired(&s), before[4..]);
+    assert_eq!(metadata(), before[4..], "the leftover metadata is removed");
+}
+
 #[test]
 fn mount_and_umount() {
     let Some(s) = with_boots("mount_and_umount", 2) else {

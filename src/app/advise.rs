@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::files::persisted_paths;
-use super::roots::open_old_roots;
-use super::{load_config, open_filesystem, print_json};
+use super::{load_config, open_filesystem, open_old_roots, print_json};
 use crate::advise::{self, Advisor, BootRef, Ignore, Units};
 use crate::cli::{AdviseArgs, Cli};
 use crate::diff::{self, DiffOptions};
@@ -55,8 +54,8 @@ pub(super) fn advise(cli: &Cli, args: &AdviseArgs) -> Result<ExitStatus> {
             .with_context(|| format!("comparing '{}' with the blank", r.name))?;
         advisor.add_boot(
             BootRef {
-                name: r.name.clone(),
-                seq: r.seq,
+                name: r.name.to_string(),
+                seq: r.seq(),
             },
             &d,
         );
@@ -132,7 +131,7 @@ pub(super) fn persist_add(cli: &Cli, args: &crate::cli::PersistAddArgs) -> Resul
             let all = roots::list(old_roots.as_fd())?;
             let picked = roots::resolve(&all, r)?;
             let fd = layout::open_subvolume(old_roots.as_fd(), &picked.name)?;
-            let name = picked.name.clone();
+            let name = picked.name.to_string();
             _fs = fs;
             (fd, name)
         }

@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::roots::open_old_roots;
-use super::{Filesystem, load_config, open_filesystem, print_json};
+use super::{Filesystem, load_config, open_filesystem, open_old_roots, print_json};
 use crate::blank::{self, Retired};
 use crate::btrfs;
 use crate::cli::{BlankCommand, Cli, UpdateFrom};

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::roots::open_old_roots;
-use super::{Filesystem, load_config, open_filesystem};
+use super::{Filesystem, load_config, open_filesystem, open_old_roots};
 use crate::cli::{Cli, RestoreArgs};
 use crate::config::Config;
 use crate::diff::{self, DiffOptions};
@@ -47,7 +46,7 @@ fn open_tree(
             let picked = roots::resolve(all, r)?;
             Ok((
                 layout::open_subvolume(old_roots.as_fd(), &picked.name)?,
-                picked.name.clone(),
+                picked.name.to_string(),
             ))
         }
     }

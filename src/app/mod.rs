@@ -27,12 +27,6 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Init(args) => cmd_init(&cli, args),
         Command::Rollback(args) => cmd_rollback(&cli, args),
-        Command::Roots(crate::cli::RootsCommand::Diff {
-            root,
-            against,
-            json,
-            walk,
-        }) => files::diff(&cli, root, against, *json, *walk),
         Command::Roots(cmd) => roots::run(&cli, cmd),
         Command::Persist(crate::cli::PersistArgs {
             action: Some(crate::cli::PersistCommand::Add(add)),
@@ -87,6 +81,11 @@ pub struct Filesystem {
     /// The top level (subvolid=5), private to this process.
     pub top: OwnedFd,
     _lock: Option<lock::FsLock>,
+}
+
+/// Opens the `old_roots` subvolume of `fs` (refusing when there is none).
+pub(crate) fn open_old_roots(fs: &Filesystem) -> Result<OwnedFd> {
+    crate::roots::open_old_roots(fs.top.as_fd(), &fs.config.layout)
 }
 
 /// Loads the configuration named on the command line.

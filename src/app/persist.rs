@@ -225,7 +225,7 @@ pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
                     .iter()
                     .rev()
                     .find(|r| r.managed())
-                    .map(|r| r.name.clone());
+                    .map(|r| r.name.to_string());
             }
             st.default_subvolume = layout::default_subvolume(top, &layout_cfg).ok();
         }

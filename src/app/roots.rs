@@ -9,14 +9,15 @@ use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{Filesystem, load_config, open_filesystem, open_filesystem_in, print_json};
+use super::{load_config, open_filesystem, open_filesystem_in, print_json};
 use crate::cli::{Cli, RootsCommand};
 use crate::error::{ExitStatus, PartialFailure, UsageError};
 use crate::layout;
-use crate::roots::{self, Guard, RetiredRoot};
+use crate::mounted::Mounted;
+use crate::roots::{self, Guard, RetiredRoot, prune};
 
-/// Where `roots mount` puts a root unless told otherwise.
-pub const MOUNT_BASE: &str = "/run/tabula/roots";
+// Re-exported for the modules that still import it from here; it lives in `app` (used by several).
+pub(super) use super::open_old_roots;
 
 pub(super) fn run(cli: &Cli, cmd: &RootsCommand) -> Result<ExitStatus> {
     match cmd {
@@ -41,30 +42,12 @@ pub(super) fn run(cli: &Cli, cmd: &RootsCommand) -> Result<ExitStatus> {
     }
 }
 
-pub(super) fn open_old_roots(fs: &Filesystem) -> Result<std::os::fd::OwnedFd> {
-    let layout = &fs.config.layout;
-    if layout::entry_at(fs.top.as_fd(), &layout.old_roots)?
-        .subvolume()
-        .is_none()
-    {
-        return Err(crate::error::Refusal::new(
-            "old-roots-missing",
-            format!(
-                "there is no '{}' subvolume: run `tabula init`",
-                layout.old_roots
-            ),
-        )
-        .into());
-    }
-    layout::open_subvolume(fs.top.as_fd(), &layout.old_roots)
-}
-
 /// One row of `roots list` (also its JSON schema).
 #[derive(Debug, Serialize)]
 struct Row<'a> {
     r#ref: String,
     seq: u64,
-    name: &'a str,
+    name: &'a layout::RetiredName,
     booted_at: Option<DateTime<Utc>>,
     retired_at: Option<DateTime<Utc>>,
     age_seconds: Option<i64>,
@@ -96,26 +79,14 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
         })
         .collect();
     refs.reverse();
-    // Retention's verdict on each clock (in step with the neighbouring roots or not), so that the
-    // list marks what prune will not judge by time.
-    let judged = crate::retention::plan(
-        &roots::candidates(roots),
-        &crate::retention::Policy::default(),
-        now,
-    );
-    let out_of_step = |seq: u64| {
-        judged
-            .roots
-            .iter()
-            .any(|p| p.seq == seq && p.clock == crate::retention::Clock::OutOfStep)
-    };
+    let out_of_step = roots::clocks_out_of_step(roots, now);
     roots
         .iter()
         .zip(refs)
         .rev()
         .map(|(r, r_ref)| {
             let m = r.meta.as_ref();
-            let trusted = m.map(|m| m.clock_trusted && !out_of_step(r.seq));
+            let trusted = m.map(|m| m.clock_trusted && !out_of_step.contains(&r.seq()));
             let problem = match &r.standing {
                 layout::Standing::Unmanaged { reason } => {
                     Some(format!("{reason}: not managed by tabula"))
@@ -132,7 +103,7 @@ fn rows(roots: &[RetiredRoot], now: DateTime<Utc>) -> Vec<Row<'_>> {
             };
             Row {
                 r#ref: r_ref,
-                seq: r.seq,
+                seq: r.seq(),
                 name: &r.name,
                 booted_at: m.and_then(|m| m.booted_at),
                 retired_at: m.map(|m| m.retired_at),
@@ -287,7 +258,7 @@ fn show(cli: &Cli, root: &str, json: bool) -> Result<ExitStatus> {
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "name:          {}", r.name)?;
-    writeln!(out, "seq:           {}", r.seq)?;
+    writeln!(out, "seq:           {}", r.seq())?;
     if let Some(i) = &r.info {
         writeln!(
             out,
@@ -374,7 +345,7 @@ fn mount_root(cli: &Cli, root: &str, dir: Option<&Path>) -> Result<ExitStatus> {
         .ok_or_else(|| UsageError(format!("'{}' is not a subvolume", r.name)))?;
     let target = dir
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new(MOUNT_BASE).join(&r.name));
+        .unwrap_or_else(|| roots::default_mount_point(&r.name));
     std::fs::create_dir_all(&target).with_context(|| format!("creating '{}'", target.display()))?;
     let opts = format!("subvolid={}", info.id);
     mount(
@@ -393,36 +364,18 @@ fn mount_root(cli: &Cli, root: &str, dir: Option<&Path>) -> Result<ExitStatus> {
 fn umount_root(cli: &Cli, target: &str) -> Result<ExitStatus> {
     use nix::mount::{MntFlags, umount2};
     let config = load_config(cli)?;
-    let old_roots_prefix = format!("/{}/", config.layout.old_roots);
     let dir: PathBuf = if target.starts_with('/') {
         PathBuf::from(target)
     } else {
         let fs = open_filesystem_in(config.clone(), None, false)?;
         let old = open_old_roots(&fs)?;
         let roots = roots::list(old.as_fd())?;
-        Path::new(MOUNT_BASE).join(&roots::resolve(&roots, target)?.name)
+        roots::default_mount_point(&roots::resolve(&roots, target)?.name)
     };
-    // Only unmount what `roots mount` made: a btrfs mount whose root is a retired root.
     let mounts = crate::mountinfo::read().context("reading /proc/self/mountinfo")?;
-    let ours = mounts.iter().rev().find(|m| m.mount_point == dir);
-    match ours {
-        Some(m) if m.fs_type == "btrfs" && m.root.starts_with(&old_roots_prefix) => {}
-        Some(_) => {
-            return Err(crate::error::Refusal::new(
-                "not-a-retired-root-mount",
-                format!(
-                    "'{}' is not a retired root mounted by `tabula roots mount`: left alone",
-                    dir.display()
-                ),
-            )
-            .into());
-        }
-        None => {
-            return Err(UsageError(format!("nothing is mounted on '{}'", dir.display())).into());
-        }
-    }
+    roots::check_umount(&mounts, &dir, &config.layout.old_roots)?;
     umount2(&dir, MntFlags::empty()).with_context(|| format!("unmounting '{}'", dir.display()))?;
-    if dir.starts_with(MOUNT_BASE) {
+    if dir.starts_with(roots::MOUNT_BASE) {
         let _ = std::fs::remove_dir(&dir);
     }
     println!("unmounted {}", dir.display());
@@ -472,8 +425,9 @@ fn delete(cli: &Cli, root: &str, force: bool, dry_run: bool) -> Result<ExitStatu
     let old = open_old_roots(&fs)?;
     let roots = roots::list(old.as_fd())?;
     let r = roots::resolve(&roots, root)?;
-    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &roots)?;
-    let ids = guard.check(old.as_fd(), r, force)?;
+    let mounted = Mounted::scan(fs.top.as_fd(), &fs.device)?;
+    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), mounted, &roots)?;
+    let ids = guard.check(r, force)?;
     if dry_run {
         println!(
             "would delete '{}' ({} subvolume{})",
@@ -492,22 +446,14 @@ fn delete(cli: &Cli, root: &str, force: bool, dry_run: bool) -> Result<ExitStatu
     Ok(ExitStatus::Success)
 }
 
-#[derive(Debug, Default, Serialize)]
-struct PruneOutcome {
-    deleted: Vec<String>,
-    deleted_for_space: Vec<String>,
-    failed: Vec<(String, String)>,
-    free_bytes: Option<u64>,
-    total_bytes: Option<u64>,
-}
-
 fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
     let fs = open_filesystem(load_config(cli)?, (!dry_run).then_some(cli.lock_wait))?;
-    let policy = fs.config.retention.clone();
+    let policy = &fs.config.retention;
     let old = open_old_roots(&fs)?;
+    // Every mount namespace, scanned once for the whole prune.
+    let mounted = Mounted::scan(fs.top.as_fd(), &fs.device)?;
     if !dry_run {
-        let mounted = crate::mounted::Mounted::scan(fs.top.as_fd(), &fs.device)?;
-        complete_interrupted(&fs, &mounted);
+        prune::complete_interrupted(fs.top.as_fd(), &fs.config.layout, &mounted);
         // After boot, the service finishes a blank switch a power cut interrupted (`blank update`).
         match crate::blank::recover(
             fs.top.as_fd(),
@@ -519,96 +465,53 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
             Err(e) => warn!("{e:#}"),
         }
     }
-    let roots = roots::list(old.as_fd())?;
-    let guard = Guard::gather(fs.top.as_fd(), old.as_fd(), &fs.device, &roots)?;
-    let plan = roots::plan_prune(old.as_fd(), &roots, &guard, &policy, Utc::now());
-    let mut outcome = PruneOutcome::default();
+    let observed = prune::observe(fs.top.as_fd(), old.as_fd(), mounted)?;
+    let plan = prune::plan(&observed, policy, Utc::now());
     if !json {
         print_prune_plan(&plan, dry_run)?;
     }
-    if !dry_run {
+    let outcome = if dry_run {
+        None
+    } else {
         let mut progress = Progress::new(plan.delete.len());
-        // Subvolumes deleted whose space may not be accounted yet: min_free waits for them.
-        let mut pending: Vec<u64> = Vec::new();
-        for name in &plan.delete {
-            let Some(r) = roots.iter().find(|r| &r.name == name) else {
-                continue;
-            };
-            progress.step(name);
-            match roots::delete_uncommitted(old.as_fd(), r, &mut |_| {}) {
-                Ok(ids) => {
-                    pending.extend(ids);
-                    info!("deleted '{name}'");
-                    outcome.deleted.push(name.clone());
-                }
-                Err(e) => {
-                    warn!("{e:#}, skipping");
-                    outcome.failed.push((name.clone(), format!("{e:#}")));
-                }
-            }
-        }
+        let outcome = prune::apply(
+            fs.top.as_fd(),
+            old.as_fd(),
+            &observed,
+            &plan,
+            policy,
+            &mut |name| progress.step(name),
+        )?;
         progress.finish();
-        // One commit for the whole batch (none per root).
-        if !outcome.deleted.is_empty() {
-            roots::commit_deletions(old.as_fd(), &pending)?;
-        }
-        if let Some(min) = policy.min_free {
-            for cand in &plan.retention.space_candidates {
-                // Measure only once what was deleted is accounted, or one deletion looks like none and
-                // the next root goes too.
-                let (free, total) = roots::settled_free_space(fs.top.as_fd(), &pending)?;
-                pending.clear();
-                (outcome.free_bytes, outcome.total_bytes) = (Some(free), Some(total));
-                if min.is_met(free, total) {
-                    break;
-                }
-                let Some(r) = roots.iter().find(|r| r.name == cand.name) else {
-                    continue;
-                };
-                if let Err(refusal) = guard.check(old.as_fd(), r, false) {
-                    info!("{refusal}, skipping");
-                    continue;
-                }
-                match roots::delete(old.as_fd(), r, &mut |_| {}) {
-                    Ok(ids) => {
-                        pending = ids;
-                        info!("deleted '{}' to reach min_free {min}", r.name);
-                        outcome.deleted_for_space.push(r.name.clone());
-                    }
-                    Err(e) => outcome.failed.push((r.name.clone(), format!("{e:#}"))),
-                }
-            }
-            let (free, total) = roots::settled_free_space(fs.top.as_fd(), &pending)?;
-            (outcome.free_bytes, outcome.total_bytes) = (Some(free), Some(total));
-        }
-    }
+        Some(outcome)
+    };
     if json {
         #[derive(Serialize)]
         struct Out<'a> {
             dry_run: bool,
-            plan: &'a roots::PrunePlan,
-            outcome: Option<&'a PruneOutcome>,
+            plan: &'a prune::PrunePlan,
+            outcome: Option<&'a prune::Outcome>,
         }
         print_json(
             "prune",
             &Out {
                 dry_run,
                 plan: &plan,
-                outcome: (!dry_run).then_some(&outcome),
+                outcome: outcome.as_ref(),
             },
         )?;
-    } else if !dry_run {
+    } else if let Some(o) = &outcome {
         println!(
             "pruned: {} deleted by policy, {} for free space, {} failed",
-            outcome.deleted.len(),
-            outcome.deleted_for_space.len(),
-            outcome.failed.len()
+            o.deleted.len(),
+            o.deleted_for_space.len(),
+            o.failed.len()
         );
     }
-    if !outcome.failed.is_empty() {
-        let total = plan.delete.len() + outcome.deleted_for_space.len();
+    if let Some(o) = outcome.as_ref().filter(|o| !o.failed.is_empty()) {
+        let total = plan.delete.len() + o.deleted_for_space.len();
         return Err(PartialFailure {
-            failed: outcome.failed.len(),
+            failed: o.failed.len(),
             total,
         }
         .into());
@@ -616,25 +519,7 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// A retirement an interrupted rollback left without metadata is completed here too, when the intent
-/// proves it is tabula's (a failure is only logged: the root then stays unmanaged and is held).
-fn complete_interrupted(fs: &Filesystem, mounts: &crate::mounted::Mounted) {
-    // Mounted in any namespace: the metadata is written, the freeze waits.
-    let mounted = |id: u64| mounts.find(&[id]).is_some();
-    let ctx = crate::rollback::BootContext {
-        now: crate::fault::now(),
-        boot_id: crate::device::boot_id(),
-        kernel: crate::device::kernel_release(),
-        flags: Default::default(),
-    };
-    match crate::rollback::complete_interrupted(fs.top.as_fd(), &fs.config.layout, &ctx, &mounted) {
-        Ok(Some(name)) => info!("completed the interrupted retirement of '{name}'"),
-        Ok(None) => {}
-        Err(e) => warn!("{e:#}: left as it is"),
-    }
-}
-
-fn print_prune_plan(plan: &roots::PrunePlan, dry_run: bool) -> Result<()> {
+fn print_prune_plan(plan: &prune::PrunePlan, dry_run: bool) -> Result<()> {
     let mut out = super::buffered_stdout();
     for r in &plan.retention.roots {
         let held = plan.held.iter().find(|h| h.name == r.name);
@@ -653,7 +538,7 @@ fn print_prune_plan(plan: &roots::PrunePlan, dry_run: bool) -> Result<()> {
     for h in plan
         .held
         .iter()
-        .filter(|h| !plan.retention.roots.iter().any(|r| r.name == h.name))
+        .filter(|h| !plan.retention.roots.iter().any(|r| h.name == r.name))
     {
         writeln!(out, "{:<12} {}  {} ({})", "keep", h.name, h.message, h.rule)?;
     }

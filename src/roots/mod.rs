@@ -11,27 +11,50 @@
 //! metadata's id and uuid match it; it is not pinned and not the newest (unless forced); neither it nor
 //! any subvolume nested in it is mounted anywhere or is the default subvolume. Only then is it deleted,
 //! children first, and its metadata last, so an interrupted deletion is simply resumed next time.
+//!
+//! [`prune`] plans and applies `roots prune` (retention decides, the guard vetoes, one commit).
 
-use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::btrfs::{self, SubvolumeInfo};
+use crate::config::Layout;
 use crate::error::{Refusal, UsageError};
 use crate::layout::{self, RetiredName, RootMeta, RootRef};
 use crate::mounted::Mounted;
-use crate::retention::{self, Candidate, Policy, RetentionPlan};
+use crate::retention::Candidate;
+
+pub mod prune;
+
+pub(crate) use crate::mounted::subvolume_tree;
+
+/// Opens the `old_roots` subvolume; refuses (`old-roots-missing`) when there is none.
+pub fn open_old_roots(top: BorrowedFd<'_>, layout: &Layout) -> Result<OwnedFd> {
+    if layout::entry_at(top, &layout.old_roots)?
+        .subvolume()
+        .is_none()
+    {
+        return Err(Refusal::new(
+            "old-roots-missing",
+            format!(
+                "there is no '{}' subvolume: run `tabula init`",
+                layout.old_roots
+            ),
+        )
+        .into());
+    }
+    layout::open_subvolume(top, &layout.old_roots)
+}
 
 /// A retired root as found on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetiredRoot {
-    /// Its name in `old_roots`.
-    pub name: String,
-    /// Boot sequence number.
-    pub seq: u64,
+    /// Its name in `old_roots` (with its boot sequence number and retirement time).
+    pub name: RetiredName,
     /// Subvolume identity, `None` when the name is not a subvolume.
     pub info: Option<SubvolumeInfo>,
     /// Its metadata, `None` when missing or unreadable.
@@ -42,7 +65,36 @@ pub struct RetiredRoot {
     pub standing: layout::Standing,
 }
 
+impl Serialize for RetiredRoot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        // The JSON of `roots show` keeps `seq` beside `name`.
+        #[derive(Serialize)]
+        struct Json<'a> {
+            name: &'a RetiredName,
+            seq: u64,
+            info: &'a Option<SubvolumeInfo>,
+            meta: &'a Option<RootMeta>,
+            meta_error: &'a Option<String>,
+            standing: &'a layout::Standing,
+        }
+        Json {
+            name: &self.name,
+            seq: self.name.seq(),
+            info: &self.info,
+            meta: &self.meta,
+            meta_error: &self.meta_error,
+            standing: &self.standing,
+        }
+        .serialize(s)
+    }
+}
+
 impl RetiredRoot {
+    /// Boot sequence number.
+    pub fn seq(&self) -> u64 {
+        self.name.seq()
+    }
+
     /// Whether tabula retired it and its metadata is complete: metadata present and matching the subvolume.
     pub fn is_ours(&self) -> bool {
         matches!((&self.info, &self.meta), (Some(i), Some(m)) if i.id == m.subvolume_id && i.uuid == m.uuid)
@@ -67,8 +119,7 @@ pub fn list(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredRoot>> {
         None
     });
     let mut out = Vec::new();
-    for n in layout::retired_names(old_roots)? {
-        let name = n.to_string();
+    for name in layout::retired_names(old_roots)? {
         let info = layout::entry_at(old_roots, &name)?.subvolume().cloned();
         let read = layout::read_meta(old_roots, &name).map_err(|e| format!("{e:#}"));
         let standing = layout::standing(&name, info.as_ref(), &read, intent.as_ref());
@@ -78,7 +129,6 @@ pub fn list(old_roots: BorrowedFd<'_>) -> Result<Vec<RetiredRoot>> {
         };
         out.push(RetiredRoot {
             name,
-            seq: n.seq,
             info,
             meta,
             meta_error,
@@ -101,7 +151,7 @@ pub fn resolve<'a>(roots: &'a [RetiredRoot], r: &str) -> Result<&'a RetiredRoot>
     let names: Vec<RetiredName> = roots
         .iter()
         .filter(|x| !matches!(rr, RootRef::Back(_)) || x.managed())
-        .filter_map(|x| RetiredName::parse(&x.name))
+        .map(|x| x.name.clone())
         .collect();
     let picked = rr.pick(&names).ok_or_else(|| {
         UsageError(format!(
@@ -109,10 +159,9 @@ pub fn resolve<'a>(roots: &'a [RetiredRoot], r: &str) -> Result<&'a RetiredRoot>
             roots.len()
         ))
     })?;
-    let name = picked.to_string();
     roots
         .iter()
-        .find(|x| x.name == name)
+        .find(|x| x.name == *picked)
         .ok_or_else(|| UsageError(format!("no retired root '{r}'")).into())
 }
 
@@ -153,33 +202,44 @@ pub struct Guard {
     pub mounted: Mounted,
     /// Sequence number of the newest managed retired root.
     pub newest_seq: Option<u64>,
+    /// The subvolume tree (ids, the root's own first) of each root tabula may delete (metadata matching
+    /// a subvolume directly in `old_roots`), or why it could not be listed.
+    pub trees: BTreeMap<RetiredName, Result<Vec<u64>, String>>,
 }
 
 impl Guard {
-    /// Gathers the facts, including the mounts of every mount namespace (see [`crate::mounted`]);
-    /// `device` is the one `top` was opened from.
+    /// Gathers the facts once for any number of deletions: `mounted` is the scan of every mount
+    /// namespace (see [`crate::mounted`]), taken once by the caller.
     pub fn gather(
         top: BorrowedFd<'_>,
         old_roots: BorrowedFd<'_>,
-        device: &Path,
+        mounted: Mounted,
         roots: &[RetiredRoot],
     ) -> Result<Guard> {
+        let old_roots_id = btrfs::subvolume_info(old_roots)?.id;
+        let trees = roots
+            .iter()
+            .filter(|r| r.is_ours())
+            .filter_map(|r| Some((r, r.info.as_ref()?)))
+            .filter(|(_, i)| i.parent_id == old_roots_id)
+            .map(|(r, i)| {
+                let tree = subvolume_tree(old_roots, &r.name, i.id).map_err(|e| format!("{e:#}"));
+                (r.name.clone(), tree)
+            })
+            .collect();
         Ok(Guard {
-            old_roots_id: btrfs::subvolume_info(old_roots)?.id,
+            old_roots_id,
             default_id: btrfs::default_subvolume_id(top)?,
-            mounted: Mounted::scan(top, device)?,
-            newest_seq: roots.iter().filter(|r| r.managed()).map(|r| r.seq).max(),
+            mounted,
+            newest_seq: roots.iter().filter(|r| r.managed()).map(|r| r.seq()).max(),
+            trees,
         })
     }
 
     /// Refuses deleting `root` unless every rule allows it; returns the ids of its subvolume tree.
-    /// `force` overrides only the pinned and newest rules.
-    pub fn check(
-        &self,
-        old_roots: BorrowedFd<'_>,
-        root: &RetiredRoot,
-        force: bool,
-    ) -> Result<Vec<u64>, Refusal> {
+    /// `force` overrides only the pinned and newest rules. Pure: it judges the facts [`Guard::gather`]
+    /// read.
+    pub fn check(&self, root: &RetiredRoot, force: bool) -> Result<Vec<u64>, Refusal> {
         let name = &root.name;
         let Some(info) = &root.info else {
             return Err(Refusal::new(
@@ -219,7 +279,7 @@ impl Guard {
                 format!("'{name}' is pinned: `tabula roots unpin` it first, or pass --force"),
             ));
         }
-        if Some(root.seq) == self.newest_seq && !force {
+        if Some(root.seq()) == self.newest_seq && !force {
             return Err(Refusal::new(
                 "newest",
                 format!(
@@ -227,12 +287,21 @@ impl Guard {
                 ),
             ));
         }
-        let ids = subvolume_tree(old_roots, name, info.id).map_err(|e| {
-            Refusal::new(
-                "unreadable",
-                format!("listing the subvolumes inside '{name}': {e:#}"),
-            )
-        })?;
+        let ids = match self.trees.get(name) {
+            Some(Ok(ids)) => ids.clone(),
+            Some(Err(e)) => {
+                return Err(Refusal::new(
+                    "unreadable",
+                    format!("listing the subvolumes inside '{name}': {e}"),
+                ));
+            }
+            None => {
+                return Err(Refusal::new(
+                    "unreadable",
+                    format!("the subvolumes inside '{name}' were not listed"),
+                ));
+            }
+        };
         if let Some((id, place)) = self.mounted.find(&ids) {
             return Err(Refusal::new(
                 "mounted",
@@ -254,24 +323,6 @@ impl Guard {
     }
 }
 
-/// Ids of subvolume `old_roots/name` and every subvolume nested in it, found by id.
-pub(crate) fn subvolume_tree(old_roots: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<u64>> {
-    fn walk(dir: BorrowedFd<'_>, out: &mut Vec<u64>, depth: usize) -> Result<()> {
-        anyhow::ensure!(depth < 4096, "subvolumes nested too deep");
-        for c in btrfs::child_subvolumes(dir)? {
-            out.push(c.id);
-            let fd = btrfs::open_dir_beneath(dir, &c.path)
-                .with_context(|| format!("opening '{}'", c.path.display()))?;
-            walk(fd.as_fd(), out, depth + 1)?;
-        }
-        Ok(())
-    }
-    let fd = layout::open_subvolume(old_roots, name)?;
-    let mut out = vec![id];
-    walk(fd.as_fd(), &mut out, 0)?;
-    Ok(out)
-}
-
 /// Deletes a retired root that passed [`Guard::check`]: its subvolume tree children first (making
 /// read-only subvolumes in it writable where needed, except received ones), then its metadata, then the
 /// qgroups of what was deleted (when quotas are on). Returns the ids of the subvolumes deleted.
@@ -287,44 +338,14 @@ pub fn delete(
         on_delete,
     )
     .with_context(|| format!("deleting retired root '{}'", root.name))?;
-    layout::remove_meta(old_roots, &root.name)?;
+    // The commit makes the unlink durable too: no fsync of its own.
+    layout::remove_meta_unsynced(old_roots, &root.name)?;
     btrfs::sync(old_roots).context("committing the deletion")?;
     if let Err(e) = btrfs::remove_qgroups(old_roots, &ids, CLEANER_WAIT) {
         // The root is gone; a stale qgroup is only clutter (`btrfs qgroup clear-stale`).
         tracing::warn!("deleted '{}', but {e}", root.name);
     }
     Ok(ids)
-}
-
-/// [`delete`] without the commit, for a batch: the subvolume tree, then the metadata, left for one
-/// [`commit_deletions`] after the last root (a commit per root made pruning 50 roots ×9 slower than
-/// the C library). A power cut before that commit loses the uncommitted deletions as a whole
-/// transaction, subvolumes and metadata together, and the next prune starts over.
-pub fn delete_uncommitted(
-    old_roots: BorrowedFd<'_>,
-    root: &RetiredRoot,
-    on_delete: &mut dyn FnMut(&Path),
-) -> Result<Vec<u64>> {
-    let ids = btrfs::delete_subvolume_recursive(
-        old_roots,
-        &root.name,
-        &|i: &SubvolumeInfo| i.received_uuid.is_none(),
-        on_delete,
-    )
-    .with_context(|| format!("deleting retired root '{}'", root.name))?;
-    layout::remove_meta_unsynced(old_roots, &root.name)?;
-    Ok(ids)
-}
-
-/// Commits a batch of [`delete_uncommitted`] (one transaction commit), then removes the qgroups of the
-/// subvolumes `ids` deleted (when quotas are on).
-pub fn commit_deletions(old_roots: BorrowedFd<'_>, ids: &[u64]) -> Result<()> {
-    btrfs::sync(old_roots).context("committing the deletions")?;
-    if let Err(e) = btrfs::remove_qgroups(old_roots, ids, CLEANER_WAIT) {
-        // The roots are gone; a stale qgroup is only clutter (`btrfs qgroup clear-stale`).
-        tracing::warn!("deleted, but {e}");
-    }
-    Ok(())
 }
 
 /// How long to wait for the kernel's cleaner to drop one deleted root (its space, its qgroups).
@@ -338,8 +359,8 @@ pub fn candidates(roots: &[RetiredRoot]) -> Vec<Candidate> {
         .filter_map(|r| {
             let m = r.meta.as_ref()?;
             Some(Candidate {
-                seq: r.seq,
-                name: r.name.clone(),
+                seq: r.seq(),
+                name: r.name.to_string(),
                 retired_at: m.retired_at,
                 clock_trusted: m.clock_trusted,
                 pinned: m.pinned,
@@ -348,100 +369,74 @@ pub fn candidates(roots: &[RetiredRoot]) -> Vec<Candidate> {
         .collect()
 }
 
-/// A root the policy would delete but the guard keeps, or one retention never judged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Held {
-    /// Its name.
-    pub name: String,
-    /// The rule that keeps it.
-    pub rule: String,
-    /// Why.
-    pub message: String,
-}
-
-/// What `roots prune` will do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PrunePlan {
-    /// The policy's decisions with reasons.
-    pub retention: RetentionPlan,
-    /// Roots to delete now (policy says delete and the guard allows it), newest first.
-    pub delete: Vec<String>,
-    /// Roots kept despite the policy, or never judged (no metadata), with the rule that keeps them.
-    pub held: Vec<Held>,
-    /// The free-space floor, when set, as configured.
-    pub min_free: Option<String>,
-}
-
-/// Plans a prune: retention decides, the guard vetoes.
-pub fn plan_prune(
-    old_roots: BorrowedFd<'_>,
+/// Sequence numbers of the roots whose clock retention finds out of step with the neighbouring roots
+/// (so that `roots list` marks what prune will not judge by time).
+pub fn clocks_out_of_step(
     roots: &[RetiredRoot],
-    guard: &Guard,
-    policy: &Policy,
-    now: DateTime<Utc>,
-) -> PrunePlan {
-    let retention = retention::plan(&candidates(roots), policy, now);
-    let mut delete = Vec::new();
-    let mut held = Vec::new();
-    for r in roots.iter().filter(|r| !r.is_ours()) {
-        held.push(Held {
-            name: r.name.clone(),
-            rule: "no-metadata".into(),
-            message: "no matching tabula metadata: not retired by tabula (or placed by hand), never deleted".into(),
-        });
-    }
-    for d in retention.to_delete() {
-        let Some(root) = roots.iter().find(|r| r.name == d.name) else {
-            continue;
-        };
-        match guard.check(old_roots, root, false) {
-            Ok(_) => delete.push(d.name.clone()),
-            Err(refusal) => held.push(Held {
-                name: d.name.clone(),
-                rule: refusal.rule.to_string(),
-                message: refusal.message,
-            }),
-        }
-    }
-    PrunePlan {
-        retention,
-        delete,
-        held,
-        min_free: policy.min_free.map(|m| m.to_string()),
+    now: chrono::DateTime<chrono::Utc>,
+) -> std::collections::BTreeSet<u64> {
+    crate::retention::plan(
+        &candidates(roots),
+        &crate::retention::Policy::default(),
+        now,
+    )
+    .roots
+    .iter()
+    .filter(|p| p.clock == crate::retention::Clock::OutOfStep)
+    .map(|p| p.seq)
+    .collect()
+}
+
+/// Where `roots mount` puts a root unless told otherwise.
+pub const MOUNT_BASE: &str = "/run/tabula/roots";
+
+/// The directory `roots mount` uses for `root` by default.
+pub fn default_mount_point(root: &RetiredName) -> PathBuf {
+    Path::new(MOUNT_BASE).join(root.as_str())
+}
+
+/// What `roots umount` may unmount at `dir`: only what `roots mount` made, a btrfs mount (the last one
+/// on `dir` in `mounts`) whose root is inside the `old_roots` subvolume (named `old_roots`). Refuses
+/// (`not-a-retired-root-mount`) anything else, and says so when nothing is mounted there.
+pub fn check_umount(mounts: &[crate::mountinfo::Mount], dir: &Path, old_roots: &str) -> Result<()> {
+    let prefix = format!("/{old_roots}/");
+    match mounts.iter().rev().find(|m| m.mount_point == dir) {
+        Some(m) if m.fs_type == "btrfs" && m.root.starts_with(&prefix) => Ok(()),
+        Some(_) => Err(Refusal::new(
+            "not-a-retired-root-mount",
+            format!(
+                "'{}' is not a retired root mounted by `tabula roots mount`: left alone",
+                dir.display()
+            ),
+        )
+        .into()),
+        None => Err(UsageError(format!("nothing is mounted on '{}'", dir.display())).into()),
     }
 }
 
-/// Free and total bytes of the filesystem of `fd`.
-pub fn free_space(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
-    let s = nix::sys::statvfs::fstatvfs(fd).context("reading free space")?;
-    let frsize = s.fragment_size();
-    Ok((s.blocks_available() * frsize, s.blocks() * frsize))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Free and total bytes once the space of the deleted subvolumes `ids` is accounted: waits (at most
-/// [`CLEANER_WAIT`]) for the cleaner to drop them, then until two readings of the free space a moment
-/// apart agree (at most a few seconds), since the kernel frees space in steps.
-pub fn settled_free_space(fd: BorrowedFd<'_>, ids: &[u64]) -> Result<(u64, u64)> {
-    use std::time::{Duration, Instant};
-    if ids.is_empty() {
-        return free_space(fd);
-    }
-    if !btrfs::wait_cleaned(fd, ids, CLEANER_WAIT).context("waiting for the deleted subvolumes")? {
-        tracing::warn!(
-            "the kernel has not finished dropping deleted subvolumes after {}s: free space may be understated",
-            CLEANER_WAIT.as_secs()
+    #[test]
+    fn umount_only_what_roots_mount_made() {
+        let mounts = crate::mountinfo::parse(
+            "30 1 0:47 /old_roots/00001-2026-01-01T000000Z /run/tabula/roots/a ro - btrfs /dev/vda ro,subvolid=300\n\
+             31 1 0:47 /persist /run/tabula/roots/b rw - btrfs /dev/vda rw,subvolid=258\n\
+             32 1 0:50 /old_roots/x /run/tabula/roots/c rw - ext4 /dev/vdb rw\n",
         );
-    }
-    let start = Instant::now();
-    let mut last = free_space(fd)?;
-    while start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(200));
-        btrfs::sync(fd).context("committing")?;
-        let now = free_space(fd)?;
-        if now == last {
-            break;
+        let at = |d: &str| check_umount(&mounts, Path::new(d), "old_roots");
+        assert!(at("/run/tabula/roots/a").is_ok());
+        for (dir, rule) in [
+            ("/run/tabula/roots/b", Some("not-a-retired-root-mount")),
+            ("/run/tabula/roots/c", Some("not-a-retired-root-mount")),
+            ("/run/tabula/roots/d", None),
+        ] {
+            let e = at(dir).unwrap_err();
+            assert_eq!(e.downcast_ref::<Refusal>().map(|r| r.rule), rule, "{dir}");
+            if rule.is_none() {
+                assert!(e.downcast_ref::<UsageError>().is_some(), "{dir}");
+            }
         }
-        last = now;
     }
-    Ok(last)
 }
