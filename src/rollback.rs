@@ -122,7 +122,7 @@ pub enum Source {
     /// The read-only blank snapshot.
     Blank,
     /// A retired root in `old_roots`, by name (`tabula.boot=`).
-    Retired(String),
+    Retired(RetiredName),
 }
 
 impl Source {
@@ -324,10 +324,11 @@ fn observe_with(
     if let Some(intent) = &obs.intent
         && fast
         && ctx.flags.boot.is_none()
+        && let Some(name) = RetiredName::parse(&intent.name)
     {
-        let last = look(dir.as_fd(), &intent.name, Some(intent))?;
+        let last = look(dir.as_fd(), &name, Some(intent))?;
         if last.info.is_some() && last.standing == Standing::Managed {
-            let floor = last.seq().unwrap_or(0).max(intent.seq);
+            let floor = last.seq().max(intent.seq);
             obs.taken = taken_after(dir.as_fd(), floor, ctx.now)?;
             obs.newest = vec![last];
             return Ok(obs);
