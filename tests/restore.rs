@@ -13,7 +13,7 @@ use std::process::Command;
 use nix::mount::{MsFlags, mount};
 use tabula::diff::{DiffOptions, diff_paths, render_tsv};
 use tabula::error::Refusal;
-use tabula::restore::{Op, RestorePlan, RestoreReport, apply_restore, plan_restore};
+use tabula::restore::{Op, PlanListing, RestorePlan, RestoreReport, apply_restore, list_plan};
 
 struct Trees {
     dir: tempfile::TempDir,
@@ -37,9 +37,9 @@ impl Trees {
         (common::open_dir(&self.old), common::open_dir(&self.live))
     }
 
-    fn plan(&self, source: &str, dest: &str, force: bool) -> anyhow::Result<RestorePlan> {
+    fn plan(&self, source: &str, dest: &str, force: bool) -> anyhow::Result<PlanListing> {
         let (o, l) = self.fds();
-        plan_restore(
+        list_plan(
             o.as_fd(),
             Path::new(source),
             l.as_fd(),
@@ -461,7 +461,7 @@ fn reflinks_on_btrfs_share_extents() {
     fs::create_dir_all(live.join("var/lib")).unwrap();
 
     let (o, l) = (common::open_dir(&old), common::open_dir(&live));
-    let plan = plan_restore(
+    let plan = list_plan(
         o.as_fd(),
         Path::new("/var/lib/app"),
         l.as_fd(),
@@ -554,7 +554,7 @@ fn copies_keep_sparse_files_sparse() {
     };
 
     let (o, l) = (common::open_dir(&old), common::open_dir(&live));
-    let plan = plan_restore(
+    let plan = list_plan(
         o.as_fd(),
         Path::new("/var/lib/vm"),
         l.as_fd(),
