@@ -3,8 +3,8 @@
 //! Parsing never touches the system. Every error names the file, line and column, because the user
 //! who reads it may be sitting at an initrd emergency shell.
 //!
-//! Split by concern: [`source`] turns byte offsets into positions, [`layout`], [`retention`], [`persist`]
-//! and [`advise`] hold each section's schema and validation, [`paths`] the path and name rules they share.
+//! Split by concern: `source` turns byte offsets into positions, `layout`, `retention`, `persist`
+//! and `advise` hold each section's schema and validation, `paths` the path and name rules they share.
 //! This module imports only the foundation (errors); the domain modules import it.
 
 use std::path::{Path, PathBuf};

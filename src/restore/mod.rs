@@ -14,7 +14,7 @@
 //! # Rules
 //! - The destination's parent is resolved from `dest_root` one component at a time with
 //!   `O_NOFOLLOW`: a symlink anywhere at or above the destination is refused
-//!   ([`Refusal`] `symlink-in-destination`), even one that points somewhere harmless. Restore to the
+//!   ([`Refusal`](crate::error::Refusal) `symlink-in-destination`), even one that points somewhere harmless. Restore to the
 //!   real path instead. A missing parent is an error (restore the parent directory instead).
 //! - An existing destination is never replaced without `force` (`destination-exists`). A destination
 //!   that is a mount point or nested subvolume, or a directory with one beneath it, is never replaced
