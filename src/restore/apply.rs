@@ -71,6 +71,7 @@ pub fn apply_restore_streaming(
         euid: geteuid().as_raw(),
         dest: &plan.dest,
         on_file,
+        buf: Vec::new(),
     };
     let tmp = ex
         .build(&mut walk, &plan.source, dst_parent.as_fd())
@@ -169,6 +170,8 @@ struct Executor<'a> {
     /// The plan's destination: hard links are found beneath the copy by their path below it.
     dest: &'a Path,
     on_file: &'a mut dyn FnMut(&FileData) -> anyhow::Result<()>,
+    /// The data copy's buffer.
+    buf: Vec<u8>,
 }
 
 impl Executor<'_> {
@@ -333,7 +336,7 @@ impl Executor<'_> {
                         | Errno::ENOTTY
                         | Errno::ENOSYS,
                     ) => {
-                        copy_sparse(&src, &dst).context("copying the data")?;
+                        copy_sparse(&src, &dst, &mut self.buf).context("copying the data")?;
                         DataHow::Copied
                     }
                     Err(e) => return Err(anyhow::Error::new(e).context("cloning the data")),
@@ -627,12 +630,13 @@ fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> anyhow::
 /// `SEEK_DATA`/`SEEK_HOLE` find are written, and the size is set at the end. A 2 GiB sparse VM image
 /// takes as little room in the copy as in the source. (Filesystems without hole tracking report the
 /// whole file as data: a plain copy.)
-fn copy_sparse(from: &OwnedFd, to: &OwnedFd) -> std::io::Result<()> {
+fn copy_sparse(from: &OwnedFd, to: &OwnedFd, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use rustix::fs::{SeekFrom, seek};
     use std::os::unix::fs::FileExt;
     let size = u64::try_from(fstat(from.as_fd())?.st_size).unwrap_or(0);
     let (src, dst) = (File::from(from.try_clone()?), File::from(to.try_clone()?));
-    let mut buf = vec![0u8; 1 << 20];
+    // One buffer for the whole restore, allocated at the first copy.
+    buf.resize(1 << 20, 0);
     let mut pos = 0;
     while pos < size {
         let data = match seek(from, SeekFrom::Data(pos)) {
