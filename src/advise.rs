@@ -65,18 +65,8 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     "/lib64",
 ];
 
-/// Checks that `glob` is usable in `[advise] ignore`.
-pub fn check_glob(glob: &str) -> Result<(), String> {
-    if !glob.starts_with('/') {
-        return Err(format!(
-            "'{glob}' is not absolute: write it from '/', such as '/{glob}'"
-        ));
-    }
-    if glob.contains('\0') {
-        return Err(format!("'{glob}' contains a NUL byte"));
-    }
-    Ok(())
-}
+/// Checks that `glob` is usable in `[advise] ignore` (the rule lives with the configuration schema).
+pub use crate::config::check_glob;
 
 /// The noise filter: a set of globs.
 #[derive(Debug, Clone, Default)]

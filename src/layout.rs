@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::btrfs::{self, SubvolumeInfo};
 
-/// Suffix of the staging subvolume that becomes the next root (`root.tabula-new`).
-pub const STAGING_SUFFIX: &str = ".tabula-new";
+/// Suffix of the staging subvolume that becomes the next root (`root.tabula-new`); configuration
+/// reserves it, so it is defined there.
+pub use crate::config::STAGING_SUFFIX;
 /// Clocks before this are certainly wrong (no RTC, dead battery).
 pub const CLOCK_FLOOR: &str = "2025-01-01T00:00:00Z";
 const TIME_FORMAT: &str = "%Y-%m-%dT%H%M%SZ";

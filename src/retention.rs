@@ -78,12 +78,14 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::config::format_duration;
+pub use crate::config::{DEFAULT_KEEP_LAST, MinFree, Policy};
 
 #[cfg(test)]
 mod tests;
@@ -95,9 +97,6 @@ pub const FUTURE_SLACK: Duration = Duration::from_secs(5 * 60);
 /// How far a root's time may go back from the previous root's and still be in step: NTP steps,
 /// and an RTC kept in local time (dual boot) read as UTC, move the clock by hours, not days.
 pub const STEP_SLACK: Duration = Duration::from_secs(86_400);
-
-/// `keep_last` when the configuration does not say.
-pub const DEFAULT_KEEP_LAST: usize = 10;
 
 /// One retired root, as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,89 +111,6 @@ pub struct Candidate {
     pub clock_trusted: bool,
     /// Pinned by the user: always kept, counts towards no rule.
     pub pinned: bool,
-}
-
-/// A retention policy. See the [module documentation](self) for the exact semantics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Policy {
-    /// Keep the N newest unpinned roots; values below 1 are raised to 1.
-    pub keep_last: usize,
-    /// Keep time-judged roots retired within this duration of the newest time-judged root.
-    #[serde(serialize_with = "serialize_opt_duration")]
-    pub keep_within: Option<Duration>,
-    /// Keep the first root of each of the last N days that contain boots.
-    pub keep_daily: Option<usize>,
-    /// Keep the first root of each of the last N ISO weeks (Monday first) that contain boots.
-    pub keep_weekly: Option<usize>,
-    /// Keep the first root of each of the last N months that contain boots.
-    pub keep_monthly: Option<usize>,
-    /// Time zone in which days, weeks and months are delimited. A compiled-in IANA database, so the
-    /// initrd (which usually lacks `/usr/share/zoneinfo`) buckets exactly like the running system.
-    pub timezone: Tz,
-    /// Free-space floor: beyond the policy, delete the oldest kept roots while free space is below
-    /// it.
-    pub min_free: Option<MinFree>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            keep_last: DEFAULT_KEEP_LAST,
-            keep_within: None,
-            keep_daily: None,
-            keep_weekly: None,
-            keep_monthly: None,
-            timezone: Tz::UTC,
-            min_free: None,
-        }
-    }
-}
-
-impl Policy {
-    /// Refuses values that make no sense. `keep_last = 0` is not an error (it is raised to 1).
-    pub fn validate(&self) -> Result<(), String> {
-        match self.min_free {
-            Some(MinFree::Percent(p)) if !(p.is_finite() && (0.0..100.0).contains(&p)) => Err(
-                format!("min_free must be a percentage from 0 up to (not including) 100, got {p}%"),
-            ),
-            _ => Ok(()),
-        }
-    }
-
-    /// `keep_last` as applied: at least 1.
-    pub fn effective_keep_last(&self) -> usize {
-        self.keep_last.max(1)
-    }
-}
-
-/// A free-space floor.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MinFree {
-    /// Percentage of the filesystem size that must be free, in `[0, 100)`.
-    Percent(f64),
-    /// Bytes that must be free.
-    Bytes(u64),
-}
-
-impl MinFree {
-    /// Whether `free` bytes available out of `total` satisfy the floor.
-    pub fn is_met(&self, free: u64, total: u64) -> bool {
-        match *self {
-            MinFree::Bytes(b) => free >= b,
-            // f64 is exact enough: a rounding error of a few bytes on a floor is irrelevant.
-            MinFree::Percent(p) => free as f64 >= total as f64 * p / 100.0,
-        }
-    }
-}
-
-impl fmt::Display for MinFree {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MinFree::Percent(p) => write!(f, "{p}%"),
-            MinFree::Bytes(b) => write!(f, "{b} bytes"),
-        }
-    }
 }
 
 /// What happens to a root.
@@ -730,37 +646,4 @@ fn in_step(times: &[Option<DateTime<Utc>>]) -> Vec<bool> {
 /// `2025-03-12T18:00:00Z`.
 fn format_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// Compact duration: `2w`, `1d12h`, `90s` -> `1m30s`; sub-second parts fall back to humantime.
-/// Parseable by `humantime::parse_duration`.
-fn format_duration(d: Duration) -> String {
-    if d.subsec_nanos() != 0 {
-        return humantime::format_duration(d).to_string().replace(' ', "");
-    }
-    let mut secs = d.as_secs();
-    if secs == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    for (unit, len) in [
-        ("w", 7 * 86_400),
-        ("d", 86_400),
-        ("h", 3_600),
-        ("m", 60),
-        ("s", 1),
-    ] {
-        if secs >= len {
-            out.push_str(&format!("{}{unit}", secs / len));
-            secs %= len;
-        }
-    }
-    out
-}
-
-fn serialize_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&format_duration(*d)),
-        None => s.serialize_none(),
-    }
 }

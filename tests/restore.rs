@@ -13,7 +13,7 @@ use std::process::Command;
 use nix::mount::{MsFlags, mount};
 use tabula::diff::{DiffOptions, diff_paths, render_tsv};
 use tabula::error::Refusal;
-use tabula::restore::{Op, RestorePlan, RestoreReport, apply_restore, plan_restore};
+use tabula::restore::{Op, PlanListing, RestorePlan, RestoreReport, apply_restore, list_plan};
 
 struct Trees {
     dir: tempfile::TempDir,
@@ -37,9 +37,9 @@ impl Trees {
         (common::open_dir(&self.old), common::open_dir(&self.live))
     }
 
-    fn plan(&self, source: &str, dest: &str, force: bool) -> anyhow::Result<RestorePlan> {
+    fn plan(&self, source: &str, dest: &str, force: bool) -> anyhow::Result<PlanListing> {
         let (o, l) = self.fds();
-        plan_restore(
+        list_plan(
             o.as_fd(),
             Path::new(source),
             l.as_fd(),
@@ -461,7 +461,7 @@ fn reflinks_on_btrfs_share_extents() {
     fs::create_dir_all(live.join("var/lib")).unwrap();
 
     let (o, l) = (common::open_dir(&old), common::open_dir(&live));
-    let plan = plan_restore(
+    let plan = list_plan(
         o.as_fd(),
         Path::new("/var/lib/app"),
         l.as_fd(),
@@ -554,7 +554,7 @@ fn copies_keep_sparse_files_sparse() {
     };
 
     let (o, l) = (common::open_dir(&old), common::open_dir(&live));
-    let plan = plan_restore(
+    let plan = list_plan(
         o.as_fd(),
         Path::new("/var/lib/vm"),
         l.as_fd(),
@@ -604,4 +604,107 @@ fn copies_keep_sparse_files_sparse() {
     f.read_exact_at(&mut zeros, 1 << 20).unwrap();
     assert!(zeros.iter().all(|b| *b == 0));
     assert_eq!(fs::read_to_string(live.join("vm/notes")).unwrap(), "dense");
+}
+
+/// The plan is walked as it is consumed, not computed up front: an entry added to a directory the
+/// walk has not reached yet still shows up. (Memory then stays bounded by the tree's depth and its
+/// largest directory, whatever its size.)
+#[test]
+fn the_plan_streams_from_the_walk() {
+    let t = Trees::new();
+    put(&t.old, "srv/a/one", "1");
+    put(&t.old, "srv/b/two", "2");
+    let (o, l) = t.fds();
+    let plan = tabula::restore::plan_restore(
+        o.as_fd(),
+        Path::new("/srv"),
+        l.as_fd(),
+        Path::new("/srv"),
+        false,
+    )
+    .unwrap();
+    let mut walk = plan.walk(o.as_fd()).unwrap();
+    let first = walk.next().unwrap().unwrap();
+    assert_eq!(first.path, Path::new("/srv"));
+    // `/srv` is read (its names, a and b); `/srv/b` is not yet.
+    put(&t.old, "srv/b/three", "3");
+    let rest: Vec<_> = walk
+        .map(|i| i.unwrap().path.display().to_string())
+        .collect();
+    assert_eq!(
+        rest,
+        [
+            "/srv/a",
+            "/srv/a/one",
+            "/srv/b",
+            "/srv/b/three",
+            "/srv/b/two"
+        ]
+    );
+}
+
+/// What `--dry-run` and `--json` write as they walk is the document the collected plan serializes
+/// to, and the streamed report lists the same files as the collected one.
+#[test]
+fn streamed_documents_match_the_collected_ones() {
+    let t = Trees::new();
+    app_tree(&t);
+    let listing = t.plan("/etc/app", "/etc/app", false).unwrap();
+    let (o, l) = t.fds();
+    let mut json = Vec::new();
+    let totals = tabula::restore::write_plan_json(&mut json, &listing.plan, o.as_fd()).unwrap();
+    assert_eq!(totals, listing.totals);
+    let streamed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(streamed, serde_json::to_value(&listing).unwrap());
+    let mut text = Vec::new();
+    tabula::restore::write_plan_text(&mut text, &listing.plan, o.as_fd()).unwrap();
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        tabula::restore::render_plan(&listing)
+    );
+
+    let mut json = Vec::new();
+    let report =
+        tabula::restore::write_report_json(&mut json, &listing.plan, o.as_fd(), l.as_fd()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["dest"], "/etc/app");
+    assert_eq!(v["replaced"], false);
+    assert_eq!(v["totals"], serde_json::to_value(&listing.totals).unwrap());
+    assert_eq!(v["copied_files"], 2);
+    assert_eq!(
+        v["files"],
+        serde_json::json!([
+            {"path": "/etc/app/app.conf", "data": "copied"},
+            {"path": "/etc/app/conf.d/10-local.conf", "data": "copied"}
+        ])
+    );
+    assert_eq!(report.totals, listing.totals);
+    assert_same_tree(&t.old.join("etc/app"), &t.live.join("etc/app"));
+}
+
+/// Hard links across directories stay hard links (the first name is found again beneath the copy);
+/// a file whose other names are outside the restored tree is a plain file.
+#[test]
+fn hard_links_across_directories() {
+    let t = Trees::new();
+    put(&t.old, "srv/a/first", "shared");
+    fs::create_dir_all(t.old.join("srv/b/c")).unwrap();
+    fs::hard_link(t.old.join("srv/a/first"), t.old.join("srv/b/c/second")).unwrap();
+    fs::hard_link(t.old.join("srv/a/first"), t.old.join("srv/third")).unwrap();
+    put(&t.old, "elsewhere/x", "outside");
+    fs::hard_link(t.old.join("elsewhere/x"), t.old.join("srv/b/outside")).unwrap();
+    let plan = t.plan("/srv", "/srv", false).unwrap();
+    assert_eq!(plan.totals.hardlinks, 2);
+    assert_eq!(plan.totals.files, 2);
+    t.apply(&plan).unwrap();
+    let ino = |p: &str| fs::metadata(t.live.join(p)).unwrap().ino();
+    assert_eq!(ino("srv/a/first"), ino("srv/b/c/second"));
+    assert_eq!(ino("srv/a/first"), ino("srv/third"));
+    assert_eq!(
+        fs::metadata(t.live.join("srv/b/outside")).unwrap().nlink(),
+        1
+    );
+    assert_same_tree(&t.old.join("srv"), &t.live.join("srv"));
+    no_leftovers(&t.live);
 }

@@ -159,34 +159,57 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
         nix::sys::stat::Mode::empty(),
     )
     .context("opening '/'")?;
+    let planning = || match &persisted {
+        Some(note) => format!(
+            "planning the restore of '{}' from '{label}' ({note})",
+            args.path.display()
+        ),
+        None => format!(
+            "planning the restore of '{}' from '{label}'",
+            args.path.display()
+        ),
+    };
     let plan = restore::plan_restore(src.as_fd(), &args.path, slash.as_fd(), &dest, args.force)
-        .with_context(|| match &persisted {
-            Some(note) => format!(
-                "planning the restore of '{}' from '{label}' ({note})",
-                args.path.display()
-            ),
-            None => format!(
-                "planning the restore of '{}' from '{label}'",
-                args.path.display()
-            ),
-        })?;
+        .with_context(planning)?;
+    // Items and files are written as the walk yields them: memory stays bounded by the tree's depth.
+    let mut out = super::buffered_stdout();
     if args.dry_run {
         if args.json {
-            serde_json::to_writer_pretty(std::io::stdout().lock(), &plan)
-                .context("writing JSON")?;
-            println!();
+            restore::write_plan_json(&mut out, &plan, src.as_fd()).with_context(planning)?;
+            writeln!(out)?;
         } else {
-            print!("{}", restore::render_plan(&plan));
+            restore::write_plan_text(&mut out, &plan, src.as_fd()).with_context(planning)?;
         }
+        out.flush()?;
         return Ok(ExitStatus::Success);
     }
-    let report = restore::apply_restore(&plan, src.as_fd(), slash.as_fd())
-        .with_context(|| format!("restoring '{}' from '{label}'", args.path.display()))?;
-    if args.json {
-        serde_json::to_writer_pretty(std::io::stdout().lock(), &report).context("writing JSON")?;
-        println!();
+    let restoring = || format!("restoring '{}' from '{label}'", args.path.display());
+    let report = if args.json {
+        let report = restore::write_report_json(&mut out, &plan, src.as_fd(), slash.as_fd())
+            .with_context(restoring)?;
+        writeln!(out)?;
+        report
     } else {
-        println!(
+        let verbose = cli.verbose;
+        let out = &mut out;
+        let report =
+            restore::apply_restore_streaming(&plan, src.as_fd(), slash.as_fd(), &mut |f| {
+                if verbose {
+                    let how = match f.data {
+                        restore::DataHow::Reflinked => "reflinked",
+                        restore::DataHow::Copied => "copied",
+                    };
+                    writeln!(
+                        out,
+                        "  {how}: {}",
+                        crate::diff::escape_bytes(f.path.as_os_str().as_encoded_bytes())
+                    )?;
+                }
+                Ok(())
+            })
+            .with_context(restoring)?;
+        writeln!(
+            out,
             "restored '{}' from '{label}' to '{}': {} file(s) reflinked, {} copied{}",
             crate::diff::escape_bytes(args.path.as_os_str().as_encoded_bytes()),
             crate::diff::escape_bytes(report.dest.as_os_str().as_encoded_bytes()),
@@ -197,19 +220,11 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
             } else {
                 ""
             }
-        );
-        if cli.verbose {
-            for f in &report.files {
-                let how = match f.data {
-                    restore::DataHow::Reflinked => "reflinked",
-                    restore::DataHow::Copied => "copied",
-                };
-                println!(
-                    "  {how}: {}",
-                    crate::diff::escape_bytes(f.path.as_os_str().as_encoded_bytes())
-                );
-            }
-        }
+        )?;
+        report
+    };
+    out.flush()?;
+    if !args.json {
         for w in &report.warnings {
             eprintln!("tabula: warning: {w}");
         }

@@ -1,0 +1,307 @@
+//! Both ends of a restore, opened without following symlinks, and the checks on the destination.
+//! (The fd-relative resolution the `fsx` layer will offer to every module; restore keeps its own until
+//! then.)
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::sys::statfs::{BTRFS_SUPER_MAGIC, fstatfs};
+
+use super::{Existing, SourceStat};
+use crate::diff::{FileType, escape_bytes};
+use crate::error::{Refusal, UsageError};
+use crate::limits::{MAX_DEPTH, too_deep, with_walk_stack};
+
+/// Existing destination: refusal without force, or when it is (or holds) a mount point.
+pub(super) fn check_destination(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    dest: &Path,
+    force: bool,
+) -> anyhow::Result<Option<Existing>> {
+    let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading '{}'", dest.display())),
+    };
+    if !force {
+        return Err(exists_refusal(dest).into());
+    }
+    let file_type = FileType::from_mode(st.st_mode)
+        .ok_or_else(|| anyhow!("'{}' has an unknown file type", dest.display()))?;
+    let parent_mnt = mount_of(parent, b"")?;
+    if file_type == FileType::Dir {
+        // The scan recurses per level (bounded by `MAX_DEPTH`) on a stack sized for it.
+        let entries = with_walk_stack(|| scan_for_mounts(parent, name, dest, parent_mnt, 0))??;
+        Ok(Some(Existing {
+            file_type,
+            entries: Some(entries),
+        }))
+    } else {
+        if mount_of(parent, name)? != parent_mnt {
+            return Err(mount_refusal(dest).into());
+        }
+        Ok(Some(Existing {
+            file_type,
+            entries: None,
+        }))
+    }
+}
+
+pub(super) fn exists_refusal(dest: &Path) -> Refusal {
+    Refusal::new(
+        "destination-exists",
+        format!(
+            "'{}' exists; use --force to replace it, or --to to restore elsewhere",
+            dest.display()
+        ),
+    )
+}
+
+fn mount_refusal(at: &Path) -> Refusal {
+    Refusal::new(
+        "destination-is-mount-point",
+        format!(
+            "'{}' is a mount point (a persisted path?) or a nested subvolume; replacing it would hide \
+             or orphan it. Restore into it, or elsewhere with --to",
+            at.display()
+        ),
+    )
+}
+
+/// (mount id, dev) of `name` in `dir` (`b""`: `dir` itself), not following symlinks.
+fn mount_of(dir: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<(u64, u64)> {
+    use rustix::fs::{AtFlags as RAt, StatxFlags, statx};
+    let flags = if name.is_empty() {
+        RAt::EMPTY_PATH | RAt::SYMLINK_NOFOLLOW
+    } else {
+        RAt::SYMLINK_NOFOLLOW
+    };
+    let sx = statx(
+        dir,
+        name,
+        flags,
+        StatxFlags::MNT_ID | StatxFlags::BASIC_STATS,
+    )
+    .map_err(std::io::Error::from)?;
+    let mnt = if sx.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        sx.stx_mnt_id
+    } else {
+        0
+    };
+    Ok((
+        mnt,
+        nix::sys::stat::makedev(u64::from(sx.stx_dev_major), u64::from(sx.stx_dev_minor)),
+    ))
+}
+
+/// Count the entries beneath an existing directory that `--force` would remove, refusing if it is or
+/// holds a mount point (mount id or device differs from its parent's).
+fn scan_for_mounts(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    path: &Path,
+    parent_mnt: (u64, u64),
+    depth: usize,
+) -> anyhow::Result<u64> {
+    if mount_of(parent, name)? != parent_mnt {
+        return Err(mount_refusal(path).into());
+    }
+    if depth >= MAX_DEPTH {
+        bail!("the destination is {}", too_deep());
+    }
+    let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let mut d = open_checked_dir(parent, name, &st)
+        .with_context(|| format!("opening '{}'", path.display()))?;
+    let names = read_names(&mut d)?;
+    let mut count = 0;
+    for child in names {
+        count += 1;
+        let cpath = path.join(OsStr::from_bytes(&child));
+        let cst = fstatat(d.as_fd(), child.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if FileType::from_mode(cst.st_mode) == Some(FileType::Dir) {
+            count += scan_for_mounts(d.as_fd(), &child, &cpath, parent_mnt, depth + 1)?;
+        } else if mount_of(d.as_fd(), &child)? != parent_mnt {
+            return Err(mount_refusal(&cpath).into());
+        }
+    }
+    Ok(count)
+}
+
+pub(super) fn is_btrfs(fd: BorrowedFd<'_>) -> bool {
+    fstatfs(fd).is_ok_and(|s| s.filesystem_type() == BTRFS_SUPER_MAGIC)
+}
+
+/// The normal components of an absolute path; `..` and the root itself are usage errors.
+pub(super) fn components(p: &Path, what: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    if !p.is_absolute() {
+        return Err(
+            UsageError(format!("{what} '{}' must be an absolute path", p.display())).into(),
+        );
+    }
+    let mut out = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(s) => out.push(s.as_bytes().to_vec()),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(
+                    UsageError(format!("{what} '{}' must not contain '..'", p.display())).into(),
+                );
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(UsageError(format!("{what} cannot be '/' itself")).into());
+    }
+    Ok(out)
+}
+
+/// The source's parent directory, resolved inside the old root as that root would resolve it.
+pub(super) fn open_source_parent(
+    root: BorrowedFd<'_>,
+    parts: &[Vec<u8>],
+    shown: &Path,
+) -> anyhow::Result<(OwnedFd, Vec<u8>)> {
+    let (name, parents) = parts
+        .split_last()
+        .ok_or_else(|| anyhow!("empty source path"))?;
+    let mut rel = OsString::from(".");
+    for p in parents {
+        rel.push("/");
+        rel.push(OsStr::from_bytes(p));
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(root, rel.as_os_str(), how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ENOTDIR) => bail!(
+            "'{}' does not exist in the old root",
+            shown.parent().unwrap_or(Path::new("/")).display()
+        ),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("resolving '{}' in the old root", shown.display()));
+        }
+    };
+    Ok((fd, name.clone()))
+}
+
+/// The destination's parent, one component at a time without following symlinks.
+pub(super) fn open_dest_parent(
+    root: BorrowedFd<'_>,
+    parts: &[Vec<u8>],
+    dest: &Path,
+) -> anyhow::Result<(OwnedFd, Vec<u8>)> {
+    let (name, parents) = parts
+        .split_last()
+        .ok_or_else(|| anyhow!("empty destination path"))?;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut cur =
+        openat(root, ".", flags, Mode::empty()).context("opening the destination root")?;
+    let mut shown = PathBuf::from("/");
+    for p in parents {
+        shown.push(OsStr::from_bytes(p));
+        let st = match fstatat(cur.as_fd(), p.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => bail!(
+                "'{}' does not exist; restore it first (or create it), then '{}'",
+                shown.display(),
+                dest.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading '{}'", shown.display())),
+        };
+        match FileType::from_mode(st.st_mode) {
+            Some(FileType::Dir) => {}
+            Some(FileType::Symlink) => {
+                let target = readlinkat(cur.as_fd(), p.as_slice()).unwrap_or_default();
+                return Err(Refusal::new(
+                    "symlink-in-destination",
+                    format!(
+                        "'{}' is a symlink (to '{}'); restore never writes through a symlink. \
+                         Name the real path instead (--to)",
+                        shown.display(),
+                        Path::new(&target).display()
+                    ),
+                )
+                .into());
+            }
+            _ => bail!("'{}' is not a directory", shown.display()),
+        }
+        let next = openat(cur.as_fd(), p.as_slice(), flags, Mode::empty())
+            .with_context(|| format!("opening '{}'", shown.display()))?;
+        let nst = fstat(next.as_fd())?;
+        if nst.st_ino != st.st_ino || nst.st_dev != st.st_dev {
+            bail!("'{}' changed while it was being resolved", shown.display());
+        }
+        cur = next;
+    }
+    Ok((cur, name.clone()))
+}
+
+pub(super) fn open_checked_dir(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    st: &FileStat,
+) -> anyhow::Result<Dir> {
+    let fd = openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let now = fstat(fd.as_fd())?;
+    if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
+        bail!("'{}' changed while it was being read", escape_bytes(name));
+    }
+    Ok(Dir::from_fd(fd)?)
+}
+
+pub(super) fn check_source_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    src: &SourceStat,
+) -> anyhow::Result<()> {
+    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).context("reading the source")?;
+    if st.st_ino != src.ino || st.st_dev != src.dev {
+        bail!("the source changed since the plan was made");
+    }
+    Ok(())
+}
+
+pub(super) fn check_source(fd: &OwnedFd, src: &SourceStat) -> anyhow::Result<()> {
+    let st = fstat(fd.as_fd())?;
+    if st.st_ino != src.ino || st.st_dev != src.dev {
+        bail!("the source changed since the plan was made");
+    }
+    Ok(())
+}
+
+pub(super) fn read_names(dir: &mut Dir) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(crate::diff::walk::read_names(dir)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_reject_relative_parent_and_root() {
+        assert_eq!(
+            components(Path::new("/a/./b/"), "x").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        for bad in ["a/b", "/a/../b", "/"] {
+            let err = components(Path::new(bad), "x").unwrap_err();
+            assert!(err.downcast_ref::<UsageError>().is_some(), "{bad}: {err}");
+        }
+    }
+}
