@@ -86,8 +86,9 @@ pub(super) fn diff(
     d.new_tree = Some(new_label.clone());
     let mut out = super::buffered_stdout();
     if json {
-        serde_json::to_writer_pretty(&mut out, &d).context("writing JSON")?;
-        writeln!(out)?;
+        crate::json::Document::new("diff", &d)
+            .write_to(&mut out)
+            .context("writing JSON")?;
     } else if std::io::stdout().is_terminal() {
         writeln!(out, "{new_label} compared with {old_label}:")?;
         out.write_all(diff::render_human(&d).as_bytes())?;
@@ -173,9 +174,7 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
         })?;
     if args.dry_run {
         if args.json {
-            serde_json::to_writer_pretty(std::io::stdout().lock(), &plan)
-                .context("writing JSON")?;
-            println!();
+            super::print_json("restore-plan", &plan)?;
         } else {
             print!("{}", restore::render_plan(&plan));
         }
@@ -184,8 +183,7 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
     let report = restore::apply_restore(&plan, src.as_fd(), slash.as_fd())
         .with_context(|| format!("restoring '{}' from '{label}'", args.path.display()))?;
     if args.json {
-        serde_json::to_writer_pretty(std::io::stdout().lock(), &report).context("writing JSON")?;
-        println!();
+        super::print_json("restore", &report)?;
     } else {
         println!(
             "restored '{}' from '{label}' to '{}': {} file(s) reflinked, {} copied{}",
