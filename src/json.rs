@@ -41,13 +41,31 @@ impl<'a, T: Serialize + ?Sized> Document<'a, T> {
 
     /// The document as a JSON value (for tests and callers that inspect it).
     pub fn to_value(&self) -> serde_json::Result<serde_json::Value> {
+        self.debug_check_body();
         serde_json::to_value(self)
     }
 
     /// Writes the document, pretty-printed, and a newline.
     pub fn write_to(&self, mut out: impl Write) -> std::io::Result<()> {
+        self.debug_check_body();
         serde_json::to_writer_pretty(&mut out, self)?;
         writeln!(out)
+    }
+
+    /// Debug builds (the tests) catch a body field named `version` or `kind`: flattened, it would
+    /// write the key twice and a reader would keep whichever came last.
+    fn debug_check_body(&self) {
+        if cfg!(debug_assertions)
+            && let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self.body)
+        {
+            for key in ["version", "kind"] {
+                debug_assert!(
+                    !m.contains_key(key),
+                    "the body of a '{}' document has its own '{key}'",
+                    self.kind
+                );
+            }
+        }
     }
 }
 
@@ -94,6 +112,16 @@ mod tests {
         assert!(text.ends_with("}\n"));
         let v = Document::new("roots-list", &body).to_value().unwrap();
         assert_eq!(v["state"], "in_place");
+    }
+
+    #[test]
+    #[should_panic(expected = "has its own 'kind'")]
+    fn a_body_cannot_bring_its_own_kind() {
+        #[derive(Serialize)]
+        struct Clash {
+            kind: &'static str,
+        }
+        let _ = Document::new("persist-add-plan", &Clash { kind: "directory" }).to_value();
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::Scratch;
+use common::{MountGuard, Scratch};
 use serde_json::Value;
 use tabula::btrfs;
 
@@ -258,6 +258,33 @@ fn documents_match_their_goldens() {
         "{blank_diff}"
     );
 
+    // `persist add` on the booted root, persistent storage mounted in it.
+    let sysroot = s.dir.path().join("sysroot");
+    fs::create_dir(&sysroot).unwrap();
+    let mount = |src: &str, at: &Path| {
+        nix::mount::mount(
+            Some(&s.dev.path),
+            at,
+            Some("btrfs"),
+            nix::mount::MsFlags::empty(),
+            Some(src),
+        )
+        .unwrap();
+        MountGuard {
+            target: at.to_path_buf(),
+        }
+    };
+    let _root = mount("subvol=root", &sysroot);
+    let _persist = mount("subvol=persist", &sysroot.join("persist"));
+    put(&sysroot, "var/lib/new/db", "data");
+    let sys = sysroot.to_str().unwrap();
+    let add = ["persist", "add", "/var/lib/new", "--root", sys, "--json"];
+    docs.insert(
+        "persist-add-plan",
+        json(&[&add[..], &["--dry-run"]].concat()),
+    );
+    docs.insert("persist-add", json(&add));
+
     let kernel = tabula::device::kernel_release().unwrap_or_default();
     let mut literals = vec![
         (s.dir.path().display().to_string(), "<tmp>"),
@@ -345,6 +372,8 @@ fn every_golden_follows_the_convention() {
             "diff",
             "init",
             "orphans",
+            "persist-add",
+            "persist-add-plan",
             "restore",
             "restore-plan",
             "roots-list",
