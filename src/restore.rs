@@ -35,11 +35,11 @@
 //!   file, which it was (`files`).
 //!
 //! # JSON (`version: 1`)
-//! A plan (kind `restore-plan`): `{"version", "kind", "source", "dest", "force", "replaces": {"type", "entries"}?, "reflink_expected",
+//! A plan: `{"version", "source", "dest", "force", "replaces": {"type", "entries"}?, "reflink_expected",
 //! "totals": {"dirs", "files", "symlinks", "hardlinks", "special", "skipped", "bytes"},
 //! "items": [{"path", "op": "dir"|"file"|"symlink"|"hardlink"|"fifo"|"char"|"block"|"skip",
 //! "size"?, "mode": "0644", "uid", "gid", "target"?, "link_to"?, "reason"?}]}`; `items[].path` is the
-//! destination path, in creation order. A report (kind `restore`): `{"version", "kind", "dest", "replaced", "totals",
+//! destination path, in creation order. A report: `{"version", "dest", "replaced", "totals",
 //! "reflinked_files", "copied_files", "reflink_used", "files": [{"path", "data": "reflinked"|"copied"}],
 //! "warnings"?}`. Paths follow the diff module's
 //! rule (a string, or `{"bytes_base64": …}` when not UTF-8). `reflink_expected` only says that both
@@ -199,8 +199,7 @@ impl Totals {
 /// A restore, computed and checked, not yet done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestorePlan {
-    /// Always [`SCHEMA_VERSION`]; written by the `--json` envelope (`crate::json`), not by the body.
-    #[serde(skip)]
+    /// Always [`SCHEMA_VERSION`].
     pub version: u32,
     /// The restored path, inside the source tree.
     #[serde(serialize_with = "serialize_path")]
@@ -224,8 +223,7 @@ pub struct RestorePlan {
 /// What [`apply_restore`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestoreReport {
-    /// Always [`SCHEMA_VERSION`]; written by the `--json` envelope (`crate::json`), not by the body.
-    #[serde(skip)]
+    /// Always [`SCHEMA_VERSION`].
     pub version: u32,
     /// Where the copy now is.
     #[serde(serialize_with = "serialize_path")]

@@ -225,19 +225,6 @@ fn documents_match_their_goldens() {
     put(&s.top.join("persist"), "var/lib/gone/db", "12345");
     docs.insert("orphans", json(&["orphans", "--json"]));
 
-    let dest = s.dir.path().join("restored");
-    fs::create_dir(&dest).unwrap();
-    let to = dest.join("hosts");
-    let to = to.to_str().unwrap();
-    docs.insert(
-        "restore-plan",
-        json(&["restore", "/etc/hosts", "--to", to, "--dry-run", "--json"]),
-    );
-    docs.insert(
-        "restore",
-        json(&["restore", "/etc/hosts", "--to", to, "--json"]),
-    );
-
     let out = s.tabula(&[
         "blank",
         "update",
@@ -374,8 +361,6 @@ fn every_golden_follows_the_convention() {
             "orphans",
             "persist-add",
             "persist-add-plan",
-            "restore",
-            "restore-plan",
             "roots-list",
             "roots-prune",
             "roots-show",

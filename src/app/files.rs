@@ -174,7 +174,9 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
         })?;
     if args.dry_run {
         if args.json {
-            super::print_json("restore-plan", &plan)?;
+            serde_json::to_writer_pretty(std::io::stdout().lock(), &plan)
+                .context("writing JSON")?;
+            println!();
         } else {
             print!("{}", restore::render_plan(&plan));
         }
@@ -183,7 +185,8 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
     let report = restore::apply_restore(&plan, src.as_fd(), slash.as_fd())
         .with_context(|| format!("restoring '{}' from '{label}'", args.path.display()))?;
     if args.json {
-        super::print_json("restore", &report)?;
+        serde_json::to_writer_pretty(std::io::stdout().lock(), &report).context("writing JSON")?;
+        println!();
     } else {
         println!(
             "restored '{}' from '{label}' to '{}': {} file(s) reflinked, {} copied{}",
