@@ -16,6 +16,28 @@ use serde::Serialize;
 /// The version every document carries today.
 pub const VERSION: u32 = 1;
 
+/// Every kind a command prints (the README's "JSON output" table lists who prints which).
+pub const KINDS: &[&str] = &[
+    "init",
+    "rollback",
+    "roots-list",
+    "roots-show",
+    "roots-prune",
+    "diff",
+    "restore-plan",
+    "restore",
+    "persist-plan",
+    "persist",
+    "persist-add-plan",
+    "persist-add",
+    "persist-sync-plan",
+    "persist-sync",
+    "status",
+    "advise",
+    "orphans",
+    "blank-list",
+];
+
 /// A document: the envelope around a command's output.
 #[derive(Debug, Serialize)]
 pub struct Document<'a, T: ?Sized> {
@@ -31,7 +53,7 @@ pub struct Document<'a, T: ?Sized> {
 impl<'a, T: Serialize + ?Sized> Document<'a, T> {
     /// `body` as a document of `kind`.
     pub fn new(kind: &'a str, body: &'a T) -> Self {
-        debug_assert!(is_kind(kind), "not a kebab-case kind: {kind:?}");
+        debug_assert!(KINDS.contains(&kind), "not a listed kind: {kind:?}");
         Document {
             version: VERSION,
             kind,
@@ -122,6 +144,14 @@ mod tests {
             kind: &'static str,
         }
         let _ = Document::new("persist-add-plan", &Clash { kind: "directory" }).to_value();
+    }
+
+    #[test]
+    fn listed_kinds_are_kebab_case_and_unique() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert!(is_kind(k), "{k}");
+            assert!(!KINDS[..i].contains(k), "{k} twice");
+        }
     }
 
     #[test]

@@ -351,30 +351,32 @@ fn every_golden_follows_the_convention() {
         kinds.push(kind.to_string());
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    kinds.sort();
-    assert_eq!(
-        kinds,
-        [
-            "advise",
-            "diff",
-            "init",
-            "orphans",
-            "persist-add",
-            "persist-add-plan",
-            "roots-list",
-            "roots-prune",
-            "roots-show",
-            "rollback",
-            "blank-list",
-        ]
+    for k in &kinds {
+        assert!(
+            tabula::json::KINDS.contains(&k.as_str()),
+            "{k}.json: not in json::KINDS"
+        );
+    }
+    let missing: Vec<&str> = tabula::json::KINDS
         .iter()
-        .map(|k| k.to_string())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect::<Vec<_>>(),
-        "a golden per kind"
-    );
+        .copied()
+        .filter(|k| !kinds.iter().any(|g| g == k))
+        .collect();
+    assert_eq!(missing, WITHOUT_GOLDEN, "a golden per kind");
 }
+
+/// Kinds whose documents are being reshaped on other branches (issue 15): `persist` and `status` by
+/// the persist rework, `restore` by the restore split (its streamed documents get their `kind` there).
+/// Their goldens follow once those land; until then this list says which are missing.
+const WITHOUT_GOLDEN: &[&str] = &[
+    "restore-plan",
+    "restore",
+    "persist-plan",
+    "persist",
+    "persist-sync-plan",
+    "persist-sync",
+    "status",
+];
 
 /// The masking keeps what is not volatile.
 #[test]
