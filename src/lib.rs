@@ -17,6 +17,7 @@ pub mod error;
 pub mod fault;
 pub mod generator;
 pub mod init;
+pub mod json;
 pub mod layout;
 pub mod limits;
 pub mod lock;

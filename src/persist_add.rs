@@ -94,7 +94,8 @@ pub struct AddPlan {
     /// The path made persistent.
     #[serde(serialize_with = "serialize_path")]
     pub path: PathBuf,
-    /// Directory or file.
+    /// Directory or file (`entry_kind` in JSON: `kind` is the document's).
+    #[serde(rename = "entry_kind")]
     pub kind: Kind,
     /// Bind mount or symlink.
     pub how: How,

@@ -614,8 +614,9 @@ fn renderings() {
         "{tsv}"
     );
 
-    let v = serde_json::to_value(&d).unwrap();
+    let v = tabula::json::Document::new("diff", &d).to_value().unwrap();
     assert_eq!(v["version"], 1);
+    assert_eq!(v["kind"], "diff");
     assert_eq!(v["mtime_reported"], false);
     assert_eq!(v["summary"]["added"], 2);
     let first = &v["entries"][0];

@@ -334,7 +334,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
     let mut retired = blank::list(old.as_fd())?;
     retired.reverse();
     if json {
-        print_json("blanks", &ListOut { current, retired })?;
+        print_json("blank-list", &ListOut { current, retired })?;
         return Ok(ExitStatus::Success);
     }
     let mut out = std::io::stdout().lock();
@@ -381,8 +381,9 @@ fn diff(cli: &Cli, old_name: Option<&str>, json: bool) -> Result<ExitStatus> {
     d.new_tree = Some(fs.config.layout.blank.clone());
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &d).context("writing JSON")?;
-        writeln!(out)?;
+        crate::json::Document::new("diff", &d)
+            .write_to(&mut out)
+            .context("writing JSON")?;
     } else if std::io::stdout().is_terminal() {
         writeln!(
             out,

@@ -85,8 +85,9 @@ pub(super) fn diff(
     d.new_tree = Some(new_label.clone());
     let mut out = super::buffered_stdout();
     if json {
-        serde_json::to_writer_pretty(&mut out, &d).context("writing JSON")?;
-        writeln!(out)?;
+        crate::json::Document::new("diff", &d)
+            .write_to(&mut out)
+            .context("writing JSON")?;
     } else if std::io::stdout().is_terminal() {
         writeln!(out, "{new_label} compared with {old_label}:")?;
         out.write_all(diff::render_human(&d).as_bytes())?;

@@ -142,26 +142,12 @@ pub(crate) fn buffered_stdout() -> std::io::BufWriter<std::io::StdoutLock<'stati
     std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
 }
 
-/// Prints `value` as one JSON document with a top-level `"version": 1`.
+/// Prints `value` as one `--json` document of `kind` (the envelope of [`crate::json`]).
 pub fn print_json<T: Serialize>(kind: &str, value: &T) -> Result<()> {
-    #[derive(Serialize)]
-    struct Envelope<'a, T> {
-        version: u32,
-        kind: &'a str,
-        #[serde(flatten)]
-        value: &'a T,
-    }
     let mut out = buffered_stdout();
-    serde_json::to_writer_pretty(
-        &mut out,
-        &Envelope {
-            version: 1,
-            kind,
-            value,
-        },
-    )
-    .context("writing JSON")?;
-    writeln!(out).context("writing JSON")?;
+    crate::json::Document::new(kind, value)
+        .write_to(&mut out)
+        .context("writing JSON")?;
     out.flush().context("writing JSON")?;
     Ok(())
 }

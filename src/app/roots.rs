@@ -162,7 +162,7 @@ fn list(cli: &Cli, json: bool) -> Result<ExitStatus> {
         struct Out<'a> {
             roots: &'a [Row<'a>],
         }
-        return print_json("roots", &Out { roots: &rows }).map(|()| ExitStatus::Success);
+        return print_json("roots-list", &Out { roots: &rows }).map(|()| ExitStatus::Success);
     }
     let mut out = super::buffered_stdout();
     if std::io::stdout().is_terminal() {
@@ -254,7 +254,7 @@ fn show(cli: &Cli, root: &str, json: bool) -> Result<ExitStatus> {
     let roots = roots::list(old.as_fd())?;
     let r = roots::resolve(&roots, root)?;
     if json {
-        return print_json("root", r).map(|()| ExitStatus::Success);
+        return print_json("roots-show", r).map(|()| ExitStatus::Success);
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "name:          {}", r.name)?;
@@ -493,7 +493,7 @@ fn prune(cli: &Cli, dry_run: bool, json: bool) -> Result<ExitStatus> {
             outcome: Option<&'a prune::Outcome>,
         }
         print_json(
-            "prune",
+            "roots-prune",
             &Out {
                 dry_run,
                 plan: &plan,

@@ -36,10 +36,10 @@
 //!   becomes an entry of kind `error` with a message, and the walk goes on. Only failing to read the
 //!   two tree roots themselves is fatal.
 //!
-//! # JSON schema (`version: 1`)
+//! # JSON schema (`version: 1`, `kind: "diff"`)
 //! ```text
 //! {
-//!   "version": 1,
+//!   "version": 1, "kind": "diff",     // the envelope (crate::json)
 //!   "old_tree": "blank",              // optional labels set by the caller
 //!   "new_tree": "00042-…",
 //!   "mtime_reported": false,          // DiffOptions::report_mtime
@@ -91,8 +91,8 @@ use serde::{Serialize, Serializer};
 
 pub use render::{GROUP_DEPTH, escape_bytes, format_bytes, render_human, render_tsv};
 
-/// The version of the JSON document [`Diff`] serializes to.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the `diff` document ([`crate::json::VERSION`]).
+pub const SCHEMA_VERSION: u32 = crate::json::VERSION;
 
 /// What to compare and what to report.
 #[derive(Debug, Clone, Default)]
@@ -106,10 +106,12 @@ pub struct DiffOptions {
     pub report_mtime: bool,
 }
 
-/// The result of a comparison. Serializes to the documented JSON schema.
+/// The result of a comparison. Serializes to the body of the documented `diff` document (the
+/// [`crate::json::Document`] envelope adds `version` and `kind`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diff {
-    /// Always [`SCHEMA_VERSION`].
+    /// Always [`SCHEMA_VERSION`]; written by the envelope, not by the body.
+    #[serde(skip)]
     pub version: u32,
     /// Caller's label for the old tree (e.g. `blank`); not set by the engine.
     #[serde(skip_serializing_if = "Option::is_none")]
