@@ -840,3 +840,7 @@ impl Hidden {
 pub(crate) fn entries_word(n: u64) -> &'static str {
     if n == 1 { "entry" } else { "entries" }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
