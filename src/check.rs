@@ -27,7 +27,7 @@ pub struct CheckOptions {
 
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// The configuration is wrong or cannot work.
     Error,

@@ -671,7 +671,7 @@ fn status_reports_each_state() {
         json.as_array()
             .unwrap()
             .iter()
-            .any(|e| e["state"] == "not-in-place")
+            .any(|e| e["state"] == "not_in_place")
     );
 }
 

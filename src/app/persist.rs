@@ -295,10 +295,7 @@ pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
             bad
         )?;
         for e in &st.entries {
-            let state = serde_json::to_value(e.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let state = e.state.label();
             let mut line = format!("  {state:<14} {}", e.target.display());
             if let Some(m) = &e.message {
                 line.push_str(&format!("  ({m})"));

@@ -14,7 +14,7 @@ use crate::config::Config;
 
 /// Whether an entry is in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum StatusState {
     /// The target is the source (same device and inode), or the symlink points at it.
     InPlace,
@@ -28,9 +28,22 @@ pub enum StatusState {
     Error,
 }
 
+impl StatusState {
+    /// The word `tabula status` prints.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusState::InPlace => "in-place",
+            StatusState::NotInPlace => "not-in-place",
+            StatusState::SourceMissing => "source-missing",
+            StatusState::Refused => "refused",
+            StatusState::Error => "error",
+        }
+    }
+}
+
 /// What a bind mount hides in the root underneath it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "shadow", rename_all = "kebab-case")]
+#[serde(tag = "shadow", rename_all = "snake_case")]
 pub enum Shadow {
     /// Nothing is hidden.
     Clear,

@@ -55,7 +55,7 @@ pub enum Found {
 
 /// What a sync does (or did) for one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum SyncAction {
     /// The persistent copy equals the live file: nothing to do.
     InSync,
