@@ -36,7 +36,9 @@ pub use apply::{Report, apply};
 pub use copy::replaced_by_rename;
 pub use observe::{Observed, observe};
 pub(crate) use plan::entries_word;
-pub use plan::{Hidden, PlanOptions, plan, plan_observed, plan_running_system, plan_with};
+pub use plan::{
+    Hidden, InTheWay, PlanOptions, in_the_way, plan, plan_observed, plan_running_system, plan_with,
+};
 pub use status::{EntryStatus, Shadow, StatusState, status};
 pub use sync::{
     Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,

@@ -618,17 +618,13 @@ impl Facts<'_> {
             Probe::Failed(f) => return Err(f.clone()),
         };
         let mounted = o.target_is_mount == Some(true);
+        if let Some(w) = tgt_st.and_then(|st| in_the_way(e.kind, e.entry.how, &st)) {
+            return Err(w.failure(&shown_tgt, &shown_src));
+        }
         match e.entry.how {
             How::Copy => {
                 let needed = match tgt_st {
                     None => true,
-                    Some(st) if st.is_symlink() => return Err(symlink(&shown_tgt)),
-                    Some(st) if !st.is_file() => {
-                        return fail(format!(
-                            "'{}' exists in the root and is not a regular file",
-                            shown_tgt.display()
-                        ));
-                    }
                     Some(_) => {
                         if mounted {
                             return fail(format!(
@@ -687,19 +683,6 @@ impl Facts<'_> {
                         target: target.to_path_buf(),
                     });
                 }
-                Some(st) if st.is_symlink() => return Err(symlink(&shown_tgt)),
-                Some(st) if e.kind == Kind::Directory && !st.is_dir() => {
-                    return fail(format!(
-                        "'{}' exists in the root and is not a directory",
-                        shown_tgt.display()
-                    ));
-                }
-                Some(st) if e.kind == Kind::File && !st.is_file() => {
-                    return fail(format!(
-                        "'{}' exists in the root and is not a regular file",
-                        shown_tgt.display()
-                    ));
-                }
                 Some(st) => {
                     let bound = src_st.is_some_and(|s| s.same_file(&st));
                     if !bound {
@@ -735,7 +718,7 @@ impl Facts<'_> {
                         uid: src_owner.uid,
                         gid: src_owner.gid,
                     }),
-                    Some(st) if st.is_symlink() => match &o.target_link {
+                    Some(_) => match &o.target_link {
                         Some(Ok(Some(t))) if *t == points_to => {}
                         Some(Ok(Some(t))) => {
                             return fail(format!(
@@ -753,13 +736,6 @@ impl Facts<'_> {
                             ));
                         }
                     },
-                    Some(_) => {
-                        return fail(format!(
-                            "a file already exists at '{}': move it to '{}' (to keep it) or delete it",
-                            shown_tgt.display(),
-                            shown_src.display()
-                        ));
-                    }
                 }
             }
         }
@@ -783,6 +759,54 @@ impl Facts<'_> {
                  from the next boot on it is bind-mounted",
                 self.target.display()
             )
+        }
+    }
+}
+
+/// What is in the way at an entry's target: a file that `tabula persist` will not mount on, copy over or
+/// replace with a symlink. One rule for `persist`, `check --blank` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InTheWay {
+    /// A symlink where a real directory or file must be (never followed, never replaced).
+    Symlink,
+    /// Something else where a directory must be.
+    NotADirectory,
+    /// Something else where a regular file must be.
+    NotARegularFile,
+    /// A real file where `how = "symlink"` would put its link.
+    NotASymlink,
+}
+
+/// What is in the way of an entry of `kind` persisted by `how`, at a target found as `st`.
+pub fn in_the_way(kind: Kind, how: How, st: &Stat) -> Option<InTheWay> {
+    match how {
+        How::Symlink if st.is_symlink() => None,
+        How::Symlink => Some(InTheWay::NotASymlink),
+        _ if st.is_symlink() => Some(InTheWay::Symlink),
+        How::Copy | How::Bind if !st.is_kind(kind) => Some(match kind {
+            Kind::Directory if how == How::Bind => InTheWay::NotADirectory,
+            _ => InTheWay::NotARegularFile,
+        }),
+        _ => None,
+    }
+}
+
+impl InTheWay {
+    /// The plan's failure (`shown_src`: where the file should go instead).
+    fn failure(self, shown_tgt: &Path, shown_src: &Path) -> Failure {
+        let t = shown_tgt.display();
+        match self {
+            InTheWay::Symlink => symlink(shown_tgt),
+            InTheWay::NotADirectory => {
+                Failure::msg(format!("'{t}' exists in the root and is not a directory"))
+            }
+            InTheWay::NotARegularFile => Failure::msg(format!(
+                "'{t}' exists in the root and is not a regular file"
+            )),
+            InTheWay::NotASymlink => Failure::msg(format!(
+                "a file already exists at '{t}': move it to '{}' (to keep it) or delete it",
+                shown_src.display()
+            )),
         }
     }
 }

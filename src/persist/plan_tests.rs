@@ -563,3 +563,58 @@ fn one_failing_entry_does_not_stop_the_others() {
     // A failed entry plans nothing, even the operations decided before the failure.
     assert!(plan.entries[0].ops.is_empty());
 }
+
+/// The rule `persist`, `check --blank` and `status` share: what is in the way at a target.
+#[test]
+fn what_is_in_the_way() {
+    use InTheWay::*;
+    let dir = stat(FileType::Directory, 1);
+    let file = stat(FileType::File, 2);
+    let link = stat(FileType::Symlink, 3);
+    let fifo = stat(FileType::Other, 4);
+    let table = [
+        (Kind::Directory, How::Bind, dir, None),
+        (Kind::Directory, How::Bind, file, Some(NotADirectory)),
+        (Kind::Directory, How::Bind, link, Some(Symlink)),
+        (Kind::File, How::Bind, file, None),
+        (Kind::File, How::Bind, dir, Some(NotARegularFile)),
+        (Kind::File, How::Bind, fifo, Some(NotARegularFile)),
+        (Kind::File, How::Bind, link, Some(Symlink)),
+        (Kind::File, How::Copy, file, None),
+        (Kind::File, How::Copy, dir, Some(NotARegularFile)),
+        (Kind::File, How::Copy, link, Some(Symlink)),
+        (Kind::File, How::Symlink, link, None),
+        (Kind::File, How::Symlink, file, Some(NotASymlink)),
+        (Kind::File, How::Symlink, dir, Some(NotASymlink)),
+    ];
+    for (kind, how, st, expected) in table {
+        assert_eq!(
+            in_the_way(kind, how, &st),
+            expected,
+            "{kind:?} {how:?} {:?}",
+            st.file_type
+        );
+    }
+}
+
+/// The other shared rule: what a bind mount hides.
+#[test]
+fn what_a_mount_hides() {
+    let dir = stat(FileType::Directory, 1);
+    let empty = stat(FileType::File, 2);
+    let full = Stat { size: 12, ..empty };
+    let no_count = || -> anyhow::Result<u64> { panic!("counted entries of a file") };
+    assert_eq!(Hidden::of(Kind::Directory, &dir, || Ok(0)).unwrap(), None);
+    assert_eq!(
+        Hidden::of(Kind::Directory, &dir, || Ok(4)).unwrap(),
+        Some(Hidden::Entries(4))
+    );
+    assert_eq!(Hidden::of(Kind::File, &empty, no_count).unwrap(), None);
+    assert_eq!(
+        Hidden::of(Kind::File, &full, no_count).unwrap(),
+        Some(Hidden::Bytes(12))
+    );
+    // Not the entry's type: nothing a mount of that kind would hide (the type rule speaks instead).
+    assert_eq!(Hidden::of(Kind::File, &dir, no_count).unwrap(), None);
+    assert!(Hidden::of(Kind::Directory, &dir, || anyhow::bail!("unreadable")).is_err());
+}
