@@ -658,7 +658,7 @@ fn status_reports_each_state() {
         get("/var/lib/private").problems,
         vec!["mode is 0755, the config says 0700".to_string()]
     );
-    assert_eq!(get("/srv").state, StatusState::NotInPlace);
+    assert_eq!(get("/srv").state, StatusState::Ready);
     assert_eq!(get("/etc/machine-id").state, StatusState::SourceMissing);
     assert_eq!(
         get("/etc/hostid").state,
@@ -671,7 +671,7 @@ fn status_reports_each_state() {
         json.as_array()
             .unwrap()
             .iter()
-            .any(|e| e["state"] == "not_in_place")
+            .any(|e| e["state"] == "ready")
     );
 }
 

@@ -295,7 +295,7 @@ pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
             bad
         )?;
         for e in &st.entries {
-            let state = e.state.label();
+            let state = persist::status_label(e.state);
             let mut line = format!("  {state:<14} {}", e.target.display());
             if let Some(m) = &e.message {
                 line.push_str(&format!("  ({m})"));

@@ -39,7 +39,7 @@ pub(crate) use plan::entries_word;
 pub use plan::{
     Hidden, InTheWay, PlanOptions, in_the_way, plan, plan_observed, plan_running_system, plan_with,
 };
-pub use status::{EntryStatus, Shadow, StatusState, status};
+pub use status::{EntryStatus, Shadow, StatusState, status, status_label, status_observed};
 pub use sync::{
     Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,
     plan_sync,

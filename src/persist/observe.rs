@@ -62,6 +62,7 @@ impl Stat {
     pub(crate) fn of(st: &FileStat) -> Stat {
         use nix::sys::stat::SFlag;
         let t = file_type(st);
+        let owner = Owner::of(st);
         Stat {
             file_type: if t == SFlag::S_IFDIR {
                 FileType::Directory
@@ -72,9 +73,9 @@ impl Stat {
             } else {
                 FileType::Other
             },
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode & 0o7777,
+            uid: owner.uid,
+            gid: owner.gid,
+            mode: owner.mode,
             dev: st.st_dev,
             ino: st.st_ino,
             nlink: st.st_nlink,
@@ -359,7 +360,7 @@ pub fn observe(config: &Config, root: &Path) -> Result<Observed> {
     })
 }
 
-fn observe_entry(eyes: &Eyes, config: &Config, e: &EntryRef<'_>) -> ObservedEntry {
+pub(crate) fn observe_entry(eyes: &Eyes, config: &Config, e: &EntryRef<'_>) -> ObservedEntry {
     let w = &eyes.walker;
     let target = e.target();
     let source = config.persist.source_of(&target);
@@ -401,7 +402,7 @@ fn observe_entry(eyes: &Eyes, config: &Config, e: &EntryRef<'_>) -> ObservedEntr
         _ => None,
     };
     let copy_current = match (src, tgt) {
-        (Some(s), Some(t)) if how == How::Copy && s.is_file() && t.is_file() && not_mounted => {
+        (Some(s), Some(t)) if how == How::Copy && s.is_file() && t.is_file() => {
             Some(super::copy::is_current(w, &source, &target).map_err(Failure::from))
         }
         _ => None,

@@ -15,7 +15,6 @@ use super::walk::{Owner, RULE_HARDLINK, Walker, symlink_refusal};
 use super::{Op, Perms, Plan, PlanState, PlannedEntry};
 use crate::config::{Config, EntryRef, How, Kind, Loc};
 use crate::error::{ConfigError, Refusal};
-use crate::users::Resolver;
 
 /// Refusal rule: persistent storage is not a mount point, so "persistent" data would land in the
 /// ephemeral root and vanish at the next boot.
@@ -181,7 +180,6 @@ pub(crate) struct Ctx<'a> {
     pub walker: Walker,
     root_canon: PathBuf,
     mounts: Option<HashSet<PathBuf>>,
-    resolver: Resolver,
     accounts: Accounts,
 }
 
@@ -194,7 +192,6 @@ impl<'a> Ctx<'a> {
             walker: eyes.walker,
             root_canon: eyes.root_canon,
             mounts: eyes.mounts,
-            resolver: eyes.resolver,
             accounts,
         })
     }
@@ -223,14 +220,6 @@ impl<'a> Ctx<'a> {
             .context("inspecting the root directory")?
             .st_dev;
         check_persist_mounted(&shown, dir, root_dev)
-    }
-
-    /// See [`entry_owner`].
-    pub(crate) fn entry_owner(&self, e: &EntryRef<'_>) -> Result<(Owner, Explicit)> {
-        let uid = e.entry.user.as_ref().map(|s| self.resolver.uid(s));
-        let gid = e.entry.group.as_ref().map(|s| self.resolver.gid(s));
-        entry_owner(self.config, &self.accounts, e, uid.as_ref(), gid.as_ref())
-            .map_err(failure_error)
     }
 
     /// See [`parent_owner`].
@@ -384,6 +373,31 @@ fn symlink(shown: &Path) -> Failure {
     Failure::of(&symlink_refusal(shown))
 }
 
+/// The last path of a chain as a walk from the root would find it (`shown`: the chain's parents as
+/// messages show them): a symlink on the way is refused and a file on the way fails, as the walk would;
+/// a missing component means nothing is there. The last path itself is returned as it is, even a symlink.
+pub(crate) fn resolve(chain: &[Probe], shown: &[PathBuf]) -> Result<Option<Stat>, Failure> {
+    let at = |i: usize| chain.get(i).unwrap_or(&Probe::Missing);
+    for (i, sp) in shown.iter().enumerate() {
+        match at(i) {
+            Probe::Missing => return Ok(None),
+            Probe::Found(st) if st.is_dir() => {}
+            Probe::Found(st) if st.is_symlink() => return Err(symlink(sp)),
+            Probe::Found(_) => return fail(format!("'{}' is not a directory", sp.display())),
+            Probe::Failed(f) => return Err(f.clone()),
+        }
+    }
+    match at(shown.len()) {
+        Probe::Missing => Ok(None),
+        Probe::Found(st) => Ok(Some(*st)),
+        Probe::Failed(f) => Err(f.clone()),
+    }
+}
+
+pub(crate) fn symlink_failure(shown: &Path) -> Failure {
+    symlink(shown)
+}
+
 /// One entry's config and observation, for the rules.
 struct Facts<'a> {
     observed: &'a Observed,
@@ -408,23 +422,10 @@ impl Facts<'_> {
     /// The target itself as an `O_PATH` open would find it: a symlink on the way or at the end is
     /// refused, a file on the way fails, a missing component means nothing is there.
     fn leaf_target(&self, parents: &[PathBuf]) -> Result<Option<Stat>, Failure> {
-        let chain = &self.o.target_chain;
-        for (i, tp) in parents.iter().enumerate() {
-            match Self::at(chain, i) {
-                Probe::Missing => return Ok(None),
-                Probe::Found(st) if st.is_dir() => {}
-                Probe::Found(st) if st.is_symlink() => return Err(symlink(&self.shown(tp))),
-                Probe::Found(_) => {
-                    return fail(format!("'{}' is not a directory", self.shown(tp).display()));
-                }
-                Probe::Failed(f) => return Err(f.clone()),
-            }
-        }
-        match Self::at(chain, parents.len()) {
-            Probe::Missing => Ok(None),
-            Probe::Found(st) if st.is_symlink() => Err(symlink(&self.shown(self.target))),
-            Probe::Found(st) => Ok(Some(*st)),
-            Probe::Failed(f) => Err(f.clone()),
+        let shown: Vec<PathBuf> = parents.iter().map(|p| self.shown(p)).collect();
+        match resolve(&self.o.target_chain, &shown)? {
+            Some(st) if st.is_symlink() => Err(symlink(&self.shown(self.target))),
+            other => Ok(other),
         }
     }
 

@@ -618,3 +618,161 @@ fn what_a_mount_hides() {
     assert_eq!(Hidden::of(Kind::File, &dir, no_count).unwrap(), None);
     assert!(Hidden::of(Kind::Directory, &dir, || anyhow::bail!("unreadable")).is_err());
 }
+
+/// `tabula status`: the same observation, read on a running system.
+#[test]
+fn status_rules() {
+    use crate::persist::State::*;
+    use crate::persist::status_observed;
+    let same = d(2);
+    let file = f(20, 5);
+    let link_to = |t: &str| ObservedEntry {
+        target_link: Some(Ok(Some(t.into()))),
+        ..entry(vec![d(1), file.clone()], vec![d(3), l(4)])
+    };
+    let table: Vec<(&str, &str, ObservedEntry, PlanState, Option<&str>)> = vec![
+        (
+            "bound",
+            DIR_LOG,
+            entry(vec![d(1), same.clone()], vec![d(3), same.clone()]),
+            InPlace,
+            None,
+        ),
+        (
+            "not bound",
+            DIR_LOG,
+            entry(vec![d(1), d(2)], vec![d(3), d(4)]),
+            Ready,
+            Some("'/sysroot/var/log' is not a bind mount of '/sysroot/persist/var/log'"),
+        ),
+        (
+            "no target",
+            DIR_LOG,
+            entry(vec![d(1), d(2)], vec![d(3), m()]),
+            Ready,
+            Some("does not exist"),
+        ),
+        (
+            "no source",
+            DIR_LOG,
+            entry(vec![d(1), m()], vec![d(3), d(4)]),
+            SourceMissing,
+            Some("is not persistent"),
+        ),
+        (
+            "a symlink as source",
+            DIR_LOG,
+            entry(vec![d(1), l(2)], vec![d(3), d(4)]),
+            Refused,
+            Some("is a symlink"),
+        ),
+        (
+            "a symlink on the source's way",
+            DIR_LOG,
+            entry(vec![l(1)], vec![d(3), d(4)]),
+            Refused,
+            Some("'/sysroot/persist/var' is a symlink"),
+        ),
+        (
+            "a symlink on the target's way",
+            DIR_LOG,
+            entry(vec![d(1), d(2)], vec![l(3)]),
+            Refused,
+            Some("'/sysroot/var' is a symlink"),
+        ),
+        (
+            "a file as source",
+            DIR_LOG,
+            entry(vec![d(1), f(2, 0)], vec![]),
+            Failed,
+            Some("is not a directory"),
+        ),
+        (
+            "copy in sync",
+            COPY_SHADOW,
+            ObservedEntry {
+                copy_current: Some(Ok(true)),
+                ..entry(vec![d(1), file.clone()], vec![d(3), f(4, 5)])
+            },
+            InPlace,
+            None,
+        ),
+        (
+            "copy without a source",
+            COPY_SHADOW,
+            entry(vec![d(1), m()], vec![d(3), f(4, 5)]),
+            SourceMissing,
+            Some("until `tabula persist sync`"),
+        ),
+        (
+            "copy without a live file",
+            COPY_SHADOW,
+            entry(vec![d(1), file.clone()], vec![d(3), m()]),
+            Ready,
+            Some("does not exist"),
+        ),
+        (
+            "symlink in place",
+            LINK_RC,
+            link_to("/persist/etc/foo.conf"),
+            InPlace,
+            None,
+        ),
+        (
+            "symlink elsewhere",
+            LINK_RC,
+            link_to("/tmp/x"),
+            Ready,
+            Some("points to '/tmp/x'"),
+        ),
+        (
+            "a file, not a symlink",
+            LINK_RC,
+            entry(vec![d(1), file.clone()], vec![d(3), f(4, 1)]),
+            Ready,
+            Some("is not a symlink to"),
+        ),
+        (
+            "a dangling symlink",
+            LINK_RC,
+            ObservedEntry {
+                target_link: Some(Ok(Some("/persist/etc/foo.conf".into()))),
+                ..entry(vec![d(1), m()], vec![d(3), l(4)])
+            },
+            SourceMissing,
+            Some("the symlink dangles"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, persist, obs, state, message) in table {
+        let cfg = config(persist);
+        let mut o = observed(vec![obs]);
+        o.running = true;
+        let s = &status_observed(&o, &cfg)[0];
+        let ok = s.state == state
+            && message.is_none_or(|m| s.message.as_deref().is_some_and(|x| x.contains(m)))
+            && (message.is_some() || s.message.is_none());
+        if !ok {
+            failures.push(format!("{name}: {s:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Drift: owner and mode the config states are reported, the entry stays in place.
+    let cfg = config("[persist]\ndirectories = [{ path = \"/var/log\", mode = \"0700\" }]\n");
+    let s = &status_observed(
+        &observed(vec![entry(vec![d(1), same.clone()], vec![d(3), same])]),
+        &cfg,
+    )[0];
+    assert_eq!(s.state, InPlace);
+    assert_eq!(s.problems, ["mode is 0755, the config says 0700"]);
+    // A copy that differs: in place, not synced.
+    let cfg = config(COPY_SHADOW);
+    let differs = ObservedEntry {
+        copy_current: Some(Ok(false)),
+        ..entry(vec![d(1), file.clone()], vec![d(3), f(4, 5)])
+    };
+    let s = &status_observed(&observed(vec![differs]), &cfg)[0];
+    assert_eq!((s.state, s.synced), (InPlace, Some(false)));
+    assert!(s.problems[0].contains("not synced yet"), "{s:#?}");
+}
