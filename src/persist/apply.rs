@@ -4,32 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::mount::{MsFlags, mount};
-use serde::Serialize;
 
 use super::plan::classify;
 use super::walk::{Owner, Walker, fd_path, is_dir, is_file};
 use super::{Kind, Op, Plan, PlanState, PlannedEntry};
-use crate::error::PartialFailure;
 
-/// The result of [`apply`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
-    /// Per entry, in plan order: the planned entry with its state after applying (`done`, `in_place`,
-    /// `source_missing`, `refused`, `failed`) and the operations done.
-    pub entries: Vec<PlannedEntry>,
-}
-
-impl Report {
-    /// Number of refused or failed entries.
-    pub fn failed(&self) -> usize {
-        self.entries.iter().filter(|e| e.state.is_failure()).count()
-    }
-
-    /// `Some` when some entries were refused or failed: the error for the exit status.
-    pub fn partial_failure(&self) -> Option<PartialFailure> {
-        PartialFailure::of(self.failed(), self.entries.len())
-    }
-}
+/// The result of [`apply`]: the plan, each entry with its state after applying (`done`, `in_place`,
+/// `source_missing`, `refused`, `failed`) and the operations done.
+pub type Report = Plan;
 
 /// Performs `plan`. Each operation resolves its paths again without following symlinks, so a plan made
 /// earlier (or a tree changed since) cannot redirect it; work found already done is skipped.
@@ -92,7 +74,11 @@ pub fn apply(plan: &Plan) -> Report {
             report
         })
         .collect();
-    Report { entries }
+    Plan {
+        root: plan.root.clone(),
+        persist: plan.persist.clone(),
+        entries,
+    }
 }
 
 fn apply_entry(

@@ -285,15 +285,40 @@ pub struct PlannedEntry {
     pub warnings: Vec<String>,
 }
 
-/// Everything `tabula persist` would do.
+/// Everything `tabula persist` would do (or did: [`Report`]); with [`SyncEntry`] entries, what `tabula
+/// persist sync` would do or did ([`SyncPlan`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    /// The new root (`/sysroot`).
+pub struct Plan<E = PlannedEntry> {
+    /// The root (`/sysroot` in the initrd, `/` on the running system).
     pub root: PathBuf,
     /// Persistent storage inside it (`/persist`).
     pub persist: PathBuf,
     /// Entries, parents before children.
-    pub entries: Vec<PlannedEntry>,
+    pub entries: Vec<E>,
+}
+
+/// An entry of a plan or report that can fail.
+pub trait Verdict {
+    /// Refused or failed.
+    fn is_failure(&self) -> bool;
+}
+
+impl Verdict for PlannedEntry {
+    fn is_failure(&self) -> bool {
+        self.state.is_failure()
+    }
+}
+
+impl<E: Verdict> Plan<E> {
+    /// Number of refused or failed entries.
+    pub fn failed(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_failure()).count()
+    }
+
+    /// `Some` when some entries were refused or failed: the error for the exit status.
+    pub fn partial_failure(&self) -> Option<crate::error::PartialFailure> {
+        crate::error::PartialFailure::of(self.failed(), self.entries.len())
+    }
 }
 
 impl Plan {

@@ -211,6 +211,14 @@ fn entry_status(
         }
     }
     let tgt = resolve(&o.target_chain, &tgt_parents);
+    let no_target = |s: &mut EntryStatus| {
+        s.state = if src.is_some() {
+            State::Ready
+        } else {
+            State::SourceMissing
+        };
+        s.message = Some(format!("'{}' does not exist", shown(&target).display()));
+    };
     match e.entry.how {
         How::Bind => match tgt {
             Ok(Some(tst)) if tst.is_symlink() => fail(&mut s, symlink_failure(&shown(&target))),
@@ -233,14 +241,7 @@ fn entry_status(
                     ));
                 }
             },
-            Ok(None) => {
-                s.state = if src.is_some() {
-                    State::Ready
-                } else {
-                    State::SourceMissing
-                };
-                s.message = Some(format!("'{}' does not exist", shown(&target).display()));
-            }
+            Ok(None) => no_target(&mut s),
             Err(f) => fail(&mut s, f),
         },
         How::Copy => match tgt {
@@ -272,14 +273,7 @@ fn entry_status(
                 }
                 Some(Err(f)) => fail(&mut s, f.clone()),
             },
-            Ok(None) => {
-                s.state = if src.is_some() {
-                    State::Ready
-                } else {
-                    State::SourceMissing
-                };
-                s.message = Some(format!("'{}' does not exist", shown(&target).display()));
-            }
+            Ok(None) => no_target(&mut s),
             Err(f) => fail(&mut s, f),
         },
         How::Symlink => {
