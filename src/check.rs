@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::config::{Config, How, Kind, Loc};
 use crate::error::ConfigError;
-use crate::persist::walk::{Walker, is_dir, is_file, is_symlink};
+use crate::persist::observe::Stat;
+use crate::persist::walk::{Walker, is_dir};
+use crate::persist::{Hidden, InTheWay, in_the_way};
 use crate::users::Resolver;
 
 /// What to check against.
@@ -27,7 +29,7 @@ pub struct CheckOptions {
 
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// The configuration is wrong or cannot work.
     Error,
@@ -271,48 +273,15 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
                 continue;
             }
         };
-        let diag = match (e.entry.how, e.kind) {
-            (_, _) if is_symlink(&st) && e.entry.how != How::Symlink => Some((
-                Severity::Error,
-                format!(
-                    "'{}' is a symlink in the blank snapshot: `tabula persist` will refuse this entry",
-                    shown.display()
-                ),
-            )),
-            (How::Symlink, _) if !is_symlink(&st) => Some((
-                Severity::Error,
-                format!(
-                    "'{}' exists in the blank snapshot: `tabula persist` will not replace it with a symlink",
-                    shown.display()
-                ),
-            )),
-            (How::Symlink, _) => None,
-            (How::Copy, _) if !is_file(&st) => Some((
-                Severity::Error,
-                format!(
-                    "'{}' is not a regular file in the blank snapshot",
-                    shown.display()
-                ),
-            )),
-            // The copy replaces the blank's file: that is the point.
-            (How::Copy, _) => None,
-            (How::Bind, Kind::Directory) if !is_dir(&st) => Some((
-                Severity::Error,
-                format!(
-                    "'{}' is not a directory in the blank snapshot",
-                    shown.display()
-                ),
-            )),
-            (How::Bind, Kind::File) if !is_file(&st) => Some((
-                Severity::Error,
-                format!(
-                    "'{}' is not a regular file in the blank snapshot",
-                    shown.display()
-                ),
-            )),
-            (How::Bind, Kind::Directory) => match walker.count_entries(&target) {
-                Ok(0) => None,
-                Ok(n) => Some((
+        let st = Stat::of(&st);
+        let diag = match in_the_way(e.kind, e.entry.how, &st) {
+            Some(w) => Some((Severity::Error, in_the_blank(w, &shown))),
+            // A copy replaces the blank's file (that is the point), a symlink is the link itself: only a
+            // bind mount hides something.
+            None if e.entry.how != How::Bind => None,
+            None => match Hidden::of(e.kind, &st, || walker.count_entries(&target)) {
+                Ok(None) => None,
+                Ok(Some(Hidden::Entries(n))) => Some((
                     Severity::Warning,
                     format!(
                         "'{}' has {n} {} in the blank snapshot: the bind mount will hide them",
@@ -320,21 +289,35 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
                         crate::persist::entries_word(n)
                     ),
                 )),
-                Err(err) => Some((Severity::Error, format!("{err:#}"))),
-            },
-            (How::Bind, Kind::File) => (st.st_size > 0).then(|| {
-                (
+                Ok(Some(Hidden::Bytes(n))) => Some((
                     Severity::Warning,
                     format!(
-                        "'{}' has {} bytes in the blank snapshot: the bind mount will hide them",
+                        "'{}' has {n} bytes in the blank snapshot: the bind mount will hide them",
                         shown.display(),
-                        st.st_size
                     ),
-                )
-            }),
+                )),
+                Err(err) => Some((Severity::Error, format!("{err:#}"))),
+            },
         };
         if let Some((severity, message)) = diag {
             out.push(Diagnostic::at(severity, file, loc, message));
         }
+    }
+}
+
+/// What is in the way, in the words of the blank snapshot.
+fn in_the_blank(w: InTheWay, shown: &Path) -> String {
+    let s = shown.display();
+    match w {
+        InTheWay::Symlink => {
+            format!(
+                "'{s}' is a symlink in the blank snapshot: `tabula persist` will refuse this entry"
+            )
+        }
+        InTheWay::NotASymlink => format!(
+            "'{s}' exists in the blank snapshot: `tabula persist` will not replace it with a symlink"
+        ),
+        InTheWay::NotADirectory => format!("'{s}' is not a directory in the blank snapshot"),
+        InTheWay::NotARegularFile => format!("'{s}' is not a regular file in the blank snapshot"),
     }
 }

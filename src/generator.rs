@@ -75,30 +75,7 @@ pub fn escape_path(path: &Path) -> Option<String> {
     Some(unit_name_escape(&parts.join("/")))
 }
 
-/// A tag value (label, uuid) encoded as blkid encodes it for udev's `/dev/disk/by-*` link names
-/// (`ID_FS_LABEL_ENC`): valid multi-byte UTF-8 characters and ASCII alphanumerics and `#+-.:=@_` stay,
-/// every other byte becomes `\xNN`.
-pub fn encode_devnode_name(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let keep = if c.is_ascii() {
-            c.is_ascii_alphanumeric() || "#+-.:=@_".contains(c)
-        } else {
-            // Non-characters are not "valid unichars" to udev/blkid: their bytes are escaped.
-            let u = c as u32;
-            !((0xfdd0..=0xfdef).contains(&u) || (u & 0xfffe) == 0xfffe)
-        };
-        if keep {
-            out.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
-    out
-}
+pub use crate::persist::prepare::encode_devnode_name;
 
 /// The device node udev creates for `spec`.
 pub fn device_node(spec: &DeviceSpec) -> PathBuf {

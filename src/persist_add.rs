@@ -977,16 +977,11 @@ fn apply_steps(
     let failure = outcome
         .entries
         .iter()
-        .find(|e| {
-            !matches!(
-                e.outcome,
-                persist::Outcome::Done | persist::Outcome::InPlace
-            )
-        })
+        .find(|e| !matches!(e.state, persist::Outcome::Done | persist::Outcome::InPlace))
         .map(|e| {
             e.message
                 .clone()
-                .unwrap_or_else(|| format!("{:?}", e.outcome))
+                .unwrap_or_else(|| format!("{:?}", e.state))
         });
     let failure = failure.or_else(|| {
         outcome

@@ -189,7 +189,7 @@ fn outcome<'r>(report: &'r Report, target: &str) -> &'r persist::EntryReport {
 
 fn assert_all(report: &Report, expected: Outcome) {
     for e in &report.entries {
-        assert_eq!(e.outcome, expected, "{}: {:?}", e.target.display(), e);
+        assert_eq!(e.state, expected, "{}: {:?}", e.target.display(), e);
     }
 }
 
@@ -411,7 +411,7 @@ fn machine_id_recipe_first_boot_generates_later_boots_keep() {
     let boot1 = env.boot("boot1");
     let report = run(&cfg, &boot1);
     let e = outcome(&report, "/etc/machine-id");
-    assert_eq!(e.outcome, Outcome::SourceMissing);
+    assert_eq!(e.state, Outcome::SourceMissing);
     assert!(
         e.message.as_deref().is_some_and(|m| m.contains("--adopt")),
         "{e:?}"
@@ -540,7 +540,7 @@ fn one_failing_entry_does_not_stop_the_others() {
     let cfg =
         config("[persist]\ndirectories = [\"/var/lib/broken\", \"/var/lib/ok\", \"/var/log\"]\n");
     let report = run(&cfg, &root);
-    assert_eq!(outcome(&report, "/var/lib/broken").outcome, Outcome::Failed);
+    assert_eq!(outcome(&report, "/var/lib/broken").state, Outcome::Failed);
     assert!(
         outcome(&report, "/var/lib/broken")
             .message
@@ -548,8 +548,8 @@ fn one_failing_entry_does_not_stop_the_others() {
             .unwrap()
             .contains("not a directory")
     );
-    assert_eq!(outcome(&report, "/var/lib/ok").outcome, Outcome::Done);
-    assert_eq!(outcome(&report, "/var/log").outcome, Outcome::Done);
+    assert_eq!(outcome(&report, "/var/lib/ok").state, Outcome::Done);
+    assert_eq!(outcome(&report, "/var/log").state, Outcome::Done);
     let pf = report.partial_failure().expect("partial failure");
     assert_eq!((pf.failed, pf.total), (1, 3));
     assert!(!root.join("var/lib/broken").exists());
@@ -658,7 +658,7 @@ fn status_reports_each_state() {
         get("/var/lib/private").problems,
         vec!["mode is 0755, the config says 0700".to_string()]
     );
-    assert_eq!(get("/srv").state, StatusState::NotInPlace);
+    assert_eq!(get("/srv").state, StatusState::Ready);
     assert_eq!(get("/etc/machine-id").state, StatusState::SourceMissing);
     assert_eq!(
         get("/etc/hostid").state,
@@ -671,7 +671,7 @@ fn status_reports_each_state() {
         json.as_array()
             .unwrap()
             .iter()
-            .any(|e| e["state"] == "not-in-place")
+            .any(|e| e["state"] == "ready")
     );
 }
 
@@ -711,7 +711,7 @@ fn plan_is_printable_and_serialisable() {
 
 fn assert_refused(report: &Report, target: &str, rule: &str) {
     let e = outcome(report, target);
-    assert_eq!(e.outcome, Outcome::Refused, "{e:?}");
+    assert_eq!(e.state, Outcome::Refused, "{e:?}");
     assert_eq!(e.rule, Some(rule), "{e:?}");
     assert!(e.done.is_empty(), "{e:?}");
 }
@@ -729,7 +729,7 @@ fn symlink_at_a_source_component_is_refused() {
     let cfg = config("[persist]\ndirectories = [\"/var/lib/nixos\", \"/srv/ok\"]\n");
     let report = run(&cfg, &root);
     assert_refused(&report, "/var/lib/nixos", "symlink-in-path");
-    assert_eq!(outcome(&report, "/srv/ok").outcome, Outcome::Done);
+    assert_eq!(outcome(&report, "/srv/ok").state, Outcome::Done);
     assert_eq!(snapshot(&victim), before);
     assert!(!root.join("var").exists());
     assert_eq!(env.mounts_under(&root), 2, "persist + /srv/ok only");
@@ -828,7 +828,7 @@ fn a_users_home_pointing_elsewhere_is_refused() {
             assert_refused(&report, &format!("/home/{name}/{leaf}"), "symlink-in-path");
         }
     }
-    assert_eq!(outcome(&report, "/var/log").outcome, Outcome::Done);
+    assert_eq!(outcome(&report, "/var/log").state, Outcome::Done);
     assert_eq!((snapshot(&victim_etc), snapshot(&victim_root)), before);
     let real_after: Vec<_> = ["/etc", "/root"]
         .iter()
@@ -889,10 +889,10 @@ fn a_symlink_planted_after_planning_is_refused_at_apply() {
     symlink(&victim, root.join("var")).unwrap();
     let report = persist::apply(&plan);
     assert_eq!(
-        outcome(&report, "/home/alice/Downloads").outcome,
+        outcome(&report, "/home/alice/Downloads").state,
         Outcome::Refused
     );
-    assert_eq!(outcome(&report, "/var/log").outcome, Outcome::Refused);
+    assert_eq!(outcome(&report, "/var/log").state, Outcome::Refused);
     assert_eq!(snapshot(&victim), before);
     assert_eq!(env.mounts_under(&root), 1);
 }
@@ -952,7 +952,7 @@ fn symlink_method_for_files() {
     write(&root2.join("home/alice/.emacs.d/init.el"), "(setq x 1)\n");
     let report = run(&cfg, &root2);
     let e = outcome(&report, "/home/alice/.emacs.d/init.el");
-    assert_eq!(e.outcome, Outcome::Failed);
+    assert_eq!(e.state, Outcome::Failed);
     assert!(
         e.message.as_deref().unwrap().contains("already exists"),
         "{e:?}"
@@ -975,9 +975,9 @@ fn unresolvable_user_fails_only_its_entries() {
          [[persist.users]]\nname = \"ghost\"\ndirectories = [\"Downloads\"]\n",
     );
     let report = run(&cfg, &root);
-    assert_eq!(outcome(&report, "/var/log").outcome, Outcome::Done);
+    assert_eq!(outcome(&report, "/var/log").state, Outcome::Done);
     let srv = outcome(&report, "/srv");
-    assert_eq!(srv.outcome, Outcome::Failed);
+    assert_eq!(srv.state, Outcome::Failed);
     assert!(
         srv.message
             .as_deref()
@@ -990,7 +990,7 @@ fn unresolvable_user_fails_only_its_entries() {
         "{srv:?}"
     );
     let ghost = outcome(&report, "/home/ghost/Downloads");
-    assert_eq!(ghost.outcome, Outcome::Failed);
+    assert_eq!(ghost.state, Outcome::Failed);
     assert!(
         ghost
             .message
@@ -1172,7 +1172,7 @@ fn documented_example_first_boot() {
             tabula::config::Kind::Directory => Outcome::Done,
             tabula::config::Kind::File => Outcome::SourceMissing,
         };
-        assert_eq!(e.outcome, expected, "{e:?}");
+        assert_eq!(e.state, expected, "{e:?}");
     }
     let s = |p: &str| env.store.join(p);
     assert_eq!(own(&s("var/lib/private")), (0, 0, 0o700));

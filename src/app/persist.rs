@@ -76,8 +76,9 @@ fn persist_prepared(
     let report = persist::apply(&plan);
     for e in &report.entries {
         let what = format!("'{}' ({})", e.target.display(), e.source.display());
-        match e.outcome {
+        match e.state {
             Outcome::Done => info!("{what}: in place"),
+            Outcome::Ready => {}
             Outcome::InPlace => info!("{what}: already in place"),
             Outcome::SourceMissing => warn!(
                 "{what}: {}",
@@ -94,7 +95,7 @@ fn persist_prepared(
     if args.json {
         print_json("persist", &report)?;
     } else {
-        let n = |o: Outcome| report.entries.iter().filter(|e| e.outcome == o).count();
+        let n = |o: Outcome| report.entries.iter().filter(|e| e.state == o).count();
         println!(
             "persist: {} mounted, {} already in place, {} source missing, {} refused, {} failed",
             n(Outcome::Done),
@@ -294,10 +295,7 @@ pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
             bad
         )?;
         for e in &st.entries {
-            let state = serde_json::to_value(e.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let state = persist::status_label(e.state);
             let mut line = format!("  {state:<14} {}", e.target.display());
             if let Some(m) = &e.message {
                 line.push_str(&format!("  ({m})"));

@@ -4,76 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::mount::{MsFlags, mount};
-use serde::Serialize;
 
 use super::plan::classify;
 use super::walk::{Owner, Walker, fd_path, is_dir, is_file};
-use super::{How, Kind, Op, Plan, PlanState, PlannedEntry};
-use crate::error::PartialFailure;
+use super::{Kind, Op, Plan, PlanState, PlannedEntry};
 
-/// What happened to one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Its operations were performed; it is in place.
-    Done,
-    /// It was already in place: nothing was done.
-    InPlace,
-    /// A bind-mounted file without a source: nothing was done (the message says how it becomes persistent).
-    SourceMissing,
-    /// A safety rule refused it.
-    Refused,
-    /// Something failed.
-    Failed,
-}
-
-/// The result for one entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EntryReport {
-    /// Where it appears in the new root.
-    pub target: PathBuf,
-    /// Where it lives in persistent storage.
-    pub source: PathBuf,
-    /// Directory or file.
-    pub kind: Kind,
-    /// Bind mount, copy or symlink.
-    pub how: How,
-    /// What happened.
-    pub outcome: Outcome,
-    /// The refusal rule, for refused entries.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<&'static str>,
-    /// Why it failed, or how a missing source becomes persistent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Operations performed (those that found the work already done are not listed).
-    pub done: Vec<String>,
-    /// Warnings from the plan.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-/// The result of [`apply`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
-    /// Per entry, in plan order.
-    pub entries: Vec<EntryReport>,
-}
-
-impl Report {
-    /// Number of refused or failed entries.
-    pub fn failed(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Refused | Outcome::Failed))
-            .count()
-    }
-
-    /// `Some` when some entries were refused or failed: the error for the exit status.
-    pub fn partial_failure(&self) -> Option<PartialFailure> {
-        PartialFailure::of(self.failed(), self.entries.len())
-    }
-}
+/// The result of [`apply`]: the plan, each entry with its state after applying (`done`, `in_place`,
+/// `source_missing`, `refused`, `failed`) and the operations done.
+pub type Report = Plan;
 
 /// Performs `plan`. Each operation resolves its paths again without following symlinks, so a plan made
 /// earlier (or a tree changed since) cannot redirect it; work found already done is skipped.
@@ -85,24 +23,16 @@ pub fn apply(plan: &Plan) -> Report {
         .entries
         .iter()
         .map(|p| {
-            let mut report = EntryReport {
-                target: p.target.clone(),
-                source: p.source.clone(),
-                kind: p.kind,
-                how: p.how,
-                outcome: Outcome::InPlace,
-                rule: p.rule,
-                message: p.message.clone(),
+            let mut report = PlannedEntry {
                 done: Vec::new(),
-                warnings: p.warnings.clone(),
+                ..p.clone()
             };
             for w in &p.warnings {
                 tracing::warn!("{}: {w}", p.target.display());
             }
             match p.state {
-                PlanState::InPlace => report.outcome = Outcome::InPlace,
+                PlanState::InPlace | PlanState::Done => report.state = PlanState::InPlace,
                 PlanState::SourceMissing => {
-                    report.outcome = Outcome::SourceMissing;
                     tracing::info!(
                         "{}: {}",
                         p.target.display(),
@@ -110,11 +40,6 @@ pub fn apply(plan: &Plan) -> Report {
                     );
                 }
                 PlanState::Refused | PlanState::Failed => {
-                    report.outcome = if p.state == PlanState::Refused {
-                        Outcome::Refused
-                    } else {
-                        Outcome::Failed
-                    };
                     tracing::error!(
                         "{}: {}",
                         p.target.display(),
@@ -127,9 +52,9 @@ pub fn apply(plan: &Plan) -> Report {
                         Err(e) => Err(anyhow!("{e:#}")),
                     };
                     match result {
-                        Ok(()) if report.done.is_empty() => report.outcome = Outcome::InPlace,
+                        Ok(()) if report.done.is_empty() => report.state = PlanState::InPlace,
                         Ok(()) => {
-                            report.outcome = Outcome::Done;
+                            report.state = PlanState::Done;
                             tracing::info!(
                                 "persisted '{}' ({} steps)",
                                 p.target.display(),
@@ -138,11 +63,7 @@ pub fn apply(plan: &Plan) -> Report {
                         }
                         Err(err) => {
                             let (state, rule) = classify(&err);
-                            report.outcome = if state == PlanState::Refused {
-                                Outcome::Refused
-                            } else {
-                                Outcome::Failed
-                            };
+                            report.state = state;
                             report.rule = rule;
                             report.message = Some(format!("{err:#}"));
                             tracing::error!("{}: {err:#}", p.target.display());
@@ -153,7 +74,11 @@ pub fn apply(plan: &Plan) -> Report {
             report
         })
         .collect();
-    Report { entries }
+    Plan {
+        root: plan.root.clone(),
+        persist: plan.persist.clone(),
+        entries,
+    }
 }
 
 fn apply_entry(

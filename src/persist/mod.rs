@@ -19,6 +19,7 @@
 mod apply;
 mod copy;
 pub(crate) mod mountinfo;
+pub mod observe;
 mod plan;
 pub mod prepare;
 mod status;
@@ -31,11 +32,14 @@ use std::path::PathBuf;
 use serde::{Serialize, Serializer};
 
 pub use crate::config::{How, Kind};
-pub use apply::{EntryReport, Outcome, Report, apply};
+pub use apply::{Report, apply};
 pub use copy::replaced_by_rename;
+pub use observe::{Observed, observe};
 pub(crate) use plan::entries_word;
-pub use plan::{PlanOptions, plan, plan_running_system, plan_with};
-pub use status::{EntryStatus, Shadow, StatusState, status};
+pub use plan::{
+    Hidden, InTheWay, PlanOptions, in_the_way, plan, plan_observed, plan_running_system, plan_with,
+};
+pub use status::{EntryStatus, Shadow, StatusState, status, status_label, status_observed};
 pub use sync::{
     Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,
     plan_sync,
@@ -60,7 +64,7 @@ impl std::fmt::Display for Perms {
 
 /// One operation of a plan. Paths are absolute inside the new root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Create a directory with this owner and mode (left alone if one exists by then).
     Mkdir {
@@ -219,12 +223,14 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// What the plan found for one entry.
+/// Where one entry stands: planned (`ready`), then applied (`done`), or settled by the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PlanState {
+#[serde(rename_all = "snake_case")]
+pub enum State {
     /// Operations to perform.
     Ready,
+    /// Its operations were performed; it is in place.
+    Done,
     /// Already in place: nothing to do.
     InPlace,
     /// A bind-mounted file without a source: nothing is done this boot (see the message).
@@ -235,7 +241,21 @@ pub enum PlanState {
     Failed,
 }
 
-/// One allowlist entry of a plan.
+impl State {
+    /// Refused or failed.
+    pub fn is_failure(self) -> bool {
+        matches!(self, State::Refused | State::Failed)
+    }
+}
+
+/// The state of a planned entry (the same enum as [`Outcome`]).
+pub type PlanState = State;
+/// The state of an applied entry (the same enum as [`PlanState`]).
+pub type Outcome = State;
+/// An applied entry: the planned entry with its state and the operations done.
+pub type EntryReport = PlannedEntry;
+
+/// One allowlist entry of a plan, or of the report of applying it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedEntry {
     /// Where it appears in the new root.
@@ -256,20 +276,49 @@ pub struct PlannedEntry {
     pub message: Option<String>,
     /// What to do, in order.
     pub ops: Vec<Op>,
+    /// Operations performed, for an applied entry (those that found the work already done are not
+    /// listed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<String>,
     /// Things the user should know (data a mount will hide).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
-/// Everything `tabula persist` would do.
+/// Everything `tabula persist` would do (or did: [`Report`]); with [`SyncEntry`] entries, what `tabula
+/// persist sync` would do or did ([`SyncPlan`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    /// The new root (`/sysroot`).
+pub struct Plan<E = PlannedEntry> {
+    /// The root (`/sysroot` in the initrd, `/` on the running system).
     pub root: PathBuf,
     /// Persistent storage inside it (`/persist`).
     pub persist: PathBuf,
     /// Entries, parents before children.
-    pub entries: Vec<PlannedEntry>,
+    pub entries: Vec<E>,
+}
+
+/// An entry of a plan or report that can fail.
+pub trait Verdict {
+    /// Refused or failed.
+    fn is_failure(&self) -> bool;
+}
+
+impl Verdict for PlannedEntry {
+    fn is_failure(&self) -> bool {
+        self.state.is_failure()
+    }
+}
+
+impl<E: Verdict> Plan<E> {
+    /// Number of refused or failed entries.
+    pub fn failed(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_failure()).count()
+    }
+
+    /// `Some` when some entries were refused or failed: the error for the exit status.
+    pub fn partial_failure(&self) -> Option<crate::error::PartialFailure> {
+        crate::error::PartialFailure::of(self.failed(), self.entries.len())
+    }
 }
 
 impl Plan {
@@ -286,6 +335,7 @@ impl Plan {
         for e in &self.entries {
             let state = match e.state {
                 PlanState::Ready => "to do",
+                PlanState::Done => "done",
                 PlanState::InPlace => "in place",
                 PlanState::SourceMissing => "source missing",
                 PlanState::Refused => "REFUSED",

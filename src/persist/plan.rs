@@ -1,16 +1,20 @@
-//! Building the plan: read the new root and persistent storage, decide what each entry needs.
+//! Deciding: what each entry needs, a pure function of what [`super::observe`] found.
+//!
+//! [`plan_observed`] reads nothing: every rule (what is in the way, what a mount hides, who owns what is
+//! created) is decided from an [`Observed`], so the rules are unit tests that need no root. [`plan`],
+//! [`plan_with`] and [`plan_running_system`] observe the root, then decide.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use nix::sys::stat::fstat;
 
-use super::walk::{Owner, Walker, is_dir, is_file, is_symlink, refuse_hard_links, symlink_refusal};
-use super::{Op, Perms, Plan, PlanState, PlannedEntry, mountinfo};
+use super::observe::{Eyes, Failure, Observed, ObservedEntry, PersistDir, Probe, Stat, observe};
+use super::walk::{Owner, RULE_HARDLINK, Walker, symlink_refusal};
+use super::{Op, Perms, Plan, PlanState, PlannedEntry};
 use crate::config::{Config, EntryRef, How, Kind, Loc};
 use crate::error::{ConfigError, Refusal};
-use crate::users::Resolver;
 
 /// Refusal rule: persistent storage is not a mount point, so "persistent" data would land in the
 /// ephemeral root and vanish at the next boot.
@@ -57,49 +61,139 @@ impl Explicit {
     }
 }
 
-/// What planning, applying and status share: the opened root, mount points and user lookups.
+/// Resolved `[[persist.users]]` by name.
+pub(crate) type Accounts = BTreeMap<String, Result<(u32, u32), String>>;
+
+fn config_error(config: &Config, loc: Loc, message: String) -> Failure {
+    Failure::of(&anyhow::Error::new(ConfigError {
+        file: config.file.clone(),
+        line: Some(loc.line),
+        column: Some(loc.column),
+        message,
+    }))
+}
+
+fn account(
+    config: &Config,
+    accounts: &Accounts,
+    name: &str,
+    loc: Loc,
+) -> Result<(u32, u32), Failure> {
+    accounts
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| Err(format!("user '{name}' is unknown")))
+        .map_err(|m| config_error(config, loc, m))
+}
+
+/// Owner/mode a newly created source gets, and what the config says explicitly (`uid`/`gid`: the
+/// entry's `user`/`group`, resolved).
+pub(crate) fn entry_owner(
+    config: &Config,
+    accounts: &Accounts,
+    e: &EntryRef<'_>,
+    uid: Option<&Result<u32, String>>,
+    gid: Option<&Result<u32, String>>,
+) -> Result<(Owner, Explicit), Failure> {
+    let (base_uid, base_gid) = match e.user {
+        Some(u) => account(config, accounts, &u.name, u.loc)?,
+        None => (0, 0),
+    };
+    let at = |loc: Option<Loc>| loc.unwrap_or(e.entry.loc);
+    let resolved = |r: Option<&Result<u32, String>>, loc| match r {
+        Some(Ok(id)) => Ok(Some(*id)),
+        Some(Err(m)) => Err(config_error(config, at(loc), m.clone())),
+        None => Ok(None),
+    };
+    let explicit = Explicit {
+        uid: resolved(uid, e.entry.user_loc)?,
+        gid: resolved(gid, e.entry.group_loc)?,
+        mode: e.entry.mode,
+    };
+    let default_mode = match e.kind {
+        Kind::Directory => 0o755,
+        Kind::File => 0o644,
+    };
+    Ok((
+        explicit.applied_to(Owner {
+            uid: base_uid,
+            gid: base_gid,
+            mode: default_mode,
+        }),
+        explicit,
+    ))
+}
+
+/// Owner/mode of a missing parent directory of a source (`target_dir` is the matching target path):
+/// the user and 0700 for a configured home and anything inside it, else root:root 0755.
+pub(crate) fn parent_owner(
+    config: &Config,
+    accounts: &Accounts,
+    target_dir: &Path,
+) -> Result<Owner, Failure> {
+    for u in &config.persist.users {
+        if target_dir.starts_with(&u.home) {
+            let (uid, gid) = account(config, accounts, &u.name, u.loc)?;
+            return Ok(Owner {
+                uid,
+                gid,
+                mode: 0o700,
+            });
+        }
+    }
+    Ok(Owner {
+        uid: 0,
+        gid: 0,
+        mode: 0o755,
+    })
+}
+
+/// Persistent storage must exist and be a mount of its own: otherwise "persistent" data would be
+/// written into the ephemeral root and silently lost at the next boot.
+pub(crate) fn check_persist_mounted(
+    shown: &Path,
+    dir: Option<PersistDir>,
+    root_dev: u64,
+) -> Result<()> {
+    let dir = dir.ok_or_else(|| {
+        anyhow!(
+            "persistent storage '{}' does not exist: mount the persistent subvolume there first",
+            shown.display()
+        )
+    })?;
+    if dir.dev != root_dev || dir.is_mount == Some(true) {
+        return Ok(());
+    }
+    Err(anyhow::Error::new(Refusal::new(
+        RULE_NOT_MOUNTED,
+        format!(
+            "'{}' is not a mount point: data written there would stay in the ephemeral root and vanish at \
+             the next boot; mount the persistent subvolume there first",
+            shown.display()
+        ),
+    )))
+}
+
+/// What status and sync share with observing: the opened root, mount points and user lookups.
 pub(crate) struct Ctx<'a> {
     pub config: &'a Config,
     pub walker: Walker,
     root_canon: PathBuf,
-    pub mounts: Option<HashSet<PathBuf>>,
-    resolver: Resolver,
-    accounts: HashMap<&'a str, Result<(u32, u32), String>>,
+    mounts: Option<HashSet<PathBuf>>,
+    accounts: Accounts,
 }
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(config: &'a Config, root: &Path) -> Result<Ctx<'a>> {
-        let walker = Walker::open(root)?;
-        let root_canon = std::fs::canonicalize(root)
-            .with_context(|| format!("resolving the root directory '{}'", root.display()))?;
-        let mounts = match mountinfo::mount_points() {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::warn!("reading the mount table: {e}; is /proc mounted?");
-                None
-            }
-        };
-        let resolver = Resolver::for_root(root, &config.persist);
-        let accounts = config
-            .persist
-            .users
-            .iter()
-            .map(|u| (u.name.as_str(), resolver.account(u)))
-            .collect();
+        let eyes = Eyes::open(config, root)?;
+        let accounts = eyes.accounts(config);
         Ok(Ctx {
             config,
-            walker,
-            root_canon,
-            mounts,
-            resolver,
+            walker: eyes.walker,
+            root_canon: eyes.root_canon,
+            mounts: eyes.mounts,
             accounts,
         })
-    }
-
-    /// Whether `path` (inside the root) is a mount point; `None` when the mount table is unreadable.
-    pub(crate) fn is_mount_point(&self, path: &Path) -> Option<bool> {
-        let full = self.root_canon.join(path.strip_prefix("/").unwrap_or(path));
-        self.mounts.as_ref().map(|m| m.contains(&full))
     }
 
     /// The absolute path of `path` (inside the root) in this process's view, for path-only syscalls.
@@ -107,109 +201,38 @@ impl<'a> Ctx<'a> {
         self.root_canon.join(path.strip_prefix("/").unwrap_or(path))
     }
 
-    /// Persistent storage must exist and be a mount of its own: otherwise "persistent" data would be
-    /// written into the ephemeral root and silently lost at the next boot.
+    /// See [`check_persist_mounted`].
     pub(crate) fn check_persist_mounted(&self) -> Result<()> {
         let persist = &self.config.persist.path;
         let shown = self.walker.shown(persist);
-        let fd = self.walker.dir(persist)?.ok_or_else(|| {
-            anyhow!(
-                "persistent storage '{}' does not exist: mount the persistent subvolume there first",
-                shown.display()
-            )
-        })?;
-        let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
-        let root_st = fstat(self.walker.root_fd()).context("inspecting the root directory")?;
-        if st.st_dev != root_st.st_dev || self.is_mount_point(persist) == Some(true) {
-            return Ok(());
-        }
-        Err(anyhow::Error::new(Refusal::new(
-            RULE_NOT_MOUNTED,
-            format!(
-                "'{}' is not a mount point: data written there would stay in the ephemeral root and vanish at \
-                 the next boot; mount the persistent subvolume there first",
-                shown.display()
-            ),
-        )))
-    }
-
-    fn config_error(&self, loc: Loc, message: String) -> anyhow::Error {
-        anyhow::Error::new(ConfigError {
-            file: self.config.file.clone(),
-            line: Some(loc.line),
-            column: Some(loc.column),
-            message,
-        })
-    }
-
-    /// Owner/mode a newly created source gets, and what the config says explicitly.
-    pub(crate) fn entry_owner(&self, e: &EntryRef<'_>) -> Result<(Owner, Explicit)> {
-        let (base_uid, base_gid) = match e.user {
-            Some(u) => self
-                .accounts
-                .get(u.name.as_str())
-                .cloned()
-                .unwrap_or_else(|| Err(format!("user '{}' is unknown", u.name)))
-                .map_err(|m| self.config_error(u.loc, m))?,
-            None => (0, 0),
-        };
-        let at = |loc: Option<Loc>| loc.unwrap_or(e.entry.loc);
-        let explicit = Explicit {
-            uid: match &e.entry.user {
-                Some(spec) => Some(
-                    self.resolver
-                        .uid(spec)
-                        .map_err(|m| self.config_error(at(e.entry.user_loc), m))?,
-                ),
-                None => None,
-            },
-            gid: match &e.entry.group {
-                Some(spec) => Some(
-                    self.resolver
-                        .gid(spec)
-                        .map_err(|m| self.config_error(at(e.entry.group_loc), m))?,
-                ),
-                None => None,
-            },
-            mode: e.entry.mode,
-        };
-        let default_mode = match e.kind {
-            Kind::Directory => 0o755,
-            Kind::File => 0o644,
-        };
-        Ok((
-            explicit.applied_to(Owner {
-                uid: base_uid,
-                gid: base_gid,
-                mode: default_mode,
-            }),
-            explicit,
-        ))
-    }
-
-    /// Owner/mode of a missing parent directory of a source (`target_dir` is the matching target path):
-    /// the user and 0700 for a configured home and anything inside it, else root:root 0755.
-    pub(crate) fn parent_owner(&self, target_dir: &Path) -> Result<Owner> {
-        for u in &self.config.persist.users {
-            if target_dir.starts_with(&u.home) {
-                let (uid, gid) = self
-                    .accounts
-                    .get(u.name.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| Err(format!("user '{}' is unknown", u.name)))
-                    .map_err(|m| self.config_error(u.loc, m))?;
-                return Ok(Owner {
-                    uid,
-                    gid,
-                    mode: 0o700,
-                });
+        let dir = match self.walker.dir(persist)? {
+            None => None,
+            Some(fd) => {
+                let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
+                let full = self.full_path(persist);
+                Some(PersistDir {
+                    dev: st.st_dev,
+                    is_mount: self.mounts.as_ref().map(|m| m.contains(&full)),
+                })
             }
-        }
-        Ok(Owner {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-        })
+        };
+        let root_dev = fstat(self.walker.root_fd())
+            .context("inspecting the root directory")?
+            .st_dev;
+        check_persist_mounted(&shown, dir, root_dev)
+    }
+
+    /// See [`parent_owner`].
+    pub(crate) fn parent_owner(&self, target_dir: &Path) -> Result<Owner> {
+        parent_owner(self.config, &self.accounts, target_dir).map_err(failure_error)
+    }
+}
+
+/// A [`Failure`] as an error again, keeping its refusal rule.
+pub(crate) fn failure_error(f: Failure) -> anyhow::Error {
+    match f.rule {
+        Some(rule) => anyhow::Error::new(Refusal::new(rule, f.message)),
+        None => anyhow::Error::msg(f.message),
     }
 }
 
@@ -220,33 +243,35 @@ pub fn plan(config: &Config, root_dir: &Path) -> Result<Plan> {
 
 /// [`plan`] with options. When `root_dir` is `/`, as [`plan_running_system`].
 pub fn plan_with(config: &Config, root_dir: &Path, opts: PlanOptions) -> Result<Plan> {
-    plan_inner(config, root_dir, opts, None)
+    plan_observed(&observe(config, root_dir)?, config, opts)
 }
 
 /// [`plan_with`] for a running system whose root is `root_dir`: a `how = "copy"` target that differs
 /// from its persistent copy is left alone (with a warning), since the live file is the newer one
 /// (changed since the last `tabula persist sync`). In the initrd the persistent copy wins.
 pub fn plan_running_system(config: &Config, root_dir: &Path, opts: PlanOptions) -> Result<Plan> {
-    plan_inner(config, root_dir, opts, Some(true))
+    let mut observed = observe(config, root_dir)?;
+    observed.running = true;
+    plan_observed(&observed, config, opts)
 }
 
-fn plan_inner(
-    config: &Config,
-    root_dir: &Path,
-    opts: PlanOptions,
-    running: Option<bool>,
-) -> Result<Plan> {
-    let ctx = Ctx::new(config, root_dir)?;
-    ctx.check_persist_mounted()?;
-    let running = running.unwrap_or_else(|| ctx.full_path(Path::new("/")) == Path::new("/"));
+/// The plan for what `observed` found (from `config`, the same config): pure. Fails as a whole only when
+/// persistent storage is missing or not a mount point.
+pub fn plan_observed(observed: &Observed, config: &Config, opts: PlanOptions) -> Result<Plan> {
+    check_persist_mounted(
+        &observed.shown(&config.persist.path),
+        observed.persist_dir,
+        observed.root_dev,
+    )?;
     let entries = config
         .persist
         .entries()
         .iter()
-        .map(|e| plan_entry(&ctx, e, opts, running))
+        .zip(&observed.entries)
+        .map(|(e, o)| plan_entry(observed, config, e, o, opts))
         .collect();
     Ok(Plan {
-        root: root_dir.to_path_buf(),
+        root: observed.root.clone(),
         persist: config.persist.path.clone(),
         entries,
     })
@@ -260,9 +285,15 @@ pub(crate) fn classify(err: &anyhow::Error) -> (PlanState, Option<&'static str>)
     }
 }
 
-fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions, running: bool) -> PlannedEntry {
+fn plan_entry(
+    observed: &Observed,
+    config: &Config,
+    e: &EntryRef<'_>,
+    o: &ObservedEntry,
+    opts: PlanOptions,
+) -> PlannedEntry {
     let target = e.target();
-    let source = ctx.config.persist.source_of(&target);
+    let source = config.persist.source_of(&target);
     let mut p = PlannedEntry {
         target: target.clone(),
         source: source.clone(),
@@ -272,9 +303,19 @@ fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions, running: bool)
         rule: None,
         message: None,
         ops: Vec::new(),
+        done: Vec::new(),
         warnings: Vec::new(),
     };
-    match plan_ops(ctx, e, &target, &source, opts, running, &mut p) {
+    let facts = Facts {
+        observed,
+        config,
+        e,
+        o,
+        target: &target,
+        source: &source,
+        opts,
+    };
+    match facts.decide(&mut p) {
         Ok(state) => {
             p.state = if state == PlanState::Ready && p.ops.is_empty() {
                 PlanState::InPlace
@@ -282,11 +323,14 @@ fn plan_entry(ctx: &Ctx<'_>, e: &EntryRef<'_>, opts: PlanOptions, running: bool)
                 state
             };
         }
-        Err(err) => {
-            let (state, rule) = classify(&err);
-            p.state = state;
-            p.rule = rule;
-            p.message = Some(format!("{err:#}"));
+        Err(f) => {
+            p.state = if f.rule.is_some() {
+                PlanState::Refused
+            } else {
+                PlanState::Failed
+            };
+            p.rule = f.rule;
+            p.message = Some(f.message);
             p.ops.clear();
         }
     }
@@ -305,326 +349,515 @@ pub(crate) fn parents_of(target: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn plan_ops(
-    ctx: &Ctx<'_>,
-    e: &EntryRef<'_>,
-    target: &Path,
-    source: &Path,
-    opts: PlanOptions,
-    running: bool,
-    p: &mut PlannedEntry,
-) -> Result<PlanState> {
-    let w = &ctx.walker;
-    let persist = &ctx.config.persist;
-    let (owner, explicit) = ctx.entry_owner(e)?;
-    let parents = parents_of(target);
+/// A plain failure from a message.
+fn fail<T>(message: String) -> Result<T, Failure> {
+    Err(Failure::msg(message))
+}
 
-    // Source parents: what exists keeps its owner/mode, what is missing gets the defaults.
-    let mut ops = Vec::new();
-    let mut parent_owners = Vec::new();
-    let mut missing = false;
-    for tp in &parents {
-        let sp = persist.source_of(tp);
-        let st = if missing { None } else { w.stat(&sp)? };
-        match st {
-            None => {
-                missing = true;
-                let o = ctx.parent_owner(tp)?;
-                ops.push(Op::Mkdir {
-                    path: sp,
-                    uid: o.uid,
-                    gid: o.gid,
-                    mode: Perms(o.mode),
-                });
-                parent_owners.push(o);
-            }
-            Some(st) if is_dir(&st) => parent_owners.push(Owner::of(&st)),
-            Some(st) if is_symlink(&st) => return Err(symlink_refusal(&w.shown(&sp))),
-            Some(_) => bail!(
-                "'{}' is in the way and is not a directory",
-                w.shown(&sp).display()
+/// The refusal for a file with other hard links whose owner, mode or content tabula would change.
+fn refuse_hard_links(st: &Stat, shown: &Path) -> Result<(), Failure> {
+    if st.nlink > 1 {
+        return Err(Failure::of(&anyhow::Error::new(Refusal::new(
+            RULE_HARDLINK,
+            format!(
+                "'{}' has {} hard links: changing it would change a file elsewhere too; replace it with a copy",
+                shown.display(),
+                st.nlink
             ),
+        ))));
+    }
+    Ok(())
+}
+
+fn symlink(shown: &Path) -> Failure {
+    Failure::of(&symlink_refusal(shown))
+}
+
+/// The last path of a chain as a walk from the root would find it (`shown`: the chain's parents as
+/// messages show them): a symlink on the way is refused and a file on the way fails, as the walk would;
+/// a missing component means nothing is there. The last path itself is returned as it is, even a symlink.
+pub(crate) fn resolve(chain: &[Probe], shown: &[PathBuf]) -> Result<Option<Stat>, Failure> {
+    let at = |i: usize| chain.get(i).unwrap_or(&Probe::Missing);
+    for (i, sp) in shown.iter().enumerate() {
+        match at(i) {
+            Probe::Missing => return Ok(None),
+            Probe::Found(st) if st.is_dir() => {}
+            Probe::Found(st) if st.is_symlink() => return Err(symlink(sp)),
+            Probe::Found(_) => return fail(format!("'{}' is not a directory", sp.display())),
+            Probe::Failed(f) => return Err(f.clone()),
+        }
+    }
+    match at(shown.len()) {
+        Probe::Missing => Ok(None),
+        Probe::Found(st) => Ok(Some(*st)),
+        Probe::Failed(f) => Err(f.clone()),
+    }
+}
+
+pub(crate) fn symlink_failure(shown: &Path) -> Failure {
+    symlink(shown)
+}
+
+/// One entry's config and observation, for the rules.
+struct Facts<'a> {
+    observed: &'a Observed,
+    config: &'a Config,
+    e: &'a EntryRef<'a>,
+    o: &'a ObservedEntry,
+    target: &'a Path,
+    source: &'a Path,
+    opts: PlanOptions,
+}
+
+impl Facts<'_> {
+    fn shown(&self, path: &Path) -> PathBuf {
+        self.observed.shown(path)
+    }
+
+    /// Probe `i` of a chain; what was not observed (below a missing directory) is missing.
+    fn at(chain: &[Probe], i: usize) -> &Probe {
+        chain.get(i).unwrap_or(&Probe::Missing)
+    }
+
+    /// The target itself as an `O_PATH` open would find it: a symlink on the way or at the end is
+    /// refused, a file on the way fails, a missing component means nothing is there.
+    fn leaf_target(&self, parents: &[PathBuf]) -> Result<Option<Stat>, Failure> {
+        let shown: Vec<PathBuf> = parents.iter().map(|p| self.shown(p)).collect();
+        match resolve(&self.o.target_chain, &shown)? {
+            Some(st) if st.is_symlink() => Err(symlink(&self.shown(self.target))),
+            other => Ok(other),
         }
     }
 
-    // The source itself.
-    let src_st = if missing { None } else { w.stat(source)? };
-    let shown_src = w.shown(source);
-    let mut adopted = false;
-    let src_owner: Owner = match (e.kind, src_st) {
-        (_, Some(st)) if is_symlink(&st) => return Err(symlink_refusal(&shown_src)),
-        (Kind::Directory, Some(st)) if !is_dir(&st) => {
-            bail!("'{}' exists and is not a directory", shown_src.display())
-        }
-        (Kind::File, Some(st)) if !is_file(&st) => {
-            bail!("'{}' exists and is not a regular file", shown_src.display())
-        }
-        (_, Some(st)) => {
-            if e.entry.how == How::Copy {
-                // Checked again at apply time; refusing now makes --dry-run say so.
-                refuse_hard_links(&st, &shown_src)?;
-            }
-            let diff = explicit.differences(Owner::of(&st));
-            if !diff.is_empty() {
-                if e.kind == Kind::File && st.st_nlink > 1 {
-                    // Checked again at apply time; refusing now makes --dry-run say so.
-                    refuse_hard_links(&st, &shown_src)?;
-                }
-                ops.push(Op::SetOwnerMode {
-                    path: source.to_path_buf(),
-                    uid: diff.uid,
-                    gid: diff.gid,
-                    mode: diff.mode.map(Perms),
-                });
-            }
-            explicit.applied_to(Owner::of(&st))
-        }
-        (Kind::Directory, None) => {
-            ops.push(Op::Mkdir {
-                path: source.to_path_buf(),
-                uid: owner.uid,
-                gid: owner.gid,
-                mode: Perms(owner.mode),
-            });
-            owner
-        }
-        (Kind::File, None) if e.entry.how == How::Copy => {
-            p.message = Some(format!(
-                "'{}' does not exist: nothing is copied this boot and the system creates '{}' as usual; \
-                 `tabula persist sync` copies it into persistent storage once it exists",
-                shown_src.display(),
-                target.display()
-            ));
-            return Ok(PlanState::SourceMissing);
-        }
-        (Kind::File, None) if e.entry.how == How::Symlink => {
-            p.message = Some(format!(
-                "'{}' does not exist yet: the symlink dangles until a program writes through it",
-                shown_src.display()
-            ));
-            owner
-        }
-        (Kind::File, None) => {
-            let existing = if opts.adopt { w.leaf(target)? } else { None };
-            match existing {
-                Some((_, st)) if is_file(&st) && st.st_nlink == 1 => {
-                    let o = explicit.applied_to(Owner::of(&st));
-                    ops.push(Op::Adopt {
-                        from: target.to_path_buf(),
-                        to: source.to_path_buf(),
+    /// The rules for one entry: fills `p.ops` (and messages, warnings) and returns its state.
+    fn decide(&self, p: &mut PlannedEntry) -> Result<PlanState, Failure> {
+        let (e, o, target, source) = (self.e, self.o, self.target, self.source);
+        let persist = &self.config.persist;
+        let accounts = &self.observed.accounts;
+        let (owner, explicit) = entry_owner(
+            self.config,
+            accounts,
+            e,
+            o.explicit_uid.as_ref(),
+            o.explicit_gid.as_ref(),
+        )?;
+        let parents = parents_of(target);
+        let n = parents.len();
+
+        // Source parents: what exists keeps its owner/mode, what is missing gets the defaults.
+        let mut ops = Vec::new();
+        let mut parent_owners = Vec::new();
+        let mut missing = false;
+        for (i, tp) in parents.iter().enumerate() {
+            let sp = persist.source_of(tp);
+            let probe = if missing {
+                &Probe::Missing
+            } else {
+                Self::at(&o.source_chain, i)
+            };
+            match probe {
+                Probe::Missing => {
+                    missing = true;
+                    let o = parent_owner(self.config, accounts, tp)?;
+                    ops.push(Op::Mkdir {
+                        path: sp,
                         uid: o.uid,
                         gid: o.gid,
                         mode: Perms(o.mode),
                     });
-                    adopted = true;
-                    o
+                    parent_owners.push(o);
                 }
-                _ => {
-                    p.message = Some(source_missing_hint(ctx, target, source, opts.adopt));
-                    return Ok(PlanState::SourceMissing);
+                Probe::Found(st) if st.is_dir() => parent_owners.push(st.owner()),
+                Probe::Found(st) if st.is_symlink() => return Err(symlink(&self.shown(&sp))),
+                Probe::Found(_) => {
+                    return fail(format!(
+                        "'{}' is in the way and is not a directory",
+                        self.shown(&sp).display()
+                    ));
                 }
+                Probe::Failed(f) => return Err(f.clone()),
             }
         }
-    };
 
-    // Target parents copy the matching source parents.
-    let mut tmissing = false;
-    for (tp, o) in parents.iter().zip(&parent_owners) {
-        let st = if tmissing { None } else { w.stat(tp)? };
-        match st {
-            None => {
-                tmissing = true;
+        // The source itself.
+        let src_st = match if missing {
+            &Probe::Missing
+        } else {
+            Self::at(&o.source_chain, n)
+        } {
+            Probe::Missing => None,
+            Probe::Found(st) => Some(*st),
+            Probe::Failed(f) => return Err(f.clone()),
+        };
+        let shown_src = self.shown(source);
+        let mut adopted = false;
+        let src_owner: Owner = match (e.kind, src_st) {
+            (_, Some(st)) if st.is_symlink() => return Err(symlink(&shown_src)),
+            (Kind::Directory, Some(st)) if !st.is_dir() => {
+                return fail(format!(
+                    "'{}' exists and is not a directory",
+                    shown_src.display()
+                ));
+            }
+            (Kind::File, Some(st)) if !st.is_file() => {
+                return fail(format!(
+                    "'{}' exists and is not a regular file",
+                    shown_src.display()
+                ));
+            }
+            (_, Some(st)) => {
+                if e.entry.how == How::Copy {
+                    // Checked again at apply time; refusing now makes --dry-run say so.
+                    refuse_hard_links(&st, &shown_src)?;
+                }
+                let diff = explicit.differences(st.owner());
+                if !diff.is_empty() {
+                    if e.kind == Kind::File {
+                        // Checked again at apply time; refusing now makes --dry-run say so.
+                        refuse_hard_links(&st, &shown_src)?;
+                    }
+                    ops.push(Op::SetOwnerMode {
+                        path: source.to_path_buf(),
+                        uid: diff.uid,
+                        gid: diff.gid,
+                        mode: diff.mode.map(Perms),
+                    });
+                }
+                explicit.applied_to(st.owner())
+            }
+            (Kind::Directory, None) => {
                 ops.push(Op::Mkdir {
-                    path: tp.clone(),
-                    uid: o.uid,
-                    gid: o.gid,
-                    mode: Perms(o.mode),
+                    path: source.to_path_buf(),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    mode: Perms(owner.mode),
                 });
+                owner
             }
-            Some(st) if is_dir(&st) => {}
-            Some(st) if is_symlink(&st) => return Err(symlink_refusal(&w.shown(tp))),
-            Some(_) => bail!(
-                "'{}' is in the way and is not a directory",
-                w.shown(tp).display()
-            ),
-        }
-    }
-
-    // The target, then the mount or link.
-    let shown_tgt = w.shown(target);
-    let tgt_st = if tmissing { None } else { w.stat(target)? };
-    match e.entry.how {
-        How::Copy => {
-            let needed = match tgt_st {
-                None => true,
-                Some(st) if is_symlink(&st) => return Err(symlink_refusal(&shown_tgt)),
-                Some(st) if !is_file(&st) => bail!(
-                    "'{}' exists in the root and is not a regular file",
-                    shown_tgt.display()
-                ),
-                Some(_) => {
-                    if ctx.is_mount_point(target) == Some(true) {
-                        bail!(
-                            "'{}' is a mount point (a bind mount from before `how = \"copy\"`?): a copy \
-                             cannot replace it; unmount it first",
-                            shown_tgt.display()
-                        );
+            (Kind::File, None) if e.entry.how == How::Copy => {
+                p.message = Some(format!(
+                    "'{}' does not exist: nothing is copied this boot and the system creates '{}' as usual; \
+                     `tabula persist sync` copies it into persistent storage once it exists",
+                    shown_src.display(),
+                    target.display()
+                ));
+                return Ok(PlanState::SourceMissing);
+            }
+            (Kind::File, None) if e.entry.how == How::Symlink => {
+                p.message = Some(format!(
+                    "'{}' does not exist yet: the symlink dangles until a program writes through it",
+                    shown_src.display()
+                ));
+                owner
+            }
+            (Kind::File, None) => {
+                let existing = if self.opts.adopt {
+                    self.leaf_target(&parents)?
+                } else {
+                    None
+                };
+                match existing {
+                    Some(st) if st.is_file() && st.nlink == 1 => {
+                        let o = explicit.applied_to(st.owner());
+                        ops.push(Op::Adopt {
+                            from: target.to_path_buf(),
+                            to: source.to_path_buf(),
+                            uid: o.uid,
+                            gid: o.gid,
+                            mode: Perms(o.mode),
+                        });
+                        adopted = true;
+                        o
                     }
-                    let owner_changes = ops.iter().any(|o| matches!(o, Op::SetOwnerMode { .. }));
-                    let stale = owner_changes || !super::copy::is_current(w, source, target)?;
-                    if stale && running {
-                        p.warnings.push(format!(
-                            "'{}' differs from '{}': on a running system the live file is kept (it may hold \
-                             changes not synced yet); `tabula persist sync` copies it back",
-                            shown_tgt.display(),
-                            shown_src.display()
-                        ));
-                        false
-                    } else {
-                        stale
+                    _ => {
+                        p.message = Some(self.source_missing_hint());
+                        return Ok(PlanState::SourceMissing);
                     }
                 }
+            }
+        };
+
+        // Target parents copy the matching source parents.
+        let mut tmissing = false;
+        for (i, (tp, o)) in parents.iter().zip(&parent_owners).enumerate() {
+            let probe = if tmissing {
+                &Probe::Missing
+            } else {
+                Self::at(&self.o.target_chain, i)
             };
-            if needed {
-                ops.push(Op::CopyIn {
-                    source: source.to_path_buf(),
-                    target: target.to_path_buf(),
-                });
+            match probe {
+                Probe::Missing => {
+                    tmissing = true;
+                    ops.push(Op::Mkdir {
+                        path: tp.clone(),
+                        uid: o.uid,
+                        gid: o.gid,
+                        mode: Perms(o.mode),
+                    });
+                }
+                Probe::Found(st) if st.is_dir() => {}
+                Probe::Found(st) if st.is_symlink() => return Err(symlink(&self.shown(tp))),
+                Probe::Found(_) => {
+                    return fail(format!(
+                        "'{}' is in the way and is not a directory",
+                        self.shown(tp).display()
+                    ));
+                }
+                Probe::Failed(f) => return Err(f.clone()),
             }
         }
-        How::Bind => match tgt_st {
-            None => {
-                let (uid, gid, mode) = (src_owner.uid, src_owner.gid, Perms(src_owner.mode));
-                ops.push(match e.kind {
-                    Kind::Directory => Op::Mkdir {
-                        path: target.to_path_buf(),
-                        uid,
-                        gid,
-                        mode,
-                    },
-                    Kind::File => Op::CreateFile {
-                        path: target.to_path_buf(),
-                        uid,
-                        gid,
-                        mode,
-                    },
-                });
-                ops.push(Op::Bind {
-                    source: source.to_path_buf(),
-                    target: target.to_path_buf(),
-                });
-            }
-            Some(st) if is_symlink(&st) => return Err(symlink_refusal(&shown_tgt)),
-            Some(st) if e.kind == Kind::Directory && !is_dir(&st) => {
-                bail!(
-                    "'{}' exists in the root and is not a directory",
-                    shown_tgt.display()
-                )
-            }
-            Some(st) if e.kind == Kind::File && !is_file(&st) => {
-                bail!(
-                    "'{}' exists in the root and is not a regular file",
-                    shown_tgt.display()
-                )
-            }
-            Some(st) => {
-                let bound = src_st.is_some_and(|s| s.st_dev == st.st_dev && s.st_ino == st.st_ino);
-                if !bound {
-                    if ctx.is_mount_point(target) == Some(true) {
-                        bail!(
-                            "'{}' is already a mount point of something else: unmount it first",
-                            shown_tgt.display()
-                        );
+
+        // The target, then the mount or link.
+        let shown_tgt = self.shown(target);
+        let tgt_st = match if tmissing {
+            &Probe::Missing
+        } else {
+            Self::at(&o.target_chain, n)
+        } {
+            Probe::Missing => None,
+            Probe::Found(st) => Some(*st),
+            Probe::Failed(f) => return Err(f.clone()),
+        };
+        let mounted = o.target_is_mount == Some(true);
+        if let Some(w) = tgt_st.and_then(|st| in_the_way(e.kind, e.entry.how, &st)) {
+            return Err(w.failure(&shown_tgt, &shown_src));
+        }
+        match e.entry.how {
+            How::Copy => {
+                let needed = match tgt_st {
+                    None => true,
+                    Some(_) => {
+                        if mounted {
+                            return fail(format!(
+                                "'{}' is a mount point (a bind mount from before `how = \"copy\"`?): a copy \
+                                 cannot replace it; unmount it first",
+                                shown_tgt.display()
+                            ));
+                        }
+                        let owner_changes =
+                            ops.iter().any(|o| matches!(o, Op::SetOwnerMode { .. }));
+                        let stale = owner_changes
+                            || !match &o.copy_current {
+                                Some(Ok(current)) => *current,
+                                Some(Err(f)) => return Err(f.clone()),
+                                None => false,
+                            };
+                        if stale && self.observed.running {
+                            p.warnings.push(format!(
+                                "'{}' differs from '{}': on a running system the live file is kept (it may hold \
+                                 changes not synced yet); `tabula persist sync` copies it back",
+                                shown_tgt.display(),
+                                shown_src.display()
+                            ));
+                            false
+                        } else {
+                            stale
+                        }
                     }
-                    if let Some(w) = hidden_content(ctx, e.kind, target, &st, adopted)? {
-                        p.warnings.push(w);
-                    }
-                    ops.push(Op::Bind {
+                };
+                if needed {
+                    ops.push(Op::CopyIn {
                         source: source.to_path_buf(),
                         target: target.to_path_buf(),
                     });
                 }
             }
-        },
-        How::Symlink => {
-            let points_to = source.to_path_buf();
-            match tgt_st {
-                None => ops.push(Op::Symlink {
-                    path: target.to_path_buf(),
-                    points_to,
-                    uid: src_owner.uid,
-                    gid: src_owner.gid,
-                }),
-                Some(st) if is_symlink(&st) => match w.read_link(target)? {
-                    Some(t) if t == points_to => {}
-                    Some(t) => bail!(
-                        "'{}' is a symlink to '{}', not to '{}': remove it",
-                        shown_tgt.display(),
-                        t.display(),
-                        points_to.display()
-                    ),
-                    None => bail!("'{}' changed while it was inspected", shown_tgt.display()),
-                },
-                Some(_) => bail!(
-                    "a file already exists at '{}': move it to '{}' (to keep it) or delete it",
-                    shown_tgt.display(),
-                    shown_src.display()
-                ),
+            How::Bind => match tgt_st {
+                None => {
+                    let (uid, gid, mode) = (src_owner.uid, src_owner.gid, Perms(src_owner.mode));
+                    ops.push(match e.kind {
+                        Kind::Directory => Op::Mkdir {
+                            path: target.to_path_buf(),
+                            uid,
+                            gid,
+                            mode,
+                        },
+                        Kind::File => Op::CreateFile {
+                            path: target.to_path_buf(),
+                            uid,
+                            gid,
+                            mode,
+                        },
+                    });
+                    ops.push(Op::Bind {
+                        source: source.to_path_buf(),
+                        target: target.to_path_buf(),
+                    });
+                }
+                Some(st) => {
+                    let bound = src_st.is_some_and(|s| s.same_file(&st));
+                    if !bound {
+                        if mounted {
+                            return fail(format!(
+                                "'{}' is already a mount point of something else: unmount it first",
+                                shown_tgt.display()
+                            ));
+                        }
+                        let hidden = match (e.kind, &o.target_entries) {
+                            (Kind::Directory, Some(Err(f))) => return Err(f.clone()),
+                            (Kind::Directory, Some(Ok(n))) => Some(Hidden::Entries(*n)),
+                            (Kind::Directory, None) => None,
+                            (Kind::File, _) if adopted => None,
+                            (Kind::File, _) => Some(Hidden::Bytes(st.size)),
+                        };
+                        if let Some(w) = hidden.and_then(|h| h.warning(&shown_tgt)) {
+                            p.warnings.push(w);
+                        }
+                        ops.push(Op::Bind {
+                            source: source.to_path_buf(),
+                            target: target.to_path_buf(),
+                        });
+                    }
+                }
+            },
+            How::Symlink => {
+                let points_to = source.to_path_buf();
+                match tgt_st {
+                    None => ops.push(Op::Symlink {
+                        path: target.to_path_buf(),
+                        points_to,
+                        uid: src_owner.uid,
+                        gid: src_owner.gid,
+                    }),
+                    Some(_) => match &o.target_link {
+                        Some(Ok(Some(t))) if *t == points_to => {}
+                        Some(Ok(Some(t))) => {
+                            return fail(format!(
+                                "'{}' is a symlink to '{}', not to '{}': remove it",
+                                shown_tgt.display(),
+                                t.display(),
+                                points_to.display()
+                            ));
+                        }
+                        Some(Err(f)) => return Err(f.clone()),
+                        Some(Ok(None)) | None => {
+                            return fail(format!(
+                                "'{}' changed while it was inspected",
+                                shown_tgt.display()
+                            ));
+                        }
+                    },
+                }
             }
         }
+        p.ops = ops;
+        Ok(PlanState::Ready)
     }
-    p.ops = ops;
-    Ok(PlanState::Ready)
-}
 
-/// A warning when a bind mount would hide what the root already has at the target.
-fn hidden_content(
-    ctx: &Ctx<'_>,
-    kind: Kind,
-    target: &Path,
-    st: &nix::sys::stat::FileStat,
-    adopted: bool,
-) -> Result<Option<String>> {
-    let shown = ctx.walker.shown(target);
-    Ok(match kind {
-        Kind::Directory => {
-            let n = ctx.walker.count_entries(target)?;
-            (n > 0).then(|| {
-                format!(
-                    "'{}' already has {n} {} in the root: the bind mount hides them (they stay in the \
-                     root underneath; copy what you need into persistent storage)",
-                    shown.display(),
-                    entries_word(n)
-                )
-            })
-        }
-        Kind::File if adopted => None,
-        Kind::File => (st.st_size > 0).then(|| {
+    /// How a bind-mounted file with no source becomes persistent.
+    fn source_missing_hint(&self) -> String {
+        let src = self.source.display();
+        if self.opts.adopt {
             format!(
-                "'{}' already has {} bytes in the root: the bind mount hides them",
-                shown.display(),
-                st.st_size
+                "'{src}' does not exist and '{}' has no regular file to adopt: nothing to do until the system \
+                 creates it",
+                self.shown(self.target).display()
             )
-        }),
-    })
+        } else {
+            format!(
+                "'{src}' does not exist: nothing is mounted this boot and the system creates '{}' as usual; to \
+                 keep it from now on run `tabula persist --root / --adopt` once it exists (or copy it to '{src}'); \
+                 from the next boot on it is bind-mounted",
+                self.target.display()
+            )
+        }
+    }
 }
 
-/// How a bind-mounted file with no source becomes persistent.
-fn source_missing_hint(ctx: &Ctx<'_>, target: &Path, source: &Path, adopting: bool) -> String {
-    let src = source.display();
-    if adopting {
-        format!(
-            "'{src}' does not exist and '{}' has no regular file to adopt: nothing to do until the system \
-             creates it",
-            ctx.walker.shown(target).display()
-        )
-    } else {
-        format!(
-            "'{src}' does not exist: nothing is mounted this boot and the system creates '{}' as usual; to \
-             keep it from now on run `tabula persist --root / --adopt` once it exists (or copy it to '{src}'); \
-             from the next boot on it is bind-mounted",
-            target.display()
-        )
+/// What is in the way at an entry's target: a file that `tabula persist` will not mount on, copy over or
+/// replace with a symlink. One rule for `persist`, `check --blank` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InTheWay {
+    /// A symlink where a real directory or file must be (never followed, never replaced).
+    Symlink,
+    /// Something else where a directory must be.
+    NotADirectory,
+    /// Something else where a regular file must be.
+    NotARegularFile,
+    /// A real file where `how = "symlink"` would put its link.
+    NotASymlink,
+}
+
+/// What is in the way of an entry of `kind` persisted by `how`, at a target found as `st`.
+pub fn in_the_way(kind: Kind, how: How, st: &Stat) -> Option<InTheWay> {
+    match how {
+        How::Symlink if st.is_symlink() => None,
+        How::Symlink => Some(InTheWay::NotASymlink),
+        _ if st.is_symlink() => Some(InTheWay::Symlink),
+        How::Copy | How::Bind if !st.is_kind(kind) => Some(match kind {
+            Kind::Directory if how == How::Bind => InTheWay::NotADirectory,
+            _ => InTheWay::NotARegularFile,
+        }),
+        _ => None,
+    }
+}
+
+impl InTheWay {
+    /// The plan's failure (`shown_src`: where the file should go instead).
+    fn failure(self, shown_tgt: &Path, shown_src: &Path) -> Failure {
+        let t = shown_tgt.display();
+        match self {
+            InTheWay::Symlink => symlink(shown_tgt),
+            InTheWay::NotADirectory => {
+                Failure::msg(format!("'{t}' exists in the root and is not a directory"))
+            }
+            InTheWay::NotARegularFile => Failure::msg(format!(
+                "'{t}' exists in the root and is not a regular file"
+            )),
+            InTheWay::NotASymlink => Failure::msg(format!(
+                "a file already exists at '{t}': move it to '{}' (to keep it) or delete it",
+                shown_src.display()
+            )),
+        }
+    }
+}
+
+/// What a bind mount would hide of what the root has at its target: one rule for `persist`, `check
+/// --blank` and `status`, each rendering it in its own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hidden {
+    /// A directory with this many entries.
+    Entries(u64),
+    /// A regular file of this size.
+    Bytes(u64),
+}
+
+impl Hidden {
+    /// What a mount on `kind` hides of `st` (`entries`: how many the directory holds, read only when
+    /// asked): `None` when nothing (an empty directory or file, or something of another type).
+    pub fn of(
+        kind: Kind,
+        st: &Stat,
+        entries: impl FnOnce() -> Result<u64>,
+    ) -> Result<Option<Hidden>> {
+        Ok(match kind {
+            Kind::Directory if st.is_dir() => Some(Hidden::Entries(entries()?)),
+            Kind::File if st.is_file() => Some(Hidden::Bytes(st.size)),
+            _ => None,
+        }
+        .filter(|h| !h.is_empty()))
+    }
+
+    /// Nothing hidden.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Hidden::Entries(0) | Hidden::Bytes(0))
+    }
+
+    /// The plan's warning, `None` when nothing is hidden.
+    fn warning(self, shown: &Path) -> Option<String> {
+        match self {
+            _ if self.is_empty() => None,
+            Hidden::Entries(n) => Some(format!(
+                "'{}' already has {n} {} in the root: the bind mount hides them (they stay in the \
+                 root underneath; copy what you need into persistent storage)",
+                shown.display(),
+                entries_word(n)
+            )),
+            Hidden::Bytes(n) => Some(format!(
+                "'{}' already has {n} bytes in the root: the bind mount hides them",
+                shown.display()
+            )),
+        }
     }
 }
 
@@ -632,3 +865,7 @@ fn source_missing_hint(ctx: &Ctx<'_>, target: &Path, source: &Path, adopting: bo
 pub(crate) fn entries_word(n: u64) -> &'static str {
     if n == 1 { "entry" } else { "entries" }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -262,15 +262,37 @@ fn split_options(options: &str) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
+/// A tag value (label, uuid) encoded as blkid encodes it for udev's `/dev/disk/by-*` link names
+/// (`ID_FS_LABEL_ENC`): valid multi-byte UTF-8 characters and ASCII alphanumerics and `#+-.:=@_` stay,
+/// every other byte becomes `\xNN`. It lives here, not in the generator (which re-exports it), so that the
+/// generator depends on persist and not the other way round.
+pub fn encode_devnode_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let keep = if c.is_ascii() {
+            c.is_ascii_alphanumeric() || "#+-.:=@_".contains(c)
+        } else {
+            // Non-characters are not "valid unichars" to udev/blkid: their bytes are escaped.
+            let u = c as u32;
+            !((0xfdd0..=0xfdef).contains(&u) || (u & 0xfffe) == 0xfffe)
+        };
+        if keep {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+    }
+    out
+}
+
 /// The device node for an fstab spec: udev's `/dev/disk/by-*` link when it exists, else (no udev, as
 /// in a busybox initrd) the btrfs device carrying that UUID or label.
 fn resolve_source(spec: &str) -> Result<PathBuf> {
-    let by = |dir: &str, v: &str| {
-        PathBuf::from(format!(
-            "/dev/disk/{dir}/{}",
-            crate::generator::encode_devnode_name(v)
-        ))
-    };
+    let by =
+        |dir: &str, v: &str| PathBuf::from(format!("/dev/disk/{dir}/{}", encode_devnode_name(v)));
     let (link, btrfs) = if let Some(u) = spec.strip_prefix("UUID=") {
         let u = u.to_ascii_lowercase();
         (by("by-uuid", &u), Some(DeviceSpec::Uuid(u)))

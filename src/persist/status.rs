@@ -7,30 +7,30 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use serde::Serialize;
 
-use super::plan::{Ctx, classify};
-use super::walk::{Owner, Walker, is_dir, is_file};
-use super::{How, Kind, Perms, PlanState};
-use crate::config::Config;
+use super::observe::{Eyes, Failure, Observed, ObservedEntry, Stat, observe_entry};
+use super::plan::{entry_owner, parents_of, resolve, symlink_failure};
+use super::walk::Walker;
+use super::{Hidden, How, Kind, Perms, State};
+use crate::config::{Config, EntryRef};
 
-/// Whether an entry is in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StatusState {
-    /// The target is the source (same device and inode), or the symlink points at it.
-    InPlace,
-    /// The target exists but is not the source (not mounted, or a wrong link), or is missing.
-    NotInPlace,
-    /// The source does not exist in persistent storage.
-    SourceMissing,
-    /// A symlink (or hard link) where there should be none: tabula would refuse this entry.
-    Refused,
-    /// Something could not be inspected.
-    Error,
+/// Whether an entry is in place: the plan's [`State`], read on a running system. `ready` means not in
+/// place (`tabula persist` would act), `failed` that something could not be inspected; `done` never occurs.
+pub type StatusState = State;
+
+/// The word `tabula status` prints for a state.
+pub fn status_label(state: State) -> &'static str {
+    match state {
+        State::InPlace | State::Done => "in-place",
+        State::Ready => "not-in-place",
+        State::SourceMissing => "source-missing",
+        State::Refused => "refused",
+        State::Failed => "error",
+    }
 }
 
 /// What a bind mount hides in the root underneath it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "shadow", rename_all = "kebab-case")]
+#[serde(tag = "shadow", rename_all = "snake_case")]
 pub enum Shadow {
     /// Nothing is hidden.
     Clear,
@@ -82,22 +82,31 @@ pub struct EntryStatus {
 /// Inspects each entry on the system whose root is `root` (normally `/`). Changes nothing: the check for
 /// hidden data runs in a private mount namespace of a helper thread.
 pub fn status(config: &Config, root: &Path) -> Result<Vec<EntryStatus>> {
-    let ctx = Ctx::new(config, root)?;
-    let mut out: Vec<EntryStatus> = config
-        .persist
-        .entries()
-        .iter()
-        .map(|e| entry_status(&ctx, e))
-        .collect();
+    let eyes = Eyes::open(config, root)?;
+    let full_root = eyes.root_canon.clone();
+    let observed = Observed {
+        root: root.to_path_buf(),
+        running: true,
+        root_dev: 0,
+        persist_dir: None,
+        accounts: eyes.accounts(config),
+        entries: config
+            .persist
+            .entries()
+            .iter()
+            .map(|e| observe_entry(&eyes, config, e))
+            .collect(),
+    };
+    let mut out = status_observed(&observed, config);
     let bound: Vec<(usize, PathBuf, Kind)> = out
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.state == StatusState::InPlace && s.how == How::Bind)
+        .filter(|(_, s)| s.state == State::InPlace && s.how == How::Bind)
         .map(|(i, s)| (i, s.target.clone(), s.kind))
         .collect();
     if !bound.is_empty() {
         let items: Vec<(PathBuf, Kind)> = bound.iter().map(|(_, t, k)| (t.clone(), *k)).collect();
-        let shadows = shadow_check(ctx.full_path(Path::new("/")), items);
+        let shadows = shadow_check(full_root, items);
         for ((i, _, _), shadow) in bound.into_iter().zip(shadows) {
             out[i].shadow = Some(shadow);
         }
@@ -105,55 +114,83 @@ pub fn status(config: &Config, root: &Path) -> Result<Vec<EntryStatus>> {
     Ok(out)
 }
 
-fn entry_status(ctx: &Ctx<'_>, e: &crate::config::EntryRef<'_>) -> EntryStatus {
+/// The status of every entry from what was observed (`observed.entries` in `config`'s order): pure.
+pub fn status_observed(observed: &Observed, config: &Config) -> Vec<EntryStatus> {
+    config
+        .persist
+        .entries()
+        .iter()
+        .zip(&observed.entries)
+        .map(|(e, o)| entry_status(observed, config, e, o))
+        .collect()
+}
+
+fn entry_status(
+    observed: &Observed,
+    config: &Config,
+    e: &EntryRef<'_>,
+    o: &ObservedEntry,
+) -> EntryStatus {
     let target = e.target();
-    let source = ctx.config.persist.source_of(&target);
+    let source = config.persist.source_of(&target);
     let mut s = EntryStatus {
         target: target.clone(),
         source: source.clone(),
         kind: e.kind,
         how: e.entry.how,
-        state: StatusState::InPlace,
+        state: State::InPlace,
         problems: Vec::new(),
         synced: None,
         shadow: None,
         message: None,
     };
-    let w = &ctx.walker;
-    let fail = |s: &mut EntryStatus, err: anyhow::Error| {
-        let (state, _) = classify(&err);
-        s.state = if state == PlanState::Refused {
-            StatusState::Refused
+    let shown = |p: &Path| observed.shown(p);
+    let fail = |s: &mut EntryStatus, f: Failure| {
+        s.state = if f.rule.is_some() {
+            State::Refused
         } else {
-            StatusState::Error
+            State::Failed
         };
-        s.message = Some(format!("{err:#}"));
+        s.message = Some(f.message);
     };
-    let right_type = |st: &nix::sys::stat::FileStat| match e.kind {
-        Kind::Directory => is_dir(st),
-        Kind::File => is_file(st),
-    };
-    let src = match w.leaf(&source) {
-        Ok(Some((_, st))) if right_type(&st) => Some(st),
+    let parents = parents_of(&target);
+    let src_parents: Vec<PathBuf> = parents
+        .iter()
+        .map(|p| shown(&config.persist.source_of(p)))
+        .collect();
+    let tgt_parents: Vec<PathBuf> = parents.iter().map(|p| shown(p)).collect();
+    // The source as an O_PATH open finds it: a symlink is refused.
+    let src = match resolve(&o.source_chain, &src_parents) {
+        Ok(Some(st)) if st.is_symlink() => {
+            fail(&mut s, symlink_failure(&shown(&source)));
+            return s;
+        }
+        Ok(Some(st)) if st.is_kind(e.kind) => Some(st),
         Ok(Some(_)) => {
-            s.state = StatusState::Error;
+            s.state = State::Failed;
             s.message = Some(format!(
                 "'{}' is not a {}",
-                w.shown(&source).display(),
+                shown(&source).display(),
                 kind_name(e.kind)
             ));
             return s;
         }
         Ok(None) => None,
-        Err(err) => {
-            fail(&mut s, err);
+        Err(f) => {
+            fail(&mut s, f);
             return s;
         }
     };
     if let Some(st) = &src {
-        match ctx.entry_owner(e) {
+        match entry_owner(
+            config,
+            &observed.accounts,
+            e,
+            o.explicit_uid.as_ref(),
+            o.explicit_gid.as_ref(),
+        ) {
             Ok((_, explicit)) => {
-                let actual = Owner::of(st);
+                let actual = st.owner();
                 if let Some(u) = explicit.uid.filter(|u| *u != actual.uid) {
                     s.problems
                         .push(format!("owner is {}, the config says {u}", actual.uid));
@@ -170,99 +207,114 @@ fn entry_status(ctx: &Ctx<'_>, e: &crate::config::EntryRef<'_>) -> EntryStatus {
                     ));
                 }
             }
-            Err(err) => s.problems.push(format!("{err:#}")),
+            Err(f) => s.problems.push(f.message),
         }
     }
+    let tgt = resolve(&o.target_chain, &tgt_parents);
+    let no_target = |s: &mut EntryStatus| {
+        s.state = if src.is_some() {
+            State::Ready
+        } else {
+            State::SourceMissing
+        };
+        s.message = Some(format!("'{}' does not exist", shown(&target).display()));
+    };
     match e.entry.how {
-        How::Bind => match w.leaf(&target) {
-            Ok(Some((_, tst))) => match &src {
-                Some(st) if st.st_dev == tst.st_dev && st.st_ino == tst.st_ino => {}
+        How::Bind => match tgt {
+            Ok(Some(tst)) if tst.is_symlink() => fail(&mut s, symlink_failure(&shown(&target))),
+            Ok(Some(tst)) => match &src {
+                Some(st) if st.same_file(&tst) => {}
                 Some(_) => {
-                    s.state = StatusState::NotInPlace;
+                    s.state = State::Ready;
                     s.message = Some(format!(
                         "'{}' is not a bind mount of '{}'",
-                        w.shown(&target).display(),
-                        w.shown(&source).display()
+                        shown(&target).display(),
+                        shown(&source).display()
                     ));
                 }
                 None => {
-                    s.state = StatusState::SourceMissing;
+                    s.state = State::SourceMissing;
                     s.message = Some(format!(
                         "'{}' does not exist: '{}' is not persistent",
-                        w.shown(&source).display(),
-                        w.shown(&target).display()
+                        shown(&source).display(),
+                        shown(&target).display()
                     ));
                 }
             },
-            Ok(None) => {
-                s.state = if src.is_some() {
-                    StatusState::NotInPlace
-                } else {
-                    StatusState::SourceMissing
-                };
-                s.message = Some(format!("'{}' does not exist", w.shown(&target).display()));
-            }
-            Err(err) => fail(&mut s, err),
+            Ok(None) => no_target(&mut s),
+            Err(f) => fail(&mut s, f),
         },
-        How::Copy => match super::copy::open_regular(w, &target) {
+        How::Copy => match tgt {
+            Ok(Some(tst)) if tst.is_symlink() => fail(&mut s, symlink_failure(&shown(&target))),
+            Ok(Some(tst)) if !tst.is_file() => fail(
+                &mut s,
+                Failure::msg(format!(
+                    "'{}' is not a regular file",
+                    shown(&target).display()
+                )),
+            ),
             Ok(Some(_)) if src.is_none() => {
-                s.state = StatusState::SourceMissing;
+                s.state = State::SourceMissing;
                 s.synced = Some(false);
                 s.message = Some(format!(
                     "'{}' does not exist: '{}' is not persistent until `tabula persist sync` copies it",
-                    w.shown(&source).display(),
-                    w.shown(&target).display()
+                    shown(&source).display(),
+                    shown(&target).display()
                 ));
             }
-            Ok(Some(_)) => match super::copy::is_current(w, &source, &target) {
-                Ok(true) => s.synced = Some(true),
-                Ok(false) => {
+            Ok(Some(_)) => match &o.copy_current {
+                Some(Ok(true)) => s.synced = Some(true),
+                Some(Ok(false)) | None => {
                     s.synced = Some(false);
                     s.problems.push(format!(
                         "differs from '{}': not synced yet (`tabula persist sync`)",
-                        w.shown(&source).display()
+                        shown(&source).display()
                     ));
                 }
-                Err(err) => fail(&mut s, err),
+                Some(Err(f)) => fail(&mut s, f.clone()),
             },
-            Ok(None) => {
-                s.state = if src.is_some() {
-                    StatusState::NotInPlace
-                } else {
-                    StatusState::SourceMissing
-                };
-                s.message = Some(format!("'{}' does not exist", w.shown(&target).display()));
-            }
-            Err(err) => fail(&mut s, err),
+            Ok(None) => no_target(&mut s),
+            Err(f) => fail(&mut s, f),
         },
-        How::Symlink => match w.read_link(&target) {
-            Ok(Some(t)) if t == source => {
-                if src.is_none() {
-                    s.state = StatusState::SourceMissing;
+        How::Symlink => {
+            let link = match tgt {
+                Ok(Some(st)) if st.is_symlink() => match &o.target_link {
+                    Some(Ok(l)) => Ok(l.clone()),
+                    Some(Err(f)) => Err(f.clone()),
+                    None => Ok(None),
+                },
+                Ok(_) => Ok(None),
+                Err(f) => Err(f),
+            };
+            match link {
+                Ok(Some(t)) if t == source => {
+                    if src.is_none() {
+                        s.state = State::SourceMissing;
+                        s.message = Some(format!(
+                            "the symlink dangles: '{}' does not exist",
+                            source.display()
+                        ));
+                    }
+                }
+                Ok(Some(t)) => {
+                    s.state = State::Ready;
                     s.message = Some(format!(
-                        "the symlink dangles: '{}' does not exist",
+                        "points to '{}', not '{}'",
+                        t.display(),
                         source.display()
                     ));
                 }
+                Ok(None) => {
+                    s.state = State::Ready;
+                    s.message = Some(format!(
+                        "'{}' is not a symlink to '{}'",
+                        shown(&target).display(),
+                        source.display()
+                    ));
+                }
+                Err(f) => fail(&mut s, f),
             }
-            Ok(Some(t)) => {
-                s.state = StatusState::NotInPlace;
-                s.message = Some(format!(
-                    "points to '{}', not '{}'",
-                    t.display(),
-                    source.display()
-                ));
-            }
-            Ok(None) => {
-                s.state = StatusState::NotInPlace;
-                s.message = Some(format!(
-                    "'{}' is not a symlink to '{}'",
-                    w.shown(&target).display(),
-                    source.display()
-                ));
-            }
-            Err(err) => fail(&mut s, err),
-        },
+        }
     }
     s
 }
@@ -304,20 +356,15 @@ fn shadow_check(root: PathBuf, items: Vec<(PathBuf, Kind)>) -> Vec<Shadow> {
                 }
                 let inspect = || -> Result<Shadow> {
                     let w = Walker::open(&root)?;
-                    Ok(match (kind, w.stat(target)?) {
-                        (_, None) => Shadow::Clear,
-                        (Kind::Directory, Some(st)) if is_dir(&st) => {
-                            match w.count_entries(target)? {
-                                0 => Shadow::Clear,
-                                count => Shadow::HiddenEntries { count },
+                    Ok(match w.stat(target)? {
+                        None => Shadow::Clear,
+                        Some(st) => {
+                            match Hidden::of(*kind, &Stat::of(&st), || w.count_entries(target))? {
+                                None => Shadow::Clear,
+                                Some(Hidden::Entries(count)) => Shadow::HiddenEntries { count },
+                                Some(Hidden::Bytes(count)) => Shadow::HiddenBytes { count },
                             }
                         }
-                        (Kind::File, Some(st)) if is_file(&st) && st.st_size > 0 => {
-                            Shadow::HiddenBytes {
-                                count: st.st_size as u64,
-                            }
-                        }
-                        _ => Shadow::Clear,
                     })
                 };
                 inspect().unwrap_or_else(|e| Shadow::Unknown {

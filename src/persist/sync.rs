@@ -16,9 +16,9 @@ use serde::Serialize;
 use super::copy::{FaultPoints, is_current, remove_file, replace_with_copy};
 use super::plan::{Ctx, classify, parents_of};
 use super::walk::{Owner, RULE_SYMLINK, Walker, is_dir, is_file, is_symlink, refuse_hard_links};
-use super::{How, Op, Perms, PlanState};
+use super::{How, Op, Perms, Plan, PlanState, Verdict};
 use crate::config::Config;
-use crate::error::{PartialFailure, Refusal};
+use crate::error::Refusal;
 
 /// Refusal rule: a copied file was replaced on the live system by something that is not a regular file.
 pub const RULE_NOT_REGULAR: &str = "not-a-regular-file";
@@ -55,7 +55,7 @@ pub enum Found {
 
 /// What a sync does (or did) for one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum SyncAction {
     /// The persistent copy equals the live file: nothing to do.
     InSync,
@@ -110,30 +110,15 @@ pub struct SyncEntry {
 }
 
 /// Everything `tabula persist sync` would do (or did).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SyncPlan {
-    /// The running system's root (`/`).
-    pub root: PathBuf,
-    /// Persistent storage inside it.
-    pub persist: PathBuf,
-    /// Copy entries, in path order.
-    pub entries: Vec<SyncEntry>,
+pub type SyncPlan = Plan<SyncEntry>;
+
+impl Verdict for SyncEntry {
+    fn is_failure(&self) -> bool {
+        matches!(self.action, SyncAction::Refused | SyncAction::Failed)
+    }
 }
 
 impl SyncPlan {
-    /// Number of refused or failed entries.
-    pub fn failed(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e.action, SyncAction::Refused | SyncAction::Failed))
-            .count()
-    }
-
-    /// `Some` when an entry was refused or failed: the error for the exit status.
-    pub fn partial_failure(&self) -> Option<PartialFailure> {
-        PartialFailure::of(self.failed(), self.entries.len())
-    }
-
     /// One line per entry, for people.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
