@@ -2,7 +2,7 @@
 //! reflink test). The copy is checked with the diff engine itself, mtimes included.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};

@@ -2,7 +2,7 @@
 //! thousands deep, a closed stdout, control characters in paths.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

@@ -2,7 +2,7 @@
 //! some once, some noise; the ranking, the units named, and the suggested allowlist passing `check`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;

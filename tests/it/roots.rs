@@ -1,7 +1,7 @@
 //! `tabula roots …` on real loop-mounted btrfs (needs root): listing, pins, guarded deletion, prune.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;

@@ -2,7 +2,7 @@
 //! image of A→B (added ↔ deleted, old ↔ new).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

@@ -4,7 +4,7 @@
 //! tabula must register the members itself.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

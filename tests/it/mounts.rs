@@ -3,7 +3,7 @@
 //! live root mounted while `tabula rollback` runs.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -3,7 +3,7 @@
 //! `roots diff` and `restore`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;

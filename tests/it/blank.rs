@@ -2,7 +2,7 @@
 //! crash safety, rollback, history and the deletion rules for retired blanks.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;

@@ -3,7 +3,7 @@
 //! program replacing a copied file by rename, syncs interrupted at every fault point, planted symlinks.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;

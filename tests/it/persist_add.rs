@@ -2,7 +2,7 @@
 //! then directories and files made persistent now, refusals, a commented config, injected failures.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;

@@ -3,7 +3,7 @@
 //! shell glue used to do (persistent storage, a separate /home from the new root's fstab, `ro`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::symlink;

@@ -2,7 +2,7 @@
 //! of a boot history (`TABULA_TEST_NOW`), then `roots prune --dry-run --json` with daily retention.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
