@@ -102,6 +102,7 @@ fn setup(test: &str) -> Option<Scratch> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn three_boots_keep_only_the_allowlist() {
     let Some(s) = setup("three_boots_keep_only_the_allowlist") else {
         return;
@@ -234,6 +235,7 @@ fn three_boots_keep_only_the_allowlist() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn planted_symlink_in_a_home_is_refused_and_the_boot_goes_on() {
     let Some(s) = setup("planted_symlink_in_a_home_is_refused_and_the_boot_goes_on") else {
         return;

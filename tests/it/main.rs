@@ -3,6 +3,13 @@
 //!
 //! A new test file `tests/it/<area>.rs` is added with a `mod <area>;` line below; it reaches the harness
 //! through `use crate::common;`.
+//!
+//! Tests that need root (loop devices, mounts, btrfs) carry
+//! `#[ignore = "needs root: run as root with -- --include-ignored"]`, so a run that does not ask for
+//! them lists each as `ignored, needs root` instead of reporting it passed. The full run, as root:
+//! `CI=true unshare -m --propagation private cargo test --features fault-injection -- --include-ignored`.
+//! Asked for without root, they fail ([`common::require_root`]); a root-needing test without the
+//! attribute fails in every run that does not ask for them, so a forgotten attribute shows at once.
 
 mod common;
 
@@ -26,3 +33,13 @@ mod retention_golden;
 mod robust;
 mod rollback;
 mod roots;
+
+/// A CI run must run the root-needing tests: without `--include-ignored` it would pass having run none.
+#[test]
+fn ci_runs_the_root_tests() {
+    assert!(
+        !common::ci() || common::root_tests_requested(),
+        "CI=true, but the root-needing tests were not asked for: \
+         run `cargo test --features fault-injection -- --include-ignored` as root"
+    );
+}

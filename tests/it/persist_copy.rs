@@ -132,6 +132,7 @@ fn text(o: &std::process::Output) -> String {
 const SHADOW_COPY: &str = "[persist]\nfiles = [{ path = \"/etc/shadow\", how = \"copy\" }]\n";
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
     let Some(s) = setup(
         "a_copy_survives_rename_over_it_and_the_next_boot_has_the_change",
@@ -225,6 +226,7 @@ fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_sync_killed_at_any_point_leaves_the_old_or_the_new_copy() {
     let Some(s) = setup(
         "a_sync_killed_at_any_point_leaves_the_old_or_the_new_copy",
@@ -276,6 +278,7 @@ fn a_sync_killed_at_any_point_leaves_the_old_or_the_new_copy() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn planted_symlinks_and_replaced_files_are_refused() {
     let Some(s) = setup(
         "planted_symlinks_and_replaced_files_are_refused",
@@ -366,6 +369,7 @@ fn planted_symlinks_and_replaced_files_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_deleted_file_keeps_its_copy_unless_pruned_and_a_new_one_is_taken_in() {
     let Some(s) = setup(
         "a_deleted_file_keeps_its_copy_unless_pruned_and_a_new_one_is_taken_in",

@@ -29,6 +29,7 @@ fn json(s: &Scratch, args: &[&str]) -> Value {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn list_and_show() {
     let Some(s) = with_boots("list_and_show", 3) else {
         return;
@@ -98,6 +99,7 @@ fn list_and_show() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn pins_and_the_newest_are_protected() {
     let Some(s) = with_boots("pins_and_the_newest_are_protected", 3) else {
         return;
@@ -127,6 +129,7 @@ fn pins_and_the_newest_are_protected() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn deletion_traps() {
     let Some(s) = with_boots("deletion_traps", 0) else {
         return;
@@ -268,6 +271,7 @@ fn deletion_traps() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn prune_dry_run_changes_nothing_and_explains() {
     let Some(s) = with_boots("prune_dry_run_changes_nothing_and_explains", 4) else {
         return;
@@ -301,6 +305,7 @@ fn prune_dry_run_changes_nothing_and_explains() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn mount_and_umount() {
     let Some(s) = with_boots("mount_and_umount", 2) else {
         return;
@@ -334,6 +339,7 @@ fn mount_and_umount() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn initrd_failure_policy() {
     let Some(s) = with_boots("initrd_failure_policy", 1) else {
         return;
