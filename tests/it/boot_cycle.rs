@@ -7,58 +7,15 @@ use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{MountGuard, Scratch};
-use nix::mount::{MsFlags, mount};
+use common::{Booted, Scratch, rollback_and_mount};
 use tabula::btrfs;
-
-/// What an initrd does after `tabula rollback`: mount root at sysroot, persist at sysroot/persist.
-struct Booted {
-    _persist: MountGuard,
-    _root: MountGuard,
-    sysroot: PathBuf,
-}
 
 fn boot(s: &Scratch) -> Booted {
     let b = rollback_and_mount(s);
     s.tabula_ok(&["persist", "--root", b.sysroot.to_str().unwrap()]);
     b
-}
-
-/// `tabula rollback`, then the new root on sysroot and persistent storage on sysroot/persist.
-fn rollback_and_mount(s: &Scratch) -> Booted {
-    s.tabula_ok(&["rollback"]);
-    let sysroot = s.dir.path().join("sysroot");
-    fs::create_dir_all(&sysroot).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot,
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=root"),
-    )
-    .unwrap();
-    let root = MountGuard {
-        target: sysroot.clone(),
-    };
-    fs::create_dir_all(sysroot.join("persist")).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot.join("persist"),
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=persist"),
-    )
-    .unwrap();
-    let persist = MountGuard {
-        target: sysroot.join("persist"),
-    };
-    Booted {
-        _persist: persist,
-        _root: root,
-        sysroot,
-    }
 }
 
 /// Unmounts everything under sysroot (persisted binds first), as a shutdown would.

@@ -250,6 +250,49 @@ impl Scratch {
     }
 }
 
+/// What an initrd has after `tabula rollback`: the new root on `sysroot`, persistent storage on
+/// `sysroot/persist`. Field order matters: persist is unmounted before the root it sits on.
+pub struct Booted {
+    pub _persist: MountGuard,
+    pub _root: MountGuard,
+    pub sysroot: PathBuf,
+}
+
+/// `tabula rollback`, then the new root on `<dir>/sysroot` and the `persist` subvolume on
+/// `sysroot/persist`, as an initrd mounts them.
+pub fn rollback_and_mount(s: &Scratch) -> Booted {
+    s.tabula_ok(&["rollback"]);
+    let sysroot = s.dir.path().join("sysroot");
+    fs::create_dir_all(&sysroot).expect("mkdir sysroot");
+    mount(
+        Some(&s.dev.path),
+        &sysroot,
+        Some("btrfs"),
+        MsFlags::empty(),
+        Some("subvol=root"),
+    )
+    .expect("mounting the new root");
+    let root = MountGuard {
+        target: sysroot.clone(),
+    };
+    fs::create_dir_all(sysroot.join("persist")).expect("mkdir sysroot/persist");
+    mount(
+        Some(&s.dev.path),
+        &sysroot.join("persist"),
+        Some("btrfs"),
+        MsFlags::empty(),
+        Some("subvol=persist"),
+    )
+    .expect("mounting persist");
+    Booted {
+        _persist: MountGuard {
+            target: sysroot.join("persist"),
+        },
+        _root: root,
+        sysroot,
+    }
+}
+
 /// A `tabula` command using config `config`, logging to stderr.
 pub fn tabula_cmd(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tabula"));

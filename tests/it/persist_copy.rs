@@ -10,8 +10,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use common::{MountGuard, Scratch, tabula_cmd};
-use nix::mount::{MsFlags, mount};
+use common::{Booted, Scratch, rollback_and_mount, tabula_cmd};
 use tabula::btrfs;
 use tabula::check::{CheckOptions, Severity};
 use tabula::config::Config;
@@ -19,45 +18,6 @@ use tabula::persist::{PlanOptions, PlanState};
 
 const OLD: &str = "root:$6$old$OLDHASH:19000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
 const NEW: &str = "root:$6$new$NEWHASH:20000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
-
-/// The new root on sysroot and persistent storage on sysroot/persist, as an initrd mounts them.
-struct Booted {
-    _persist: MountGuard,
-    _root: MountGuard,
-    sysroot: PathBuf,
-}
-
-fn rollback_and_mount(s: &Scratch) -> Booted {
-    s.tabula_ok(&["rollback"]);
-    let sysroot = s.dir.path().join("sysroot");
-    fs::create_dir_all(&sysroot).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot,
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=root"),
-    )
-    .unwrap();
-    let root = MountGuard {
-        target: sysroot.clone(),
-    };
-    mount(
-        Some(&s.dev.path),
-        &sysroot.join("persist"),
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=persist"),
-    )
-    .unwrap();
-    Booted {
-        _persist: MountGuard {
-            target: sysroot.join("persist"),
-        },
-        _root: root,
-        sysroot,
-    }
-}
 
 /// A boot: rollback, mounts, `tabula persist --root sysroot`; returns persist's stdout too.
 fn boot(s: &Scratch) -> (Booted, String) {
