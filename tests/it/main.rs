@@ -54,3 +54,36 @@ fn root_runs_are_built_with_fault_points() {
          would do nothing: add --features fault-injection"
     );
 }
+
+/// Every test file is a module of this one binary: a `tests/<name>.rs` would build a test binary of its
+/// own, and a `tests/it/<name>.rs` without `mod <name>;` above would not be built at all. Both happen
+/// when a branch that adds a test file is merged, so this says what to do.
+#[test]
+fn every_test_file_is_a_module_of_this_binary() {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let main = include_str!("main.rs");
+    let mut problems = Vec::new();
+    for (dir, top) in [(tests.clone(), true), (tests.join("it"), false)] {
+        for entry in std::fs::read_dir(&dir).expect("listing tests/") {
+            let name = entry.expect("entry of tests/").file_name();
+            let name = name.to_string_lossy();
+            let Some(module) = name.strip_suffix(".rs") else {
+                continue;
+            };
+            let declared = main.lines().any(|l| l.trim() == format!("mod {module};"));
+            let how = "replace its `mod common;` with `use crate::common;` and mark its root-needing \
+                       tests #[ignore = \"needs root: run as root with -- --include-ignored\"]";
+            if top {
+                problems.push(format!(
+                    "tests/{name}: git mv it to tests/it/{name}, add `mod {module};` to \
+                     tests/it/main.rs, {how}"
+                ));
+            } else if module != "main" && !declared {
+                problems.push(format!(
+                    "tests/it/{name}: add `mod {module};` to tests/it/main.rs, {how}"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
