@@ -24,9 +24,10 @@ elif [[ $(rustc --version) == "rustc 1.95.0 "* ]]; then nixos_rustc=()
 else rustup toolchain install 1.95.0 --profile minimal && nixos_rustc=(+1.95.0); fi
 cargo "${nixos_rustc[@]}" build --locked --quiet
 step "cargo test: unit, property, golden, and root integration tests on loop btrfs"
-# CI=true makes root-needing tests fail instead of skipping; the private mount namespace keeps every
-# mount of the run away from the host even if a test's own guard failed.
-CI=${CI:-true} unshare -m --propagation private cargo test --features fault-injection
+# --include-ignored runs the root-needing integration tests (marked #[ignore = "needs root: …"]), and
+# CI=true fails the run if they were not asked for; the private mount namespace keeps every mount of the
+# run away from the host even if a test's own guard failed.
+CI=${CI:-true} unshare -m --propagation private cargo test --features fault-injection -- --include-ignored
 step "static release binary"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release --target x86_64-unknown-linux-gnu
 bin=target/x86_64-unknown-linux-gnu/release/tabula

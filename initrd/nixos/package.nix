@@ -1,5 +1,5 @@
 # The tabula package, built from this repository. Tests are not run here: most need root and loop
-# devices (run them with `cargo test` as root, and vm-tests/run).
+# devices (run them as root with `cargo test -- --include-ignored`, and vm-tests/run).
 { lib, rustPlatform, src }:
 rustPlatform.buildRustPackage {
   pname = "tabula";

@@ -12,7 +12,7 @@
 //! their unchanged children). The reference walk then runs, descending only into dirty or whole
 //! directories. Since every entry it reports comes from the same comparison code as the full walk, the
 //! two agree whenever every change lies below a directory the stream named, which the property test
-//! in `tests/diff_send.rs` checks on random trees.
+//! in `tests/it/diff_send.rs` checks on random trees.
 //!
 //! Where the guided walk could still differ, it is not trusted and the full walk runs:
 //! - a reported regular file with more than one link: `link_to` names the inode's first name met in

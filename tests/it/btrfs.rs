@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use tabula::btrfs;
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn create_snapshot_info_flags_delete() {
     let Some(s) = Scratch::new("create_snapshot_info_flags_delete", 256) else {
         return;
@@ -66,6 +67,7 @@ fn create_snapshot_info_flags_delete() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn children_are_listed_by_id_past_the_255_item_page() {
     let Some(s) = Scratch::new("children_are_listed_by_id_past_the_255_item_page", 512) else {
         return;
@@ -99,6 +101,7 @@ fn children_are_listed_by_id_past_the_255_item_page() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn recursive_delete_clears_read_only_only_where_allowed() {
     let Some(s) = Scratch::new("recursive_delete_clears_read_only_only_where_allowed", 256) else {
         return;
@@ -144,6 +147,7 @@ fn recursive_delete_clears_read_only_only_where_allowed() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn default_subvolume_and_reflink() {
     let Some(s) = Scratch::new("default_subvolume_and_reflink", 256) else {
         return;

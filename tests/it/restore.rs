@@ -2,7 +2,7 @@
 //! reflink test). The copy is checked with the diff engine itself, mtimes included.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
@@ -397,6 +397,7 @@ fn dry_run_plan_is_data() {
 
 /// A mount point (a persisted path) is never replaced, nor a directory holding one.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn mount_points_are_never_replaced() {
     if !common::require_root("mount_points_are_never_replaced") {
         return;
@@ -430,6 +431,7 @@ fn mount_points_are_never_replaced() {
 
 /// The real setting: a retired root and the live root are sibling subvolumes of one btrfs.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn reflinks_on_btrfs_share_extents() {
     let Some(s) = common::Scratch::new("reflinks_on_btrfs_share_extents", 256) else {
         return;
@@ -517,6 +519,7 @@ fn extents(p: &Path) -> Vec<u64> {
 /// Restoring to another filesystem copies; a 2 GiB sparse file (a VM image) stays sparse, and the
 /// report says per file whether it was reflinked or copied.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn copies_keep_sparse_files_sparse() {
     use std::os::unix::fs::FileExt;
     let Some(s) = common::Scratch::new("copies_keep_sparse_files_sparse", 256) else {

@@ -3,7 +3,7 @@
 //! live root mounted while `tabula rollback` runs.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -90,6 +90,7 @@ fn held(s: &Scratch) -> Vec<(String, String)> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn mounted_in_another_namespace_is_never_deleted() {
     let Some(s) = Scratch::new("mounted_in_another_namespace_is_never_deleted", 400) else {
         return;
@@ -145,6 +146,7 @@ fn mounted_in_another_namespace_is_never_deleted() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn mounted_from_a_device_path_that_no_longer_exists_is_never_deleted() {
     let Some(s) = Scratch::new(
         "mounted_from_a_device_path_that_no_longer_exists_is_never_deleted",
@@ -287,6 +289,7 @@ impl TwoDevices {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn mounted_through_another_member_device_is_never_deleted() {
     let Some(t) = TwoDevices::new("mounted_through_another_member_device_is_never_deleted") else {
         return;
@@ -321,6 +324,7 @@ fn mounted_through_another_member_device_is_never_deleted() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_mounted_root_is_never_retired() {
     let Some(s) = Scratch::new("a_mounted_root_is_never_retired", 400) else {
         return;
@@ -410,6 +414,7 @@ fn layout_names_cannot_be_tabulas_own() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn removal_never_descends_into_a_mount_and_goes_on_past_errors() {
     let Some(s) = Scratch::new(
         "removal_never_descends_into_a_mount_and_goes_on_past_errors",
@@ -465,6 +470,7 @@ fn removal_never_descends_into_a_mount_and_goes_on_past_errors() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn deleting_removes_qgroups_and_an_interrupted_delete_shows() {
     let Some(s) = Scratch::new(
         "deleting_removes_qgroups_and_an_interrupted_delete_shows",
@@ -513,6 +519,7 @@ fn deleting_removes_qgroups_and_an_interrupted_delete_shows() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn min_free_deletes_only_what_it_must() {
     let Some(s) = Scratch::new("min_free_deletes_only_what_it_must", 512) else {
         return;

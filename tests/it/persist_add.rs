@@ -2,7 +2,7 @@
 //! then directories and files made persistent now, refusals, a commented config, injected failures.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -120,6 +120,7 @@ fn is_mount_point(p: &Path) -> bool {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn directory_and_files_become_persistent_keeping_comments() {
     let Some(b) = booted("persist_add_dir_file") else {
         return;
@@ -231,6 +232,7 @@ fn stop(mut c: Child) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_path_in_use_is_refused_unless_forced() {
     let Some(b) = booted("persist_add_in_use") else {
         return;
@@ -296,6 +298,7 @@ fn a_path_in_use_is_refused_unless_forced() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_failure_half_way_leaves_the_live_path_as_it_was() {
     let Some(b) = booted("persist_add_failure") else {
         return;
@@ -376,6 +379,7 @@ fn a_failure_half_way_leaves_the_live_path_as_it_was() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn from_last_boot_and_a_config_it_cannot_edit() {
     let Some(b) = booted_with("persist_add_from", |root| {
         fs::write(root.join("etc/hostname"), "last boot\n").unwrap();

@@ -3,15 +3,14 @@
 //! program replacing a copied file by rename, syncs interrupted at every fault point, planted symlinks.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use common::{MountGuard, Scratch, tabula_cmd};
-use nix::mount::{MsFlags, mount};
+use common::{Booted, Scratch, rollback_and_mount, tabula_cmd};
 use tabula::btrfs;
 use tabula::check::{CheckOptions, Severity};
 use tabula::config::Config;
@@ -19,45 +18,6 @@ use tabula::persist::{PlanOptions, PlanState};
 
 const OLD: &str = "root:$6$old$OLDHASH:19000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
 const NEW: &str = "root:$6$new$NEWHASH:20000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
-
-/// The new root on sysroot and persistent storage on sysroot/persist, as an initrd mounts them.
-struct Booted {
-    _persist: MountGuard,
-    _root: MountGuard,
-    sysroot: PathBuf,
-}
-
-fn rollback_and_mount(s: &Scratch) -> Booted {
-    s.tabula_ok(&["rollback"]);
-    let sysroot = s.dir.path().join("sysroot");
-    fs::create_dir_all(&sysroot).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot,
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=root"),
-    )
-    .unwrap();
-    let root = MountGuard {
-        target: sysroot.clone(),
-    };
-    mount(
-        Some(&s.dev.path),
-        &sysroot.join("persist"),
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=persist"),
-    )
-    .unwrap();
-    Booted {
-        _persist: MountGuard {
-            target: sysroot.join("persist"),
-        },
-        _root: root,
-        sysroot,
-    }
-}
 
 /// A boot: rollback, mounts, `tabula persist --root sysroot`; returns persist's stdout too.
 fn boot(s: &Scratch) -> (Booted, String) {
@@ -132,6 +92,7 @@ fn text(o: &std::process::Output) -> String {
 const SHADOW_COPY: &str = "[persist]\nfiles = [{ path = \"/etc/shadow\", how = \"copy\" }]\n";
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
     let Some(s) = setup(
         "a_copy_survives_rename_over_it_and_the_next_boot_has_the_change",
@@ -225,6 +186,7 @@ fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_sync_killed_at_any_point_leaves_the_old_or_the_new_copy() {
     let Some(s) = setup(
         "a_sync_killed_at_any_point_leaves_the_old_or_the_new_copy",
@@ -276,6 +238,7 @@ fn a_sync_killed_at_any_point_leaves_the_old_or_the_new_copy() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn planted_symlinks_and_replaced_files_are_refused() {
     let Some(s) = setup(
         "planted_symlinks_and_replaced_files_are_refused",
@@ -366,6 +329,7 @@ fn planted_symlinks_and_replaced_files_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_deleted_file_keeps_its_copy_unless_pruned_and_a_new_one_is_taken_in() {
     let Some(s) = setup(
         "a_deleted_file_keeps_its_copy_unless_pruned_and_a_new_one_is_taken_in",

@@ -1,7 +1,7 @@
 //! `tabula roots …` on real loop-mounted btrfs (needs root): listing, pins, guarded deletion, prune.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -29,6 +29,7 @@ fn json(s: &Scratch, args: &[&str]) -> Value {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn list_and_show() {
     let Some(s) = with_boots("list_and_show", 3) else {
         return;
@@ -98,6 +99,7 @@ fn list_and_show() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn pins_and_the_newest_are_protected() {
     let Some(s) = with_boots("pins_and_the_newest_are_protected", 3) else {
         return;
@@ -127,6 +129,7 @@ fn pins_and_the_newest_are_protected() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn deletion_traps() {
     let Some(s) = with_boots("deletion_traps", 0) else {
         return;
@@ -268,6 +271,7 @@ fn deletion_traps() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn prune_dry_run_changes_nothing_and_explains() {
     let Some(s) = with_boots("prune_dry_run_changes_nothing_and_explains", 4) else {
         return;
@@ -357,6 +361,7 @@ fn an_interrupted_prune_is_finished_by_the_next() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn mount_and_umount() {
     let Some(s) = with_boots("mount_and_umount", 2) else {
         return;
@@ -390,6 +395,7 @@ fn mount_and_umount() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn initrd_failure_policy() {
     let Some(s) = with_boots("initrd_failure_policy", 1) else {
         return;

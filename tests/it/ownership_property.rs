@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -461,6 +461,7 @@ fn run_case(s: &Scratch, c: &Case) -> Result<(), TestCaseError> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn old_roots_hold_only_what_tabula_may_touch() {
     let Some(s) = Scratch::new("old_roots_property", 600) else {
         return;

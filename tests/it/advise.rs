@@ -2,7 +2,7 @@
 //! some once, some noise; the ranking, the units named, and the suggested allowlist passing `check`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -80,6 +80,7 @@ fn units(s: &Scratch) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
     let Some(s) = setup("advise_ranks") else {
         return;
@@ -217,6 +218,7 @@ fn ranks_what_boots_wrote_and_suggests_lines_that_pass_check() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn advise_with_no_retired_roots_says_so() {
     let Some(s) = setup("advise_empty") else {
         return;
@@ -226,6 +228,7 @@ fn advise_with_no_retired_roots_says_so() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn orphans_are_found_after_an_entry_is_removed() {
     let Some(s) = setup("orphans") else {
         return;

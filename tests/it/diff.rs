@@ -2,7 +2,7 @@
 //! image of A→B (added ↔ deleted, old ↔ new).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -295,6 +295,7 @@ fn chmod_only() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn chown_only() {
     if !common::require_root("chown_only") {
         return;
@@ -323,6 +324,7 @@ fn chown_only() {
 
 /// user.* xattrs on a tmpfs mounted in this test's private mount namespace.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn xattr_only() {
     if !common::require_root("xattr_only") {
         return;
@@ -509,6 +511,7 @@ fn equal_size_and_mtime_are_assumed_equal() {
 
 /// A mount point (like a nested subvolume: another st_dev) is one entry and never descended.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn other_filesystems_are_not_descended() {
     if !common::require_root("other_filesystems_are_not_descended") {
         return;
@@ -750,6 +753,7 @@ fn a_symlink_to_a_directory_is_no_way_in() {
 /// The real setting: a root snapshotted from a read-only blank, then written to, with a nested
 /// subvolume created in it. Untouched files share inode numbers and ctimes with the blank.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn snapshot_against_its_blank_on_btrfs() {
     let Some(s) = common::Scratch::new("snapshot_against_its_blank_on_btrfs", 256) else {
         return;

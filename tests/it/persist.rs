@@ -7,82 +7,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, unshare};
 use tabula::check::{CheckOptions, Severity};
 use tabula::config::Config;
 use tabula::persist::{self, Outcome, PlanOptions, PlanState, Report, Shadow, StatusState};
 
+// The harness's guard that unmounts everything under a directory, under the name these tests use.
+use crate::common::{MountsUnder as MountGuard, enter_private_namespace, mount_points};
+
 // ------------------------------------------------------------------------------------------------------
 // Harness
 // ------------------------------------------------------------------------------------------------------
-
-/// Enters a private mount namespace for this test thread, or explains why it cannot (then: fail under
-/// CI=true, skip otherwise).
-fn enter_private_namespace() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let why = if !nix::unistd::geteuid().is_root() {
-        Some("needs root (mounts)".to_string())
-    } else if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
-        Some(format!("cannot create a mount namespace: {e}"))
-    } else if let Err(e) = mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    ) {
-        Some(format!("cannot make the mount namespace private: {e}"))
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) if ci => panic!("CI=true and this test cannot run: {why}"),
-        Some(why) => {
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
-
-/// Mount points of this thread's namespace.
-fn mount_points() -> Vec<PathBuf> {
-    let text = fs::read_to_string("/proc/thread-self/mountinfo").expect("reading mountinfo");
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .collect()
-}
-
-/// Unmounts, deepest first, every mount under `dir` and the extra mount points this test made.
-struct MountGuard {
-    dir: PathBuf,
-    extra: Vec<PathBuf>,
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        loop {
-            let mut ours: Vec<PathBuf> = mount_points()
-                .into_iter()
-                .filter(|m| m.starts_with(&self.dir) || self.extra.contains(m))
-                .collect();
-            if ours.is_empty() {
-                break;
-            }
-            ours.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            let mut progress = false;
-            for m in ours {
-                if umount2(&m, MntFlags::MNT_DETACH).is_ok() {
-                    progress = true;
-                }
-            }
-            if !progress {
-                break;
-            }
-        }
-    }
-}
 
 /// A temp dir holding one persistent store and any number of "new roots". Fields drop in order: mounts
 /// go before the directory is deleted.
@@ -231,6 +165,7 @@ const GROUP: &str = "root:x:0:\nusers:x:100:alice\nwheel:x:10:alice\n";
 // ------------------------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn directories_files_and_users_get_the_right_owners() {
     if !enter_private_namespace() {
         return;
@@ -359,6 +294,7 @@ directories = [".config/Signal"]
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn boot_one_then_boot_two_keeps_only_persisted_writes() {
     if !enter_private_namespace() {
         return;
@@ -400,6 +336,7 @@ fn boot_one_then_boot_two_keeps_only_persisted_writes() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn machine_id_recipe_first_boot_generates_later_boots_keep() {
     if !enter_private_namespace() {
         return;
@@ -464,6 +401,7 @@ fn machine_id_recipe_first_boot_generates_later_boots_keep() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn second_run_mounts_nothing_twice() {
     if !enter_private_namespace() {
         return;
@@ -500,6 +438,7 @@ fn second_run_mounts_nothing_twice() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_thousand_entries() {
     if !enter_private_namespace() {
         return;
@@ -527,6 +466,7 @@ fn a_thousand_entries() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn one_failing_entry_does_not_stop_the_others() {
     if !enter_private_namespace() {
         return;
@@ -556,6 +496,7 @@ fn one_failing_entry_does_not_stop_the_others() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn unmounted_persistent_storage_is_refused() {
     if !enter_private_namespace() {
         return;
@@ -578,6 +519,7 @@ fn unmounted_persistent_storage_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn existing_content_under_a_target_is_reported() {
     if !enter_private_namespace() {
         return;
@@ -630,6 +572,7 @@ fn existing_content_under_a_target_is_reported() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn status_reports_each_state() {
     if !enter_private_namespace() {
         return;
@@ -676,6 +619,7 @@ fn status_reports_each_state() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn plan_is_printable_and_serialisable() {
     if !enter_private_namespace() {
         return;
@@ -717,6 +661,7 @@ fn assert_refused(report: &Report, target: &str, rule: &str) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_at_a_source_component_is_refused() {
     if !enter_private_namespace() {
         return;
@@ -736,6 +681,7 @@ fn symlink_at_a_source_component_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_at_a_source_leaf_is_refused() {
     if !enter_private_namespace() {
         return;
@@ -765,6 +711,7 @@ fn symlink_at_a_source_leaf_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_users_home_pointing_elsewhere_is_refused() {
     if !enter_private_namespace() {
         return;
@@ -844,6 +791,7 @@ fn a_users_home_pointing_elsewhere_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_at_a_target_parent_is_refused() {
     if !enter_private_namespace() {
         return;
@@ -869,6 +817,7 @@ fn symlink_at_a_target_parent_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_symlink_planted_after_planning_is_refused_at_apply() {
     if !enter_private_namespace() {
         return;
@@ -898,6 +847,7 @@ fn a_symlink_planted_after_planning_is_refused_at_apply() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_hard_linked_source_file_is_never_chmodded() {
     if !enter_private_namespace() {
         return;
@@ -921,6 +871,7 @@ fn a_hard_linked_source_file_is_never_chmodded() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_method_for_files() {
     if !enter_private_namespace() {
         return;
@@ -964,6 +915,7 @@ fn symlink_method_for_files() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn unresolvable_user_fails_only_its_entries() {
     if !enter_private_namespace() {
         return;
@@ -1158,6 +1110,7 @@ fn check_warns_about_what_a_mount_would_hide_in_the_blank() {
 
 /// The documented example at a first boot behaves as the README says.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn documented_example_first_boot() {
     if !enter_private_namespace() {
         return;

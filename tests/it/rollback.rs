@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -65,6 +65,7 @@ fn assert_whole(s: &Scratch, expect_retired: &[String]) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn three_rollbacks_in_a_row() {
     let Some(s) = initialised("three_rollbacks_in_a_row") else {
         return;
@@ -136,6 +137,7 @@ fn three_rollbacks_in_a_row() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn rerun_without_writes_changes_nothing() {
     let Some(s) = initialised("rerun_without_writes_changes_nothing") else {
         return;
@@ -164,6 +166,7 @@ fn subvolumes(s: &Scratch) -> Vec<(u64, String)> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn nested_subvolumes_travel_with_the_root() {
     let Some(s) = initialised("nested_subvolumes_travel_with_the_root") else {
         return;
@@ -199,6 +202,7 @@ fn nested_subvolumes_travel_with_the_root() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn every_fault_point_is_recoverable() {
     let Some(probe) = Scratch::new("every_fault_point_is_recoverable", 128) else {
         return;
@@ -271,6 +275,7 @@ fn every_fault_point_is_recoverable() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn failures_leave_a_bootable_root() {
     let Some(s) = initialised("failures_leave_a_bootable_root") else {
         return;
@@ -309,6 +314,7 @@ fn failures_leave_a_bootable_root() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn refusals_leave_the_root_untouched() {
     let Some(s) = initialised("refusals_leave_the_root_untouched") else {
         return;
@@ -339,6 +345,7 @@ fn refusals_leave_the_root_untouched() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn not_btrfs_is_refused() {
     let Some(s) = Scratch::new("not_btrfs_is_refused", 128) else {
         return;
@@ -418,6 +425,7 @@ fn config_errors_and_missing_devices() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn device_found_by_label_and_uuid() {
     let Some(s) = Scratch::new("device_found_by_label_and_uuid", 300) else {
         return;
@@ -459,6 +467,7 @@ fn device_found_by_label_and_uuid() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn clock_in_1970_and_same_second_names_stay_ordered() {
     let Some(s) = initialised("clock_in_1970_and_same_second_names_stay_ordered") else {
         return;
@@ -508,6 +517,7 @@ fn clock_in_1970_and_same_second_names_stay_ordered() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn dry_run_changes_nothing() {
     let Some(s) = initialised("dry_run_changes_nothing") else {
         return;
@@ -543,6 +553,7 @@ fn dry_run_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn init_never_overwrites_and_needs_a_root() {
     let Some(s) = Scratch::new("init_never_overwrites_and_needs_a_root", 300) else {
         return;
@@ -571,6 +582,7 @@ fn init_never_overwrites_and_needs_a_root() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn lock_held_is_its_own_exit_status() {
     let Some(s) = initialised("lock_held_is_its_own_exit_status") else {
         return;
@@ -590,6 +602,7 @@ fn lock_held_is_its_own_exit_status() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn kernel_command_line_skip_and_boot() {
     let Some(s) = initialised("kernel_command_line_skip_and_boot") else {
         return;

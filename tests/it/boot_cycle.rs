@@ -3,62 +3,19 @@
 //! `roots diff` and `restore`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{MountGuard, Scratch};
-use nix::mount::{MsFlags, mount};
+use common::{Booted, Scratch, rollback_and_mount};
 use tabula::btrfs;
-
-/// What an initrd does after `tabula rollback`: mount root at sysroot, persist at sysroot/persist.
-struct Booted {
-    _persist: MountGuard,
-    _root: MountGuard,
-    sysroot: PathBuf,
-}
 
 fn boot(s: &Scratch) -> Booted {
     let b = rollback_and_mount(s);
     s.tabula_ok(&["persist", "--root", b.sysroot.to_str().unwrap()]);
     b
-}
-
-/// `tabula rollback`, then the new root on sysroot and persistent storage on sysroot/persist.
-fn rollback_and_mount(s: &Scratch) -> Booted {
-    s.tabula_ok(&["rollback"]);
-    let sysroot = s.dir.path().join("sysroot");
-    fs::create_dir_all(&sysroot).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot,
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=root"),
-    )
-    .unwrap();
-    let root = MountGuard {
-        target: sysroot.clone(),
-    };
-    fs::create_dir_all(sysroot.join("persist")).unwrap();
-    mount(
-        Some(&s.dev.path),
-        &sysroot.join("persist"),
-        Some("btrfs"),
-        MsFlags::empty(),
-        Some("subvol=persist"),
-    )
-    .unwrap();
-    let persist = MountGuard {
-        target: sysroot.join("persist"),
-    };
-    Booted {
-        _persist: persist,
-        _root: root,
-        sysroot,
-    }
 }
 
 /// Unmounts everything under sysroot (persisted binds first), as a shutdown would.
@@ -102,6 +59,7 @@ fn setup(test: &str) -> Option<Scratch> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn three_boots_keep_only_the_allowlist() {
     let Some(s) = setup("three_boots_keep_only_the_allowlist") else {
         return;
@@ -234,6 +192,7 @@ fn three_boots_keep_only_the_allowlist() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn planted_symlink_in_a_home_is_refused_and_the_boot_goes_on() {
     let Some(s) = setup("planted_symlink_in_a_home_is_refused_and_the_boot_goes_on") else {
         return;

@@ -4,7 +4,7 @@
 //! tabula must register the members itself.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -151,6 +151,7 @@ fn ok(out: &Output, what: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn raid1_by_label_and_uuid_rolls_back() {
     let Some(r) = Raid::new("raid1_by_label_and_uuid_rolls_back") else {
         return;
@@ -175,6 +176,7 @@ fn raid1_by_label_and_uuid_rolls_back() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_missing_member_is_named_and_degraded_only_when_allowed() {
     let Some(mut r) = Raid::new("a_missing_member_is_named_and_degraded_only_when_allowed") else {
         return;
@@ -205,6 +207,7 @@ fn a_missing_member_is_named_and_degraded_only_when_allowed() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_cloned_member_is_ambiguous() {
     let Some(r) = Raid::new("a_cloned_member_is_ambiguous") else {
         return;

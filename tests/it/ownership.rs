@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -96,6 +96,7 @@ fn assert_untouched(s: &Scratch, name: &str) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn hand_placed_subvolumes_are_never_adopted_counted_or_deleted() {
     let Some(s) = booted("hand_placed_never_adopted", 2) else {
         return;
@@ -142,6 +143,7 @@ fn hand_placed_subvolumes_are_never_adopted_counted_or_deleted() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_subvolume_swapped_in_after_a_crash_is_not_completed() {
     let Some(s) = booted("swapped_in_after_crash", 1) else {
         return;
@@ -173,6 +175,7 @@ fn a_subvolume_swapped_in_after_a_crash_is_not_completed() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn prune_completes_a_retirement_left_without_metadata_only_when_the_intent_proves_it() {
     let Some(s) = booted("prune_completes", 1) else {
         return;
@@ -197,6 +200,7 @@ fn prune_completes_a_retirement_left_without_metadata_only_when_the_intent_prove
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn staging_from_an_interrupted_boot_of_an_old_root_is_not_promoted_as_fresh() {
     let Some(s) = booted("staging_reuse", 1) else {
         return;
@@ -236,6 +240,7 @@ fn staging_from_an_interrupted_boot_of_an_old_root_is_not_promoted_as_fresh() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn newest_and_minus_one_count_managed_roots_only() {
     let Some(s) = booted("newest_managed_only", 2) else {
         return;
@@ -256,6 +261,7 @@ fn newest_and_minus_one_count_managed_roots_only() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn sequence_numbers_never_go_back_and_never_wrap() {
     let Some(s) = booted("sequence_high_water", 3) else {
         return;
@@ -291,6 +297,7 @@ fn sequence_numbers_never_go_back_and_never_wrap() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_fifo_for_metadata_does_not_hang_and_corrupt_metadata_is_never_overwritten() {
     let Some(s) = booted("defensive_metadata", 2) else {
         return;
@@ -371,6 +378,7 @@ fn set_default(s: &Scratch, id: u64) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn the_default_subvolume_follows_root() {
     let Some(s) = booted("default_follows_root", 0) else {
         return;
@@ -417,6 +425,7 @@ fn the_default_subvolume_follows_root() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn the_default_subvolume_is_bootable_and_writable_after_a_cut_at_any_step() {
     let Some(probe) = Scratch::new("default_power_cut", 128) else {
         return;
@@ -482,6 +491,7 @@ fn default_path(s: &Scratch, id: u64) -> std::path::PathBuf {
 /// Every failing step, in the initrd, with both policies: the log says the state the machine is in, and
 /// `emergency` stops only a boot that has no fresh root.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn failure_messages_tell_the_truth() {
     let Some(s) = booted("failure_messages", 1) else {
         return;
@@ -580,6 +590,7 @@ fn failure_messages_tell_the_truth() {
 /// A refusal when there is no `root` at all says so, and stops the boot whatever the policy; a failure
 /// discarding a leftover staging root leaves the old root untouched.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn no_root_and_discard_failures_are_reported_as_they_are() {
     let Some(s) = booted("no_root_reported", 1) else {
         return;
@@ -633,6 +644,7 @@ fn no_root_and_discard_failures_are_reported_as_they_are() {
 /// A retirement left unfinished whose root is mounted (a system that came up on it through the default
 /// subvolume): prune writes its metadata but never freezes it under running programs.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn prune_never_freezes_a_mounted_unfinished_retirement() {
     let Some(s) = booted("prune_mounted_unfinished", 1) else {
         return;
@@ -674,6 +686,7 @@ fn prune_never_freezes_a_mounted_unfinished_retirement() {
 
 /// Metadata that is a symlink or far too big is never followed, read whole, or replaced.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlinked_or_huge_metadata_is_refused_and_kept() {
     let Some(s) = booted("symlinked_metadata", 2) else {
         return;

@@ -3,7 +3,7 @@
 //! shell glue used to do (persistent storage, a separate /home from the new root's fstab, `ro`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -214,6 +214,7 @@ fn mounted_at(p: &Path) -> Option<tabula::mountinfo::Mount> {
 /// A new root mounted read-only with a separate /home subvolume in its fstab: `tabula persist --root`
 /// mounts the persistent subvolume and /home itself, binds into /home after, and puts `ro` back.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn persist_mounts_storage_and_fstab_home_before_binding() {
     let Some(s) = Scratch::new("persist_mounts_storage_and_fstab_home_before_binding", 256) else {
         return;
@@ -316,6 +317,7 @@ fn persist_mounts_storage_and_fstab_home_before_binding() {
 /// A non-btrfs fstab entry over a target is not mounted by tabula (it needs its fsck): the entries under
 /// it are refused with what to do, the others go on.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn entries_under_a_foreign_fstab_mount_are_refused() {
     let Some(s) = Scratch::new("entries_under_a_foreign_fstab_mount_are_refused", 256) else {
         return;

@@ -10,8 +10,27 @@ use std::process::{Command, Output};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 
-/// Whether this test can do root things; when it cannot: fail loudly under CI=true, else say "skipped".
+/// Whether this run asked for the tests marked `#[ignore = "needs root: …"]` (`--include-ignored` or
+/// `--ignored`). Only then does a root-needing test run at all.
+pub fn root_tests_requested() -> bool {
+    std::env::args().any(|a| a == "--include-ignored" || a == "--ignored")
+}
+
+/// Whether this is a CI run (`CI=true`), which must run the root-needing tests.
+pub fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Checks that a root-needing test can do root things, and fails it when it cannot: it only runs when
+/// asked for (it is marked `#[ignore = "needs root: run as root with -- --include-ignored"]`, so a run
+/// without root reports it as ignored, never as passed). Returns `true`; callers keep their
+/// `if !require_root(..) { return; }` shape.
 pub fn require_root(test: &str) -> bool {
+    assert!(
+        root_tests_requested(),
+        "{test} needs root but ran in a run that did not ask for root tests: mark it \
+         #[ignore = \"needs root: run as root with -- --include-ignored\"] (see tests/it/main.rs)"
+    );
     let why = if !nix::unistd::geteuid().is_root() {
         Some("not running as root")
     } else if !Path::new("/dev/loop-control").exists() {
@@ -25,16 +44,10 @@ pub fn require_root(test: &str) -> bool {
     } else {
         None
     };
-    match why {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: cannot run under CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipped: {test}: {why}");
-            false
-        }
+    if let Some(why) = why {
+        panic!("{test} needs root, loop devices and mkfs.btrfs, and cannot run: {why}");
     }
+    true
 }
 
 /// Moves the calling test thread into its own private mount namespace, so nothing it mounts leaks.
@@ -48,6 +61,57 @@ pub fn private_mount_namespace() {
         None::<&str>,
     )
     .expect("making / private");
+}
+
+/// [`require_root`] (named after the test's thread), then [`private_mount_namespace`].
+pub fn enter_private_namespace() -> bool {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    require_root(&test);
+    private_mount_namespace();
+    true
+}
+
+/// Mount points of this thread's mount namespace.
+pub fn mount_points() -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/thread-self/mountinfo").expect("reading mountinfo");
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .collect()
+}
+
+/// Unmounts on drop, deepest first, every mount under `dir` and the `extra` mount points a test made
+/// (for tests whose code under test mounts things of its own there).
+pub struct MountsUnder {
+    pub dir: PathBuf,
+    pub extra: Vec<PathBuf>,
+}
+
+impl Drop for MountsUnder {
+    fn drop(&mut self) {
+        loop {
+            let mut ours: Vec<PathBuf> = mount_points()
+                .into_iter()
+                .filter(|m| m.starts_with(&self.dir) || self.extra.contains(m))
+                .collect();
+            if ours.is_empty() {
+                break;
+            }
+            ours.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            let mut progress = false;
+            for m in ours {
+                if umount2(&m, MntFlags::MNT_DETACH).is_ok() {
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
 }
 
 /// Runs a command, panicking with its output when it fails.
@@ -111,8 +175,8 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// A fresh btrfs of `mib` MiB, or `None` when the test must be skipped (see [`require_root`]).
-    /// The calling thread is moved into a private mount namespace first.
+    /// A fresh btrfs of `mib` MiB; fails the test when it cannot have one (see [`require_root`]), so it
+    /// is never `None`. The calling thread is moved into a private mount namespace first.
     pub fn new(test: &str, mib: u64) -> Option<Scratch> {
         if !require_root(test) {
             return None;
@@ -183,6 +247,49 @@ impl Scratch {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// What an initrd has after `tabula rollback`: the new root on `sysroot`, persistent storage on
+/// `sysroot/persist`. Field order matters: persist is unmounted before the root it sits on.
+pub struct Booted {
+    pub _persist: MountGuard,
+    pub _root: MountGuard,
+    pub sysroot: PathBuf,
+}
+
+/// `tabula rollback`, then the new root on `<dir>/sysroot` and the `persist` subvolume on
+/// `sysroot/persist`, as an initrd mounts them.
+pub fn rollback_and_mount(s: &Scratch) -> Booted {
+    s.tabula_ok(&["rollback"]);
+    let sysroot = s.dir.path().join("sysroot");
+    fs::create_dir_all(&sysroot).expect("mkdir sysroot");
+    mount(
+        Some(&s.dev.path),
+        &sysroot,
+        Some("btrfs"),
+        MsFlags::empty(),
+        Some("subvol=root"),
+    )
+    .expect("mounting the new root");
+    let root = MountGuard {
+        target: sysroot.clone(),
+    };
+    fs::create_dir_all(sysroot.join("persist")).expect("mkdir sysroot/persist");
+    mount(
+        Some(&s.dev.path),
+        &sysroot.join("persist"),
+        Some("btrfs"),
+        MsFlags::empty(),
+        Some("subvol=persist"),
+    )
+    .expect("mounting persist");
+    Booted {
+        _persist: MountGuard {
+            target: sysroot.join("persist"),
+        },
+        _root: root,
+        sysroot,
     }
 }
 

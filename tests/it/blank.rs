@@ -2,7 +2,7 @@
 //! crash safety, rollback, history and the deletion rules for retired blanks.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -59,6 +59,7 @@ fn assert_valid_blank(s: &Scratch) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn update_reaches_the_next_root() {
     let Some(s) = setup("update_reaches_the_next_root") else {
         return;
@@ -114,6 +115,7 @@ fn update_reaches_the_next_root() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn failing_command_changes_nothing() {
     let Some(s) = setup("failing_command_changes_nothing") else {
         return;
@@ -133,6 +135,7 @@ fn failing_command_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn fault_at_every_step_leaves_a_blank() {
     for point in tabula::blank::FAULT_POINTS {
         let Some(s) = setup(&format!("fault_{point}")) else {
@@ -186,6 +189,7 @@ fn fault_at_every_step_leaves_a_blank() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn rollback_and_history() {
     let Some(s) = setup("rollback_and_history") else {
         return;
@@ -219,6 +223,7 @@ fn rollback_and_history() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn refusals() {
     let Some(s) = setup("refusals") else {
         return;
@@ -273,6 +278,7 @@ fn refusals() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn from_current_keeps_this_boot_minus_persisted() {
     let Some(s) = setup("from_current_keeps_this_boot_minus_persisted") else {
         return;
@@ -333,6 +339,7 @@ fn from_current_keeps_this_boot_minus_persisted() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn persisted_paths_are_bound_in_the_chroot() {
     let Some(s) = setup("persisted_paths_are_bound_in_the_chroot") else {
         return;
@@ -367,6 +374,7 @@ fn persisted_paths_are_bound_in_the_chroot() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn prune_after_boot_finishes_an_interrupted_switch() {
     let Some(s) = setup("prune_after_boot_finishes_an_interrupted_switch") else {
         return;

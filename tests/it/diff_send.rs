@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -301,6 +301,7 @@ fn run_case(s: &Scratch, base: &[Op], change: &[Op]) -> Result<(), TestCaseError
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn send_fast_path_equals_the_walk() {
     let Some(s) = Scratch::new("send_fast_path_equals_the_walk", 1024) else {
         return;
@@ -325,6 +326,7 @@ fn send_fast_path_equals_the_walk() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_writable_side_is_refused_for_the_caller_to_walk() {
     let Some(s) = Scratch::new("a_writable_side_is_refused", 300) else {
         return;
@@ -342,6 +344,7 @@ fn a_writable_side_is_refused_for_the_caller_to_walk() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn roots_diff_uses_send_and_agrees_with_walk() {
     let Some(s) = Scratch::new("roots_diff_uses_send", 300) else {
         return;

@@ -2,7 +2,7 @@
 //! thousands deep, a closed stdout, control characters in paths.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -62,6 +62,7 @@ fn did_not_crash(what: &str, out: &Output) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn deep_directory_chains_are_an_error_not_a_crash() {
     let Some(s) = Scratch::new("deep_directory_chains_are_an_error_not_a_crash", 512) else {
         return;
@@ -176,6 +177,7 @@ fn quiet_exit(what: &str, out: &Output) {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_closed_stdout_ends_quietly() {
     for shell in ["bash", "zsh", "fish"] {
         let out = with_closed_stdout(Path::new("/nonexistent"), &["completions", shell]);
@@ -213,6 +215,7 @@ fn a_closed_stdout_ends_quietly() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn control_characters_in_paths_are_escaped() {
     let Some(s) = Scratch::new("control_characters_in_paths_are_escaped", 300) else {
         return;
