@@ -115,23 +115,33 @@ pub struct BootContext {
     pub flags: BootFlags,
 }
 
-/// Where a new root comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+/// Where a new root comes from. In JSON it is its path from the top level, as a reader names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// The read-only blank snapshot.
-    Blank,
-    /// A retired root in `old_roots`, by name (`tabula.boot=`).
-    Retired(RetiredName),
+    /// The read-only blank snapshot, by its subvolume name.
+    Blank(String),
+    /// A retired root (`tabula.boot=`): the `old_roots` directory and its typed name.
+    Retired {
+        /// The directory of retired roots.
+        old_roots: String,
+        /// The retired root.
+        name: RetiredName,
+    },
 }
 
 impl Source {
     /// Its path from the top level, for messages (`root-blank`, `old_roots/<name>`).
-    pub fn path(&self, layout: &Layout) -> String {
+    pub fn path(&self) -> String {
         match self {
-            Source::Blank => layout.blank.clone(),
-            Source::Retired(name) => format!("{}/{name}", layout.old_roots),
+            Source::Blank(blank) => blank.clone(),
+            Source::Retired { old_roots, name } => format!("{old_roots}/{name}"),
         }
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.path())
     }
 }
 
@@ -550,7 +560,13 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 ..
             }) => {
                 notes.push(format!("tabula.boot={r}: this boot runs on a writable snapshot of '{name}', which stays as it is"));
-                (Source::Retired(name.clone()), Some(info))
+                (
+                    Source::Retired {
+                        old_roots: layout.old_roots.clone(),
+                        name: name.clone(),
+                    },
+                    Some(info),
+                )
             }
             _ => {
                 return Err(refuse(
@@ -561,9 +577,12 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 ));
             }
         },
-        None => (Source::Blank, obs.blank.subvolume().filter(|i| i.read_only)),
+        None => (
+            Source::Blank(layout.blank.clone()),
+            obs.blank.subvolume().filter(|i| i.read_only),
+        ),
     };
-    let source_path = new_source.path(layout);
+    let source_path = new_source.path();
     // A missing or writable blank stops everything, unless we are only finishing an interrupted run.
     let blank_problem = match &obs.blank {
         Entry::Missing => Some((
@@ -854,10 +873,12 @@ pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
                 }
                 Action::Snapshot { source, staging } => {
                     let src = match source {
-                        Source::Blank => layout::open_subvolume(top, &layout.blank)?,
-                        Source::Retired(name) => layout::open_subvolume(old_roots.as_fd(), name)?,
+                        Source::Blank(blank) => layout::open_subvolume(top, blank)?,
+                        Source::Retired { name, .. } => {
+                            layout::open_subvolume(old_roots.as_fd(), name)?
+                        }
                     };
-                    let path = source.path(layout);
+                    let path = source.path();
                     fault::fail("snapshot")?;
                     btrfs::snapshot(src.as_fd(), top, staging, false).with_context(|| {
                         format!("creating the new root '{staging}' from '{path}'")

@@ -344,7 +344,7 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
             match &plan.retire_as {
                 Some(name) => {
                     let source = plan.actions.iter().find_map(|a| match a {
-                        rollback::Action::Snapshot { source, .. } => Some(source.path(layout)),
+                        rollback::Action::Snapshot { source, .. } => Some(source.path()),
                         _ => None,
                     });
                     let how = match source {
@@ -372,10 +372,9 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
 fn describe(a: &rollback::Action, layout: &crate::config::Layout) -> String {
     use rollback::Action::*;
     match a {
-        Snapshot { source, staging } => format!(
-            "snapshot '{}' as '{staging}' (writable)",
-            source.path(layout)
-        ),
+        Snapshot { source, staging } => {
+            format!("snapshot '{}' as '{staging}' (writable)", source.path())
+        }
         Retire { root, name } => format!("move '{root}' to '{}/{name}'", layout.old_roots),
         Promote { staging, root } => format!("rename '{staging}' to '{root}'"),
         WriteMetadata { meta } => {

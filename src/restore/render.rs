@@ -177,6 +177,7 @@ impl Serialize for StreamedPlan<'_> {
         let p = self.plan;
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("version", &p.version)?;
+        map.serialize_entry("kind", "restore-plan")?;
         map.serialize_entry("source", &Path(&p.source))?;
         map.serialize_entry("dest", &Path(&p.dest))?;
         map.serialize_entry("force", &p.force)?;
@@ -222,6 +223,7 @@ impl Serialize for StreamedReport<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("version", &SCHEMA_VERSION)?;
+        map.serialize_entry("kind", "restore")?;
         map.serialize_entry("dest", &Path(&self.plan.dest))?;
         map.serialize_entry("files", &Files(self))?;
         let outcome = self.outcome.borrow();

@@ -21,6 +21,7 @@ mod clock;
 mod diff;
 mod diff_send;
 mod initrd;
+mod json_golden;
 mod mounts;
 mod multidevice;
 mod ownership;
