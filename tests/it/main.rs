@@ -22,6 +22,7 @@ mod diff;
 mod diff_send;
 mod initrd;
 mod json_golden;
+mod layers;
 mod mounts;
 mod multidevice;
 mod ownership;
