@@ -1,10 +1,14 @@
 //! Persistence: bind-mount (or symlink, or copy) the allowlist from persistent storage into a fresh root.
 //!
-//! [`plan`] reads the new root and persistent storage (never writes) and lists, per entry, the operations
-//! needed; [`apply`] performs them, one entry at a time, so a failing entry does not stop the others.
-//! [`status`] inspects a running system. Every path is resolved without following symlinks ([`walk`]):
-//! persistent storage holds user-writable trees, and a planted symlink must never redirect a root-owned
-//! chown, chmod, mkdir or mount.
+//! The `rollback` shape: [`observe()`] reads the new root and persistent storage (never writes) into plain
+//! data ([`Observed`]: per entry, the stat chains of source and target, mount flags, resolved users);
+//! [`plan_observed`] decides from that alone, per entry, one [`State`] and the operations needed (every
+//! rule is a unit test without a disk); [`apply`] performs them one entry at a time, resolving each path
+//! again before each change, so a failing entry does not stop the others. [`status`] judges the same
+//! observation of a running system, and `check --blank` asks the same rules ([`in_the_way`], [`Hidden`])
+//! of the blank snapshot. Every path is resolved without following symlinks ([`walk`]): persistent
+//! storage holds user-writable trees, and a planted symlink must never redirect a root-owned chown,
+//! chmod, mkdir or mount.
 //!
 //! Ownership rules (documented in `docs/persistence.md`):
 //! - a source tabula creates gets the entry's `user`/`group`/`mode`, by default root:root (a user's entries:
