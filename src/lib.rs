@@ -15,6 +15,7 @@ pub mod diff;
 pub mod docs;
 pub mod error;
 pub mod fault;
+pub mod fsx;
 pub mod generator;
 pub mod init;
 pub mod json;

@@ -4,9 +4,31 @@
 //! static initrd binary anyway, so `passwd` and `group` are parsed by hand. Files are opened without
 //! following symlinks: the trees they live in may be user-writable.
 
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use crate::config::IdSpec;
+use crate::fsx;
+
+/// Reads the small regular file `rel` beneath `root` without following any symlink; empty when it
+/// does not exist.
+fn read_small_file(root: BorrowedFd<'_>, rel: &Path) -> anyhow::Result<String> {
+    const LIMIT: u64 = 16 << 20;
+    let flags =
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let Some(fd) = fsx::open_beneath_optional(root, rel, flags)? else {
+        return Ok(String::new());
+    };
+    if !fsx::stat_fd(fd.as_fd())?.is_file() {
+        anyhow::bail!("not a regular file");
+    }
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(LIMIT)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
 
 /// One line of `passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +107,21 @@ impl UserDb {
     /// Reads `<root>/<etc>/passwd` and `group`, where `etc` is an absolute path inside `root` such as
     /// `/etc` or `/persist/etc`. A missing file counts as empty; a symlink anywhere on the way is an error.
     pub fn load(root: &Path, etc: &Path) -> anyhow::Result<UserDb> {
-        let walker = crate::persist::walk::Walker::open(root)?;
-        let read = |name: &str| -> anyhow::Result<String> {
-            let path = etc.join(name);
-            Ok(walker.read_small_file(&path)?.unwrap_or_default())
-        };
+        use anyhow::Context;
+        // The root path itself is trusted (given by the administrator); nothing below it is followed.
+        let root_fd = rustix::fs::open(
+            root,
+            crate::fsx::DIR | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .with_context(|| format!("opening the root directory '{}'", root.display()))?;
         let origin = root.join(etc.strip_prefix("/").unwrap_or(etc));
+        let read = |name: &str| -> anyhow::Result<String> {
+            let shown = origin.join(name);
+            let rel = etc.strip_prefix("/").unwrap_or(etc).join(name);
+            read_small_file(root_fd.as_fd(), &rel)
+                .with_context(|| format!("reading '{}'", shown.display()))
+        };
         Ok(UserDb::parse(&origin, &read("passwd")?, &read("group")?))
     }
 

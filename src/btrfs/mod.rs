@@ -11,11 +11,11 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, fstat};
 use nix::sys::statfs::{BTRFS_SUPER_MAGIC, fstatfs};
 use serde::Serialize;
@@ -124,27 +124,22 @@ fn name_bytes<'a>(name: &'a str, op: &'static str) -> Result<&'a [u8]> {
     Ok(b)
 }
 
-/// Opens directory `name` in `dir` without following a symlink (`O_NOFOLLOW|O_DIRECTORY|O_CLOEXEC`).
+/// Opens directory `name` in `dir` without following a symlink ([`crate::fsx::open_dir_beneath`]).
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
-    openat(
-        dir,
-        name.as_ref(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    crate::fsx::open_dir_beneath(dir, name.as_ref()).map_err(errno)
 }
 
-/// Opens a directory path relative to `dir`, one component at a time, refusing symlinks at every step.
+/// Opens a directory path relative to `dir`, refusing symlinks at every step and `..` (`EINVAL`).
 pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
-    let mut cur = open_dir_at(dir, ".")?;
-    for c in rel.components() {
-        match c {
-            Component::Normal(n) => cur = open_dir_at(cur.as_fd(), n)?,
-            Component::CurDir => {}
-            _ => return Err(Errno::EINVAL),
-        }
-    }
-    Ok(cur)
+    crate::fsx::open_dir_beneath(dir, rel).map_err(|e| match e {
+        crate::fsx::Error::Escapes { .. } => Errno::EINVAL,
+        e => errno(e),
+    })
+}
+
+/// The errno of an fsx error, for this module's errno-based [`Error`].
+fn errno(e: crate::fsx::Error) -> Errno {
+    Errno::from_raw(e.errno().raw_os_error())
 }
 
 /// Fails with `ENOTTY` unless `fd` is on a btrfs filesystem.
@@ -514,25 +509,12 @@ pub fn remove_qgroups(fd: BorrowedFd<'_>, ids: &[u64], timeout: std::time::Durat
     Ok(())
 }
 
-/// The id of the mount `fd` is on (`statx` `STATX_MNT_ID`, Linux 5.8; `/proc/self/fdinfo` before that).
+/// The id of the mount `fd` is on ([`crate::fsx::mount_id`]).
 ///
 /// Two directories on the same filesystem can be on different mounts (a bind mount over a directory):
 /// the mount id, not the device, tells whether a walk crossed into something mounted.
 pub fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
-    use rustix::fs::{AtFlags, StatxFlags, statx};
-    let st = statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
-        .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
-    if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
-        return Ok(st.stx_mnt_id);
-    }
-    // COMPAT(kernel < 5.8): no STATX_MNT_ID; fdinfo has had `mnt_id:` since 3.15.
-    use std::os::fd::AsRawFd;
-    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("mnt_id:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or(Errno::ENOSYS)
+    crate::fsx::mount_id(fd).map_err(errno)
 }
 
 /// Commits the current transaction of the filesystem `fd` is on.

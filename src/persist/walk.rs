@@ -19,6 +19,7 @@ use nix::sys::stat::{
 use nix::unistd::{Gid, Uid, fchown, fchownat};
 
 use crate::error::Refusal;
+use crate::fsx;
 
 /// Refusal rule: a symlink was found where a real directory or file was expected.
 pub const RULE_SYMLINK: &str = "symlink-in-path";
@@ -73,25 +74,27 @@ fn components(path: &Path) -> Result<Vec<&OsStr>> {
 
 /// Opens directory `name` under `dir` without following a symlink; `Ok(None)` when it does not exist.
 fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Option<OwnedFd>> {
-    match openat(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
+    open_dir_beneath(dir, Path::new(name), |_| shown.to_path_buf())
+}
+
+/// Opens directory `rel` beneath `dir` through [`fsx`]; `Ok(None)` when some component does not exist,
+/// a [`Refusal`] when one is a symlink. `shown` turns the part of `rel` at fault into a path for messages.
+fn open_dir_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    shown: impl Fn(&Path) -> PathBuf,
+) -> Result<Option<OwnedFd>> {
+    match fsx::open_dir_beneath(dir, rel) {
         Ok(fd) => Ok(Some(fd)),
-        Err(Errno::ENOENT) => Ok(None),
-        // ELOOP: the component is a symlink. ENOTDIR: something else, or (with O_DIRECTORY) a symlink.
-        Err(Errno::ELOOP | Errno::ENOTDIR) => {
-            let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                .with_context(|| format!("inspecting '{}'", shown.display()))?;
-            if is_symlink(&st) {
-                Err(symlink_refusal(shown))
-            } else {
-                bail!("'{}' is not a directory", shown.display())
-            }
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(fsx::Error::Symlink { path }) => Err(symlink_refusal(&shown(&path))),
+        Err(e) if e.errno() == fsx::Errno::NOTDIR => {
+            bail!("'{}' is not a directory", shown(e.path()).display())
         }
-        Err(e) => Err(e).with_context(|| format!("opening '{}'", shown.display())),
+        Err(e) => {
+            let at = shown(e.path());
+            Err(anyhow::Error::new(e)).with_context(|| format!("opening '{}'", at.display()))
+        }
     }
 }
 
@@ -195,22 +198,8 @@ impl Walker {
     /// Opens directory `path` (absolute inside the root). `Ok(None)` when some component does not exist;
     /// a refusal when one is a symlink.
     pub(crate) fn dir(&self, path: &Path) -> Result<Option<OwnedFd>> {
-        let mut cur: Option<OwnedFd> = None;
-        let mut walked = PathBuf::from("/");
-        for name in components(path)? {
-            walked.push(name);
-            let parent = cur.as_ref().map_or(self.root.as_fd(), |f| f.as_fd());
-            match open_dir_at(parent, name, &self.shown(&walked))? {
-                Some(fd) => cur = Some(fd),
-                None => return Ok(None),
-            }
-        }
-        match cur {
-            Some(fd) => Ok(Some(fd)),
-            None => Ok(Some(nix::unistd::dup(&self.root).with_context(|| {
-                format!("opening '{}'", self.root_path.display())
-            })?)),
-        }
+        let rel: PathBuf = components(path)?.into_iter().collect();
+        open_dir_beneath(self.root.as_fd(), &rel, |at| self.shown(at))
     }
 
     /// The parent directory of `path` and its last component. `Ok(None)` when the parent does not exist.
@@ -283,36 +272,6 @@ impl Walker {
             }
         }
         Ok(n)
-    }
-
-    /// Reads a small regular file (`/etc/passwd`); `Ok(None)` when it does not exist.
-    pub(crate) fn read_small_file(&self, path: &Path) -> Result<Option<String>> {
-        const LIMIT: u64 = 16 << 20;
-        let Some((dir, name)) = self.parent(path)? else {
-            return Ok(None);
-        };
-        let shown = self.shown(path);
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY
-            | OFlag::O_CLOEXEC;
-        let fd = match openat(&dir, name.as_os_str(), flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(Errno::ELOOP) => return Err(symlink_refusal(&shown)),
-            Err(e) => return Err(e).with_context(|| format!("opening '{}'", shown.display())),
-        };
-        let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
-        if !is_file(&st) {
-            bail!("'{}' is not a regular file", shown.display());
-        }
-        let mut text = String::new();
-        std::fs::File::from(fd)
-            .take(LIMIT)
-            .read_to_string(&mut text)
-            .with_context(|| format!("reading '{}'", shown.display()))?;
-        Ok(Some(text))
     }
 
     /// Creates directory `path` with owner and mode set before anyone else can use it. Returns `true` when
