@@ -224,6 +224,7 @@ pub struct RestorePlan {
 /// A plan with its items collected: for small trees and tests ([`list_plan`]). Serializes to the same
 /// document as the streamed `--json` output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename = "restore-plan")]
 pub struct PlanListing {
     /// The plan.
     #[serde(flatten)]
@@ -243,6 +244,7 @@ impl Deref for PlanListing {
 
 /// What [`apply_restore`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename = "restore")]
 pub struct RestoreReport {
     /// Always [`SCHEMA_VERSION`].
     pub version: u32,

@@ -76,30 +76,11 @@ fn mount_refusal(at: &Path) -> Refusal {
     )
 }
 
-/// (mount id, dev) of `name` in `dir` (`b""`: `dir` itself), not following symlinks.
+/// (mount id, dev) of `name` in `dir` (`b""`: `dir` itself), not following symlinks: a mount point or
+/// a nested subvolume differs from its parent in one of the two.
 fn mount_of(dir: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<(u64, u64)> {
-    use rustix::fs::{AtFlags as RAt, StatxFlags, statx};
-    let flags = if name.is_empty() {
-        RAt::EMPTY_PATH | RAt::SYMLINK_NOFOLLOW
-    } else {
-        RAt::SYMLINK_NOFOLLOW
-    };
-    let sx = statx(
-        dir,
-        name,
-        flags,
-        StatxFlags::MNT_ID | StatxFlags::BASIC_STATS,
-    )
-    .map_err(std::io::Error::from)?;
-    let mnt = if sx.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
-        sx.stx_mnt_id
-    } else {
-        0
-    };
-    Ok((
-        mnt,
-        nix::sys::stat::makedev(u64::from(sx.stx_dev_major), u64::from(sx.stx_dev_minor)),
-    ))
+    let st = crate::fsx::stat_at(dir, OsStr::from_bytes(name))?;
+    Ok((st.mnt_id, st.dev))
 }
 
 /// Count the entries beneath an existing directory that `--force` would remove, refusing if it is or
