@@ -62,7 +62,7 @@ pub enum Command {
     /// read the device, or given with --blank).
     Check(CheckArgs),
     /// The layout found and, per allowlist entry, whether it is correctly in place.
-    Status(JsonArg),
+    Status(StatusArgs),
     /// Inspect and manage retired roots (previous boots).
     #[command(subcommand)]
     Roots(RootsCommand),
@@ -355,6 +355,18 @@ pub struct JsonArg {
     /// As JSON (schema in the README).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `tabula status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// As JSON (schema in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// The root whose allowlist is judged: `/` on the running system, or a root mounted elsewhere
+    /// (from a rescue system, or before switch-root) with its persistent storage mounted in it.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
 }
 
 /// Options of `tabula init`.

@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         }) => persist_sync::units(&cli, dir.as_deref()),
         Command::Persist(args) => persist::persist(&cli, args),
         Command::Check(args) => persist::check(&cli, args),
-        Command::Status(args) => persist::status(&cli, args.json),
+        Command::Status(args) => persist::status(&cli, args),
         Command::Diff { json } => files::diff(&cli, "current", "blank", *json, true),
         Command::Restore(args) => files::restore(&cli, args),
         Command::Advise(args) => advise::advise(&cli, args),

@@ -189,10 +189,12 @@ struct Status {
     entries: Vec<persist::EntryStatus>,
 }
 
-pub(super) fn status(cli: &Cli, json: bool) -> Result<ExitStatus> {
+pub(super) fn status(cli: &Cli, args: &crate::cli::StatusArgs) -> Result<ExitStatus> {
+    let json = args.json;
     let config = load_config(cli)?;
     // The allowlist is judged in this (the system's) mount namespace, before tabula leaves it.
-    let entries = persist::status(&config, Path::new("/")).context("inspecting the allowlist")?;
+    let entries = persist::status(&config, &args.root)
+        .with_context(|| format!("inspecting the allowlist in '{}'", args.root.display()))?;
     let mut st = Status {
         device: None,
         layout_error: None,
