@@ -394,12 +394,8 @@ fn diff(cli: &Cli, old_name: Option<&str>, json: bool) -> Result<ExitStatus> {
     } else {
         out.write_all(diff::render_tsv(&d).as_bytes())?;
     }
-    if d.summary.errors > 0 {
-        return Err(PartialFailure {
-            failed: d.summary.errors as usize,
-            total: d.entries.len(),
-        }
-        .into());
+    match PartialFailure::of(d.summary.errors as usize, d.entries.len()) {
+        Some(failed) => Err(failed.into()),
+        None => Ok(ExitStatus::Success),
     }
-    Ok(ExitStatus::Success)
 }

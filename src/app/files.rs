@@ -95,14 +95,10 @@ pub(super) fn diff(
         out.write_all(diff::render_tsv(&d).as_bytes())?;
     }
     out.flush()?;
-    if d.summary.errors > 0 {
-        return Err(PartialFailure {
-            failed: d.summary.errors as usize,
-            total: d.entries.len(),
-        }
-        .into());
+    match PartialFailure::of(d.summary.errors as usize, d.entries.len()) {
+        Some(failed) => Err(failed.into()),
+        None => Ok(ExitStatus::Success),
     }
-    Ok(ExitStatus::Success)
 }
 
 /// Where the persistent subvolume is mounted in the root (its own mount point is not a change).

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
-use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::fcntl::{AtFlags, readlinkat};
+use nix::sys::stat::{FileStat, fstatat};
 
 use super::resolve::{
     check_destination, components, is_btrfs, open_dest_parent, open_source_parent, read_names,
@@ -240,7 +240,7 @@ impl State {
                     )
                 }
                 Op::Dir => {
-                    let fd = open_dir(dir, name, st)?;
+                    let fd = super::resolve::open_checked_fd(dir, name, st)?;
                     let mut names = read_names(&mut Dir::from_fd(fd.try_clone()?)?)?;
                     names.reverse();
                     self.entered = Some(Level {
@@ -323,22 +323,4 @@ fn stat_top(parent: BorrowedFd<'_>, name: &[u8], source: &Path) -> anyhow::Resul
         Err(Errno::ENOENT) => bail!("'{}' does not exist in the old root", source.display()),
         Err(e) => Err(e).with_context(|| format!("reading '{}' in the old root", source.display())),
     }
-}
-
-/// Opens the directory `name` in `parent` for reading, checking it is the object `st` describes.
-fn open_dir(parent: BorrowedFd<'_>, name: &[u8], st: &FileStat) -> anyhow::Result<OwnedFd> {
-    let fd = openat(
-        parent,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let now = fstat(fd.as_fd())?;
-    if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
-        bail!(
-            "'{}' changed while it was being read",
-            crate::diff::escape_bytes(name)
-        );
-    }
-    Ok(fd)
 }

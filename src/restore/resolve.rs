@@ -228,11 +228,21 @@ pub(super) fn open_dest_parent(
     Ok((cur, name.clone()))
 }
 
+/// Opens the directory `name` in `parent` for reading, checking it is the object `st` describes.
 pub(super) fn open_checked_dir(
     parent: BorrowedFd<'_>,
     name: &[u8],
     st: &FileStat,
 ) -> anyhow::Result<Dir> {
+    Ok(Dir::from_fd(open_checked_fd(parent, name, st)?)?)
+}
+
+/// [`open_checked_dir`] as a plain fd.
+pub(super) fn open_checked_fd(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    st: &FileStat,
+) -> anyhow::Result<OwnedFd> {
     let fd = openat(
         parent,
         name,
@@ -243,7 +253,7 @@ pub(super) fn open_checked_dir(
     if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
         bail!("'{}' changed while it was being read", escape_bytes(name));
     }
-    Ok(Dir::from_fd(fd)?)
+    Ok(fd)
 }
 
 pub(super) fn check_source_at(
