@@ -581,7 +581,7 @@ fn empty_tree(top: OwnedFd, top_name: &OsStr, top_st: &Stat, base: &Stat) -> Opt
                 Ok(())
             } else {
                 rustix::fs::unlinkat(&cur, &done.name, AtFlags::REMOVEDIR)
-                    .map_err(Error::io("removing", frame_path(&frames, Some(&done.name))))
+                    .map_err(|e| Error::io("removing", frame_path(&frames, Some(&done.name)))(e))
             };
             if done.kept || removed.is_err() {
                 keep(&mut frames);
