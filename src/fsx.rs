@@ -480,7 +480,7 @@ struct Frame {
     /// Its identity, checked when the walk comes back up through `..`.
     ino: u64,
     dev: u64,
-    /// Entries not handled yet.
+    /// Entries not handled yet, the next one last (so they are handled in name order).
     todo: Vec<OsString>,
     /// Something beneath it stays, so it cannot be removed.
     kept: bool,
@@ -542,7 +542,7 @@ fn empty_tree(top: OwnedFd, top_name: &OsStr, top_st: &Stat, base: &Stat) -> Opt
         first.get_or_insert(e);
     };
     let todo = match read_names(top.as_fd()) {
-        Ok(n) => n,
+        Ok(n) => n.into_iter().rev().collect(),
         Err(e) => return Some(relocate(e, &PathBuf::from(top_name))),
     };
     let mut frames = vec![Frame {
@@ -581,7 +581,7 @@ fn empty_tree(top: OwnedFd, top_name: &OsStr, top_st: &Stat, base: &Stat) -> Opt
                 Ok(())
             } else {
                 rustix::fs::unlinkat(&cur, &done.name, AtFlags::REMOVEDIR)
-                    .map_err(Error::io("removing", frame_path(&frames, Some(&done.name))))
+                    .map_err(|e| Error::io("removing", frame_path(&frames, Some(&done.name)))(e))
             };
             if done.kept || removed.is_err() {
                 keep(&mut frames);
@@ -635,7 +635,7 @@ fn empty_tree(top: OwnedFd, top_name: &OsStr, top_st: &Stat, base: &Stat) -> Opt
         })
         .and_then(|fd| {
             read_names(fd.as_fd())
-                .map(|n| (fd, n))
+                .map(|n| (fd, n.into_iter().rev().collect()))
                 .map_err(|e| relocate(e, &path()))
         });
         match opened {

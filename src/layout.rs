@@ -576,13 +576,8 @@ pub fn rename_noreplace(
     to_dir: BorrowedFd<'_>,
     to: &str,
 ) -> nix::Result<()> {
-    nix::fcntl::renameat2(
-        from_dir,
-        from,
-        to_dir,
-        to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    )
+    crate::fsx::rename_noreplace_at(from_dir, from, to_dir, to)
+        .map_err(|e| nix::errno::Errno::from_raw(e.errno().raw_os_error()))
 }
 
 /// How the user names a root on the command line: a full name, a sequence number, `-1` (last boot's

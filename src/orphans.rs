@@ -15,13 +15,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use nix::dir::Dir;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use serde::Serialize;
 
 use crate::config::Persist;
 use crate::diff;
+use crate::fsx::{self, Stat};
 
 /// What a path in persistent storage is to the allowlist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,55 +82,37 @@ pub struct Report {
     pub total_bytes: u64,
 }
 
-fn type_name(st: &FileStat) -> &'static str {
-    diff::FileType::from_mode(st.st_mode).map_or("unknown", diff::FileType::name)
+fn type_name(st: &Stat) -> &'static str {
+    diff::FileType::from_mode(st.mode).map_or("unknown", diff::FileType::name)
 }
 
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & 0o170000 == 0o040000
+fn mtime(st: &Stat) -> i64 {
+    st.mtime.0
 }
 
-fn mtime(st: &FileStat) -> i64 {
-    st.st_mtime
+/// Whether `st` is on another filesystem or mount than `top` (a nested subvolume, a mount point):
+/// reported, never entered.
+fn elsewhere(st: &Stat, top: &Stat) -> bool {
+    st.dev != top.dev || st.mnt_id != top.mnt_id
 }
 
-fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
-    nix::fcntl::openat(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> fsx::Result<OwnedFd> {
+    fsx::open_dir_beneath(dir, Path::new(name))
 }
 
-fn names(dir: BorrowedFd<'_>) -> nix::Result<Vec<Vec<u8>>> {
-    let mut d = Dir::openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(n.to_vec());
-        }
-    }
-    out.sort();
-    Ok(out)
+fn names(dir: BorrowedFd<'_>) -> fsx::Result<Vec<std::ffi::OsString>> {
+    fsx::read_names(dir)
 }
 
 /// Walks the persistent storage open at `top` (its root directory) and reports the orphans.
 pub fn find(top: BorrowedFd<'_>, persist: &Persist) -> Result<Report> {
     let targets: Vec<PathBuf> = persist.entries().iter().map(|e| e.target()).collect();
-    let root_st = fstat(top).context("reading persistent storage")?;
+    let root_st = fsx::stat_fd(top).context("reading persistent storage")?;
     let mut orphans = Vec::new();
     // (directory fd, its path in the root's terms, whether it is an orphan container) still to list:
     // ancestors of entries, and orphan directories above the advisor's group level (`/var/lib`,
     // a home), so that orphans are named at the level they were persisted at.
-    let mut stack: Vec<(OwnedFd, PathBuf, Option<FileStat>)> = vec![(
+    let mut stack: Vec<(OwnedFd, PathBuf, Option<Stat>)> = vec![(
         open_dir_at(top, OsStr::new(".")).context("opening persistent storage")?,
         PathBuf::from("/"),
         None,
@@ -147,17 +127,17 @@ pub fn find(top: BorrowedFd<'_>, persist: &Persist) -> Result<Report> {
                 OsStr::new("."),
                 &st,
                 path,
-                root_st.st_dev,
+                &root_st,
                 persist,
             ));
             continue;
         }
         for n in list.into_iter().rev() {
-            let name = OsStr::from_bytes(&n);
+            let name = n.as_os_str();
             let child = path.join(name);
-            let st = fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            let st = fsx::stat_at(fd.as_fd(), name)
                 .with_context(|| format!("reading '{}' in persistent storage", child.display()))?;
-            let plain_dir = is_dir(&st) && st.st_dev == root_st.st_dev;
+            let plain_dir = st.is_dir() && !elsewhere(&st, &root_st);
             let descend = match classify(&child, &targets) {
                 Status::Covered => continue,
                 Status::Ancestor if plain_dir => Some(None),
@@ -177,14 +157,7 @@ pub fn find(top: BorrowedFd<'_>, persist: &Persist) -> Result<Report> {
                     })?;
                     stack.push((sub, child, container));
                 }
-                None => orphans.push(measure(
-                    fd.as_fd(),
-                    name,
-                    &st,
-                    child,
-                    root_st.st_dev,
-                    persist,
-                )),
+                None => orphans.push(measure(fd.as_fd(), name, &st, child, &root_st, persist)),
             }
         }
     }
@@ -201,9 +174,9 @@ pub fn find(top: BorrowedFd<'_>, persist: &Persist) -> Result<Report> {
 fn measure(
     parent: BorrowedFd<'_>,
     name: &OsStr,
-    st: &FileStat,
+    st: &Stat,
     path: PathBuf,
-    dev: u64,
+    top: &Stat,
     persist: &Persist,
 ) -> Orphan {
     let mut o = Orphan {
@@ -211,19 +184,13 @@ fn measure(
         path,
         file_type: type_name(st),
         objects: 1,
-        bytes: if is_dir(st) {
-            0
-        } else if st.st_mode & 0o170000 == 0o100000 {
-            u64::try_from(st.st_size).unwrap_or(0)
-        } else {
-            0
-        },
+        bytes: if st.is_file() { st.size } else { 0 },
         modified: None,
-        other_fs: st.st_dev != dev,
+        other_fs: elsewhere(st, top),
         errors: Vec::new(),
     };
     let mut newest = mtime(st);
-    if is_dir(st) && !o.other_fs {
+    if st.is_dir() && !o.other_fs {
         let mut seen_inodes = std::collections::HashSet::new();
         let mut stack: Vec<(OwnedFd, PathBuf)> = Vec::new();
         match open_dir_at(parent, name) {
@@ -239,26 +206,24 @@ fn measure(
                 }
             };
             for n in list {
-                let name = OsStr::from_bytes(&n);
-                let Ok(cst) = fstatat(fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                let name = n.as_os_str();
+                let Ok(cst) = fsx::stat_at(fd.as_fd(), name) else {
                     o.errors
                         .push(format!("{}: unreadable", p.join(name).display()));
                     continue;
                 };
                 o.objects += 1;
                 newest = newest.max(mtime(&cst));
-                if cst.st_dev != dev {
+                if elsewhere(&cst, top) {
                     continue;
                 }
-                if is_dir(&cst) {
+                if cst.is_dir() {
                     match open_dir_at(fd.as_fd(), name) {
                         Ok(sub) => stack.push((sub, p.join(name))),
                         Err(e) => o.errors.push(format!("{}: {e}", p.join(name).display())),
                     }
-                } else if cst.st_mode & 0o170000 == 0o100000
-                    && (cst.st_nlink <= 1 || seen_inodes.insert(cst.st_ino))
-                {
-                    o.bytes += u64::try_from(cst.st_size).unwrap_or(0);
+                } else if cst.is_file() && (cst.nlink <= 1 || seen_inodes.insert(cst.ino)) {
+                    o.bytes += cst.size;
                 }
             }
         }

@@ -26,7 +26,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, renameat2};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, unlinkat};
 use serde::Serialize;
@@ -947,13 +947,7 @@ fn apply_steps(
     let aside = if plan.how == How::Symlink {
         let (dir, name) = open_parent(live.fd.as_fd(), &plan.path)?;
         let tmp = PathBuf::from(format!(".tabula-add-{}", std::process::id()));
-        match renameat2(
-            dir.as_fd(),
-            name.as_os_str(),
-            dir.as_fd(),
-            tmp.as_os_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match crate::fsx::rename_noreplace_at(dir.as_fd(), &name, dir.as_fd(), &tmp) {
             Ok(()) => {
                 // Re-plan now that the target is free.
                 pplan = persist::plan(&new_config, root)?;
@@ -961,7 +955,7 @@ fn apply_steps(
                 Some((dir, name, tmp))
             }
             // Nothing live to replace (copied `--from` a retired root): the symlink is just made.
-            Err(nix::errno::Errno::ENOENT) => None,
+            Err(e) if e.is_not_found() => None,
             Err(e) => {
                 return Err(e).with_context(|| format!("moving '{}' aside", plan.path.display()));
             }
@@ -993,14 +987,8 @@ fn apply_steps(
         if let Some(why) = failure {
             // Put the live file back where it was (over the symlink, if one was made).
             let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
-            renameat2(
-                dir.as_fd(),
-                tmp.as_os_str(),
-                dir.as_fd(),
-                name.as_os_str(),
-                RenameFlags::RENAME_NOREPLACE,
-            )
-            .with_context(|| format!("putting '{}' back", plan.path.display()))?;
+            crate::fsx::rename_noreplace_at(dir.as_fd(), &tmp, dir.as_fd(), &name)
+                .with_context(|| format!("putting '{}' back", plan.path.display()))?;
             bail!("putting '{}' in place: {why}", plan.path.display());
         }
         unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir)

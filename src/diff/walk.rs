@@ -16,8 +16,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context;
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
-use nix::sys::stat::{FileStat, Mode, fstat, fstatat, major, minor};
+use nix::fcntl::{AtFlags, readlinkat};
+use nix::sys::stat::{FileStat, fstat, fstatat, major, minor};
 
 use super::xattr::{self, Xattrs};
 use super::{
@@ -25,6 +25,7 @@ use super::{
     XattrDiff,
 };
 use crate::error::UsageError;
+use crate::fsx::{self, Flags as OFlags};
 use crate::limits::{MAX_DEPTH, too_deep};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -774,44 +775,35 @@ fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Stat>, String> {
 }
 
 /// A fresh directory stream on the same directory (the caller's fd may be `O_PATH` or already read).
-fn reopen(fd: BorrowedFd<'_>) -> nix::Result<Dir> {
-    let fd = openat(
-        fd,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    Dir::from_fd(fd)
+fn reopen(fd: BorrowedFd<'_>) -> anyhow::Result<Dir> {
+    let fd = fsx::open_dir_beneath(fd, Path::new("."))?;
+    Ok(Dir::from_fd(fd)?)
 }
 
-/// `openat` with `O_NOATIME` where allowed (it keeps a diff of the live root from touching atimes).
-fn open_noatime(dir: BorrowedFd<'_>, name: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
-    match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Err(Errno::EPERM) => openat(dir, name, flags, Mode::empty()),
+/// Opens `name` in `dir` through [`fsx`] (never following a symlink), with `O_NOATIME` where allowed
+/// (it keeps a diff of the live root from touching atimes).
+fn open_noatime(dir: BorrowedFd<'_>, name: &[u8], flags: OFlags) -> Result<OwnedFd, String> {
+    let name = Path::new(OsStr::from_bytes(name));
+    match fsx::open_beneath(dir, name, flags | OFlags::NOATIME) {
+        Err(e) if e.errno() == fsx::Errno::PERM => fsx::open_beneath(dir, name, flags),
         r => r,
     }
+    .map_err(|e| match e {
+        fsx::Error::Io { errno, .. } => errno.to_string(),
+        e => e.to_string(),
+    })
 }
 
 /// Open a directory stat-ed as `expected`, refusing anything else.
 fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<Dir, String> {
-    let fd = open_noatime(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-    )
-    .map_err(|e| e.to_string())?;
+    let fd = open_noatime(dir, name, fsx::DIR)?;
     check_same(&fd, expected)?;
     Dir::from_fd(fd).map_err(|e| e.to_string())
 }
 
 /// Open a regular file stat-ed as `expected`. `O_NONBLOCK`: if it was swapped for a fifo, do not hang.
 fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<File, String> {
-    let fd = open_noatime(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-    )
-    .map_err(|e| e.to_string())?;
+    let fd = open_noatime(dir, name, OFlags::RDONLY | OFlags::NONBLOCK)?;
     check_same(&fd, expected)?;
     Ok(File::from(fd))
 }

@@ -1,9 +1,10 @@
 //! Path resolution that never follows a symlink, and fd-relative changes.
 //!
 //! Persistent storage holds user-writable trees (`/persist/home/alice`), and on a running system so does
-//! the target side. Every path is therefore resolved one component at a time from a directory fd with
-//! `O_NOFOLLOW`, and every change is made through an fd (or relative to a verified parent fd): a symlink
-//! planted anywhere on the way makes the operation fail with a [`Refusal`] instead of redirecting it.
+//! the target side. Every path is therefore resolved beneath the root's fd by [`crate::fsx`] (openat2
+//! without symlinks, or an `O_NOFOLLOW` walk), and every change is made through an fd (or relative to a
+//! verified parent fd): a symlink planted anywhere on the way makes the operation fail with a
+//! [`Refusal`] instead of redirecting it.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
