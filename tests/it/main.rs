@@ -20,6 +20,7 @@ mod btrfs;
 mod clock;
 mod diff;
 mod diff_send;
+mod fsx;
 mod initrd;
 mod json_golden;
 mod layers;

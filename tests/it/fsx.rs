@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -15,6 +15,7 @@ use tabula::{btrfs, fsx};
 /// A nested subvolume has its own `st_dev` but the same mount id: it is no mount point. A bind mount
 /// of a directory of the same subvolume has the same `st_dev` but its own mount id: it is one.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn nested_subvolume_is_no_mount_point_but_a_bind_mount_is() {
     let Some(s) = Scratch::new(
         "nested_subvolume_is_no_mount_point_but_a_bind_mount_is",
@@ -64,6 +65,7 @@ fn nested_subvolume_is_no_mount_point_but_a_bind_mount_is() {
 /// The iterative remove goes on past a mount point and a nested subvolume, keeps them (and their
 /// parents), removes everything else, and reports the first refusal.
 #[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
 fn remove_tree_stops_at_mounts_and_subvolumes_and_goes_on() {
     let Some(s) = Scratch::new(
         "remove_tree_stops_at_mounts_and_subvolumes_and_goes_on",
