@@ -311,10 +311,10 @@ pub fn plan_add(
     let storage_path = under(&req.root, &config.persist.path);
     let storage = Walk::open(&storage_path)
         .with_context(|| "persistent storage must be mounted to persist a path now")?;
-    let root_dev = nix::sys::stat::stat(&req.root)
-        .with_context(|| format!("reading '{}'", req.root.display()))?
-        .st_dev;
-    if nix::sys::stat::fstat(storage.fd.as_fd())?.st_dev == root_dev {
+    // By mount id, not device: a nested subvolume there has a device of its own but is no mount.
+    let root_dir = std::fs::File::open(&req.root)
+        .with_context(|| format!("reading '{}'", req.root.display()))?;
+    if crate::fsx::mount_id(storage.fd.as_fd())? == crate::fsx::mount_id(root_dir.as_fd())? {
         return Err(Refusal::new(
             "persist-not-mounted",
             format!(

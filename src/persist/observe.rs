@@ -8,10 +8,11 @@
 //! looks at them, so a persist run costs no more syscalls than deciding while walking did.
 
 use std::collections::{BTreeMap, HashSet};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::sys::stat::{FileStat, fstat};
+use nix::sys::stat::FileStat;
 
 use super::plan::parents_of;
 use super::walk::{Owner, Walker, file_type};
@@ -226,8 +227,9 @@ impl ObservedEntry {
 /// Persistent storage as found in the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PersistDir {
-    /// Its device.
-    pub dev: u64,
+    /// Its mount id: another mount's than the root's when something is mounted there. (Not the device:
+    /// a nested btrfs subvolume has a device number of its own but is no mount.)
+    pub mnt_id: u64,
     /// Whether it is in the mount table (`None`: the table could not be read).
     pub is_mount: Option<bool>,
 }
@@ -239,8 +241,8 @@ pub struct Observed {
     pub root: PathBuf,
     /// Whether this is the running system (the root is `/`): a copy's live file is then the newer one.
     pub running: bool,
-    /// Device of the root directory.
-    pub root_dev: u64,
+    /// Mount id of the root directory.
+    pub root_mnt_id: u64,
     /// The persistent storage directory, `None` when it does not exist.
     pub persist_dir: Option<PersistDir>,
     /// `[[persist.users]]` by name: uid and primary gid, or why not.
@@ -333,17 +335,15 @@ pub fn observe(config: &Config, root: &Path) -> Result<Observed> {
     let persist_dir = match w.dir(persist)? {
         None => None,
         Some(fd) => {
-            let st = fstat(&fd)
+            let mnt_id = crate::fsx::mount_id(fd.as_fd())
                 .with_context(|| format!("inspecting '{}'", w.shown(persist).display()))?;
             Some(PersistDir {
-                dev: st.st_dev,
+                mnt_id,
                 is_mount: eyes.is_mount_point(persist),
             })
         }
     };
-    let root_dev = fstat(w.root_fd())
-        .context("inspecting the root directory")?
-        .st_dev;
+    let root_mnt_id = crate::fsx::mount_id(w.root_fd()).context("inspecting the root directory")?;
     let entries = config
         .persist
         .entries()
@@ -353,7 +353,7 @@ pub fn observe(config: &Config, root: &Path) -> Result<Observed> {
     Ok(Observed {
         root: root.to_path_buf(),
         running: eyes.root_canon == Path::new("/"),
-        root_dev,
+        root_mnt_id,
         persist_dir,
         accounts: eyes.accounts(config),
         entries,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
-use nix::sys::stat::fstat;
+use std::os::fd::AsFd;
 
 use super::observe::{Eyes, Failure, Observed, ObservedEntry, PersistDir, Probe, Stat, observe};
 use super::walk::{Owner, RULE_HARDLINK, Walker, symlink_refusal};
@@ -153,7 +153,7 @@ pub(crate) fn parent_owner(
 pub(crate) fn check_persist_mounted(
     shown: &Path,
     dir: Option<PersistDir>,
-    root_dev: u64,
+    root_mnt_id: u64,
 ) -> Result<()> {
     let dir = dir.ok_or_else(|| {
         anyhow!(
@@ -161,7 +161,7 @@ pub(crate) fn check_persist_mounted(
             shown.display()
         )
     })?;
-    if dir.dev != root_dev || dir.is_mount == Some(true) {
+    if dir.mnt_id != root_mnt_id || dir.is_mount == Some(true) {
         return Ok(());
     }
     Err(anyhow::Error::new(Refusal::new(
@@ -208,18 +208,18 @@ impl<'a> Ctx<'a> {
         let dir = match self.walker.dir(persist)? {
             None => None,
             Some(fd) => {
-                let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
+                let mnt_id = crate::fsx::mount_id(fd.as_fd())
+                    .with_context(|| format!("inspecting '{}'", shown.display()))?;
                 let full = self.full_path(persist);
                 Some(PersistDir {
-                    dev: st.st_dev,
+                    mnt_id,
                     is_mount: self.mounts.as_ref().map(|m| m.contains(&full)),
                 })
             }
         };
-        let root_dev = fstat(self.walker.root_fd())
-            .context("inspecting the root directory")?
-            .st_dev;
-        check_persist_mounted(&shown, dir, root_dev)
+        let root_mnt_id =
+            crate::fsx::mount_id(self.walker.root_fd()).context("inspecting the root directory")?;
+        check_persist_mounted(&shown, dir, root_mnt_id)
     }
 
     /// See [`parent_owner`].
@@ -261,7 +261,7 @@ pub fn plan_observed(observed: &Observed, config: &Config, opts: PlanOptions) ->
     check_persist_mounted(
         &observed.shown(&config.persist.path),
         observed.persist_dir,
-        observed.root_dev,
+        observed.root_mnt_id,
     )?;
     let entries = config
         .persist

@@ -74,9 +74,9 @@ fn observed(entries: Vec<ObservedEntry>) -> Observed {
     Observed {
         root: PathBuf::from("/sysroot"),
         running: false,
-        root_dev: 1,
+        root_mnt_id: 1,
         persist_dir: Some(PersistDir {
-            dev: DEV,
+            mnt_id: DEV,
             is_mount: Some(true),
         }),
         accounts: [("alice".to_string(), Ok((1000, 100)))]
@@ -528,7 +528,7 @@ fn persistent_storage_must_be_a_mount() {
     let cfg = config(DIR_LOG);
     let mut obs = observed(vec![entry(vec![m()], vec![m()])]);
     obs.persist_dir = Some(PersistDir {
-        dev: 1,
+        mnt_id: 1,
         is_mount: Some(false),
     });
     let err = plan_observed(&obs, &cfg, PlanOptions::default()).unwrap_err();
@@ -538,9 +538,9 @@ fn persistent_storage_must_be_a_mount() {
         "{err:#}"
     );
     assert!(format!("{err:#}").contains("not a mount point"), "{err:#}");
-    // Another device (a subvolume mounted there) or an entry in the mount table: fine.
+    // Another mount (a subvolume mounted there) or an entry in the mount table: fine.
     obs.persist_dir = Some(PersistDir {
-        dev: 1,
+        mnt_id: 1,
         is_mount: Some(true),
     });
     assert!(plan_observed(&obs, &cfg, PlanOptions::default()).is_ok());

@@ -87,7 +87,7 @@ pub fn status(config: &Config, root: &Path) -> Result<Vec<EntryStatus>> {
     let observed = Observed {
         root: root.to_path_buf(),
         running: true,
-        root_dev: 0,
+        root_mnt_id: 0,
         persist_dir: None,
         accounts: eyes.accounts(config),
         entries: config

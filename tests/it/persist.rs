@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -516,6 +517,29 @@ fn unmounted_persistent_storage_is_refused() {
     fs::remove_dir(root.join("persist")).unwrap();
     let err = persist::plan(&cfg, &root).unwrap_err();
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+}
+
+/// A nested subvolume at the persistent storage path has its own device number but is no mount: data
+/// written there stays in the root's tree and is erased with it. Only a mount counts.
+#[test]
+#[ignore = "needs root: run as root with -- --include-ignored"]
+fn a_nested_subvolume_is_not_mounted_persistent_storage() {
+    let Some(s) = crate::common::Scratch::new("persist_nested_subvolume_is_not_storage", 300)
+    else {
+        return;
+    };
+    let top = s.top_fd();
+    tabula::btrfs::create_subvolume(top.as_fd(), "root").unwrap();
+    let root = s.top.join("root");
+    tabula::btrfs::create_subvolume(crate::common::open_dir(&root).as_fd(), "persist").unwrap();
+    let cfg = config("[persist]\ndirectories = [\"/var/log\"]\n");
+    let err = persist::plan(&cfg, &root).unwrap_err();
+    assert_eq!(
+        tabula::error::exit_status(&err),
+        tabula::error::ExitStatus::Refused,
+        "{err:#}"
+    );
+    assert!(format!("{err:#}").contains("not a mount point"), "{err:#}");
 }
 
 #[test]
