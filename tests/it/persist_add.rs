@@ -376,6 +376,14 @@ fn a_failure_half_way_leaves_the_live_path_as_it_was() {
         stderr(&out)
     );
     assert!(!b.live("/persist/etc").exists());
+
+    // Nor is a nested subvolume there (a device of its own, but no mount).
+    fs::remove_dir(b.live("/persist")).unwrap();
+    let live_root = fs::File::open(b.live("/")).unwrap();
+    tabula::btrfs::create_subvolume(std::os::fd::AsFd::as_fd(&live_root), "persist").unwrap();
+    let out = b.add(&["/etc/adjtime"]);
+    assert_refused(&out, "persist-not-mounted");
+    assert!(!b.live("/persist/etc").exists());
 }
 
 #[test]
