@@ -1350,7 +1350,7 @@ mod tests {
             ),
             (Some(7), Some(usize::MAX), None)
         );
-        assert_eq!(c.retention.timezone, chrono_tz::Tz::Europe__Berlin);
+        assert_eq!(c.retention.timezone.name(), "Europe/Berlin");
         assert_eq!(
             c.retention.min_free,
             Some(crate::retention::MinFree::Percent(10.0))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
+use tabula::tz::Tz;
 use serde::Serialize;
 use tabula::retention::{Candidate, MinFree, Policy, RetentionPlan, plan};
 
