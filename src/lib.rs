@@ -33,5 +33,6 @@ pub mod restore;
 pub mod retention;
 pub mod rollback;
 pub mod roots;
+pub mod tz;
 pub mod users;
 pub mod wait;

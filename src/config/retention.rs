@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono_tz::Tz;
+use crate::tz::Tz;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
@@ -28,8 +28,8 @@ pub struct Policy {
     pub keep_weekly: Option<usize>,
     /// Keep the first root of each of the last N months that contain boots.
     pub keep_monthly: Option<usize>,
-    /// Time zone in which days, weeks and months are delimited. A compiled-in IANA database, so the
-    /// initrd (which usually lacks `/usr/share/zoneinfo`) buckets exactly like the running system.
+    /// Time zone in which days, weeks and months are delimited, from the system's zoneinfo (see
+    /// [`crate::tz`]; the initrd, which never buckets, needs none).
     pub timezone: Tz,
     /// Free-space floor: beyond the policy, delete the oldest kept roots while free space is below
     /// it.

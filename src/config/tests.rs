@@ -76,7 +76,7 @@ fn retention_and_boot() {
         ),
         (Some(7), Some(usize::MAX), None)
     );
-    assert_eq!(c.retention.timezone, chrono_tz::Tz::Europe__Berlin);
+    assert_eq!(c.retention.timezone.name(), "Europe/Berlin");
     assert_eq!(c.retention.min_free, Some(MinFree::Percent(10.0)));
     assert_eq!(c.boot.on_failure, OnFailure::Emergency);
     let d = parse("[layout]\ndevice = \"/dev/x\"\n").unwrap();

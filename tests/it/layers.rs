@@ -22,6 +22,7 @@ const LEVELS: &[&[&str]] = &[
         "wait",
         "lock",
         "json",
+        "tz",
     ],
     &["config"],
     &[

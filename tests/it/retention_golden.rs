@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use serde::Serialize;
 use tabula::retention::{Candidate, MinFree, Policy, RetentionPlan, plan};
+use tabula::tz::Tz;
 
 /// When every case is planned.
 const NOW: &str = "2025-04-02T12:00:00Z";
