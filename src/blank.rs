@@ -393,14 +393,8 @@ pub fn finish(
             s.as_ref().is_some_and(|s| s.read_only),
             "'{staging}' is not read-only"
         );
-        nix::fcntl::renameat2(
-            top,
-            staging.as_str(),
-            top,
-            blank,
-            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-        )
-        .with_context(|| format!("exchanging '{staging}' and '{blank}'"))?;
+        crate::fsx::exchange_at(top, staging.as_str(), top, blank)
+            .with_context(|| format!("exchanging '{staging}' and '{blank}'"))?;
         btrfs::sync(top).context("committing the switch")?;
         crate::fault::point("blank-after-exchange");
         did = true;

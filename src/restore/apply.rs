@@ -22,13 +22,11 @@ use nix::unistd::{
 
 use super::plan::PlanWalk;
 use super::resolve::{
-    check_destination, check_source, check_source_at, components, exists_refusal, open_checked_dir,
-    open_dest_parent, read_names,
+    check_destination, check_source, check_source_at, components, exists_refusal, open_dest_parent,
 };
 use super::{DataHow, FileData, Op, PlanItem, RestorePlan, RestoreReport, SCHEMA_VERSION, Totals};
 use crate::diff::xattr::{self, Xattrs};
 use crate::diff::{FileType, escape_bytes};
-use crate::limits::{MAX_DEPTH, too_deep, with_walk_stack};
 
 /// Execute a plan made by [`plan_restore`](super::plan_restore) with the same trees, walking the
 /// source again as it goes. Re-checks the refusal rules (the destination may have changed since) and
@@ -87,42 +85,40 @@ pub fn apply_restore_streaming(
     let mut replaced = false;
     let mut renamed = false;
     if existing.is_some() {
-        match rustix::fs::renameat_with(
+        match crate::fsx::exchange_at(
             parent,
-            &tmp,
+            OsStr::from_bytes(&tmp),
             parent,
-            &dst_name,
-            rustix::fs::RenameFlags::EXCHANGE,
+            OsStr::from_bytes(&dst_name),
         ) {
             Ok(()) => {
                 replaced = true;
                 renamed = true;
             }
             // Gone since we looked: a plain no-replace rename below.
-            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => {
                 remove_quietly(parent, &tmp);
-                return Err(std::io::Error::from(e)).with_context(|| {
+                return Err(e).with_context(|| {
                     format!("moving the copy into place at '{}'", plan.dest.display())
                 });
             }
         }
     }
     if !renamed {
-        match rustix::fs::renameat_with(
+        match crate::fsx::rename_noreplace_at(
             parent,
-            &tmp,
+            OsStr::from_bytes(&tmp),
             parent,
-            &dst_name,
-            rustix::fs::RenameFlags::NOREPLACE,
+            OsStr::from_bytes(&dst_name),
         ) {
             Ok(()) => {}
             Err(e) => {
                 remove_quietly(parent, &tmp);
-                if e == rustix::io::Errno::EXIST {
+                if e.is_exists() {
                     return Err(exists_refusal(&plan.dest).into());
                 }
-                return Err(std::io::Error::from(e)).with_context(|| {
+                return Err(e).with_context(|| {
                     format!("moving the copy into place at '{}'", plan.dest.display())
                 });
             }
@@ -584,46 +580,15 @@ struct Linked<'a> {
     top: Option<BorrowedFd<'a>>,
 }
 
-/// Remove `name` in `parent` and everything beneath it, never following symlinks or crossing into
-/// another filesystem.
+/// Remove `name` in `parent` and everything beneath it, never following symlinks, never entering a
+/// mount or another filesystem ([`crate::fsx::remove_tree_at`]: iterative, whatever the depth).
 pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
-    // Recursive per level (bounded by `MAX_DEPTH`), on a stack sized for it.
-    with_walk_stack(|| remove_tree_at(parent, name, 0))?
+    Ok(crate::fsx::remove_tree_at(parent, OsStr::from_bytes(name))?)
 }
 
 /// Removes everything in the directory `dir` (as [`remove_tree`] does for each entry), keeping `dir`.
 pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> anyhow::Result<()> {
-    let st = fstat(dir)?;
-    let mut d = open_checked_dir(dir, b".", &st)?;
-    let names = read_names(&mut d)?;
-    let dir = d.as_fd();
-    // Recursive per level (bounded by `MAX_DEPTH`), on a stack sized for it.
-    with_walk_stack(|| {
-        names
-            .iter()
-            .try_for_each(|child| remove_tree_at(dir, child, 1))
-    })?
-}
-
-fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> anyhow::Result<()> {
-    let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    if FileType::from_mode(st.st_mode) == Some(FileType::Dir) {
-        if depth >= MAX_DEPTH {
-            bail!("'{}' is {}", escape_bytes(name), too_deep());
-        }
-        let pst = fstat(parent)?;
-        if st.st_dev != pst.st_dev {
-            bail!("'{}' is on another filesystem", escape_bytes(name));
-        }
-        let mut d = open_checked_dir(parent, name, &st)?;
-        for child in read_names(&mut d)? {
-            remove_tree_at(d.as_fd(), &child, depth + 1)?;
-        }
-        unlinkat(parent, name, UnlinkatFlags::RemoveDir)?;
-    } else {
-        unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)?;
-    }
-    Ok(())
+    Ok(crate::fsx::empty_dir(dir)?)
 }
 
 /// Copies the bytes of `from` into the new, empty file `to`, keeping holes: only the data ranges
