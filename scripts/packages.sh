@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian 12 packages the demo and the tests need, installed when missing. Sourced by the scripts.
-tabula_packages=(btrfs-progs util-linux qemu-system-x86 busybox-static cpio kmod debootstrap shellcheck nix-bin make systemd jq dmsetup)
+tabula_packages=(btrfs-progs util-linux qemu-system-x86 busybox-static cpio kmod debootstrap shellcheck nix-bin make systemd jq dmsetup tzdata)
 tabula_install_packages() {
   local missing=()
   for p in "${tabula_packages[@]}"; do
