@@ -239,7 +239,7 @@ pub(crate) fn write_json<T: Serialize>(dir: BorrowedFd<'_>, file: &str, value: &
     write_json_with(dir, file, value, Durability::Now)
 }
 
-/// When a JSON file written by [`write_json_with`] is on disk.
+/// When a JSON file written by `write_json_with` is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Before the call returns: fsync of the file and of the directory.
