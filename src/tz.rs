@@ -12,9 +12,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::{
-    Datelike, FixedOffset, MappedLocalTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
-};
+use ::tz::timezone::TransitionRule;
+use chrono::{FixedOffset, MappedLocalTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone};
 
 /// Where zoneinfo databases live, after `$TZDIR` (Debian, older layouts, NixOS).
 const ZONEINFO_DIRS: &[&str] = &[
@@ -41,42 +40,8 @@ enum Kind {
     Utc,
     /// No zoneinfo database on this system: taken as UTC when used (with a warning).
     Unresolved,
-    Rules(Rules),
-}
-
-#[derive(Clone, Copy)]
-struct Rules {
-    /// Offset before the first transition (time type 0).
-    initial: i32,
-    /// (transition instant, UTC offset from then on), ascending.
-    transitions: &'static [(i64, i32)],
-    /// The footer's rule for instants after the last transition.
-    tail: Option<Posix>,
-}
-
-/// A POSIX TZ string (`CET-1CEST,M3.5.0,M10.5.0/3`), offsets in seconds east of UTC.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Posix {
-    std: i32,
-    dst: Option<Dst>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Dst {
-    offset: i32,
-    start: (Day, i32),
-    end: (Day, i32),
-}
-
-/// A rule's day of the year.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Day {
-    /// `Jn`: 1–365, February 29 never counted.
-    Julian1(u16),
-    /// `n`: 0–365, February 29 counted.
-    Julian0(u16),
-    /// `Mm.w.d`: weekday d (0 = Sunday) of week w (5 = last) of month m.
-    Month(u32, u32, u32),
+    /// A zone from the database, parsed by `tz-rs`.
+    Rules(&'static ::tz::TimeZone),
 }
 
 /// The reason a time zone name was refused.
@@ -141,8 +106,8 @@ impl Tz {
 
     /// The UTC offset (seconds east) in effect at the Unix time `t`.
     pub fn offset_at(self, t: i64) -> i32 {
-        let r = match self.0.kind {
-            Kind::Utc => return 0,
+        match self.0.kind {
+            Kind::Utc => 0,
             Kind::Unresolved => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -150,18 +115,25 @@ impl Tz {
                         self.0.name
                     );
                 }
-                return 0;
+                0
             }
-            Kind::Rules(r) => r,
-        };
-        let after = r.transitions.partition_point(|&(at, _)| at <= t);
-        match (after, r.tail) {
-            (0, Some(tail)) if r.transitions.is_empty() => tail.offset_at(t),
-            (0, _) => r.initial,
-            (n, Some(tail)) if n == r.transitions.len() => tail.offset_at(t),
-            (n, _) => r.transitions[n - 1].1,
+            Kind::Rules(zone) => zone_offset(zone, t),
         }
     }
+}
+
+/// The UTC offset of `zone` at `t`. A version 1 file has no footer rule for the instants after its last
+/// transition (tz-rs refuses those): the last transition's offset stays in effect, as zdump shows it.
+fn zone_offset(zone: &::tz::TimeZone, t: i64) -> i32 {
+    if let Ok(local) = zone.find_local_time_type(t) {
+        return local.ut_offset();
+    }
+    let z = zone.as_ref();
+    let index = z
+        .transitions()
+        .last()
+        .map_or(0, |tr| tr.local_time_type_index());
+    z.local_time_types().get(index).map_or(0, |l| l.ut_offset())
 }
 
 /// The zoneinfo directories to search: `$TZDIR` first.
@@ -280,7 +252,7 @@ impl TimeZone for Tz {
 }
 
 /// Reads and parses one TZif file; `None` if it is missing or not a usable TZif file.
-fn load(path: &Path) -> Option<Rules> {
+fn load(path: &Path) -> Option<&'static ::tz::TimeZone> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::fs::File::open(path)
@@ -288,266 +260,26 @@ fn load(path: &Path) -> Option<Rules> {
         .take(MAX_TZIF)
         .read_to_end(&mut bytes)
         .ok()?;
-    parse_tzif(&bytes)
+    parse_tzif(&bytes).map(|zone| &*Box::leak(Box::new(zone)))
 }
 
-/// The six counts of a TZif header.
-struct Header {
-    version: u8,
-    isutcnt: usize,
-    isstdcnt: usize,
-    leapcnt: usize,
-    timecnt: usize,
-    typecnt: usize,
-    charcnt: usize,
-}
-
-fn header(b: &[u8]) -> Option<Header> {
-    if b.len() < 44 || &b[..4] != b"TZif" {
-        return None;
-    }
-    let n = |i: usize| {
-        let v = u32::from_be_bytes([b[20 + 4 * i], b[21 + 4 * i], b[22 + 4 * i], b[23 + 4 * i]]);
-        usize::try_from(v).ok()
+/// Parses TZif (RFC 8536) with tz-rs; `None` if it is not a usable file for calendar buckets.
+fn parse_tzif(bytes: &[u8]) -> Option<::tz::TimeZone> {
+    let zone = ::tz::TimeZone::from_tz_data(bytes).ok()?;
+    let z = zone.as_ref();
+    let rule_types = match z.extra_rule() {
+        None => vec![],
+        Some(TransitionRule::Fixed(l)) => vec![*l],
+        Some(TransitionRule::Alternate(a)) => vec![*a.std(), *a.dst()],
     };
-    Some(Header {
-        version: b[4],
-        isutcnt: n(0)?,
-        isstdcnt: n(1)?,
-        leapcnt: n(2)?,
-        timecnt: n(3)?,
-        typecnt: n(4)?,
-        charcnt: n(5)?,
-    })
-}
-
-impl Header {
-    /// Length of the data block with `t`-byte times.
-    fn data_len(&self, t: usize) -> usize {
-        self.timecnt * (t + 1)
-            + self.typecnt * 6
-            + self.charcnt
-            + self.leapcnt * (t + 4)
-            + self.isstdcnt
-            + self.isutcnt
-    }
-}
-
-/// Parses TZif (RFC 8536): the 64-bit block and footer of version 2+, the 32-bit block of version 1.
-fn parse_tzif(b: &[u8]) -> Option<Rules> {
-    let h1 = header(b)?;
-    let (h, data, t, footer) = if h1.version >= b'2' {
-        let v2 = b.get(44 + h1.data_len(4)..)?;
-        let h2 = header(v2)?;
-        let len = h2.data_len(8);
-        let rest = v2.get(44 + len..)?;
-        let footer = rest.strip_prefix(b"\n")?;
-        let footer = &footer[..footer.iter().position(|&c| c == b'\n')?];
-        (
-            h2,
-            v2.get(44..44 + len)?,
-            8,
-            Some(std::str::from_utf8(footer).ok()?),
-        )
-    } else {
-        let len = h1.data_len(4);
-        (h1, b.get(44..44 + len)?, 4, None)
-    };
-    // Leap-second ("right/") zones count TAI-like seconds: not what a calendar bucket wants.
-    if h.typecnt == 0 || h.leapcnt != 0 {
-        return None;
-    }
-    let times = &data[..h.timecnt * t];
-    let idx = &data[h.timecnt * t..h.timecnt * (t + 1)];
-    let types = &data[h.timecnt * (t + 1)..h.timecnt * (t + 1) + h.typecnt * 6];
-    let utoff = |i: usize| -> Option<i32> {
-        let e = types.get(i * 6..i * 6 + 4)?;
-        let o = i32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-        (o.abs() < 86_400).then_some(o)
-    };
-    let mut transitions = Vec::with_capacity(h.timecnt);
-    for i in 0..h.timecnt {
-        let at = if t == 8 {
-            i64::from_be_bytes(times[i * 8..i * 8 + 8].try_into().ok()?)
-        } else {
-            i64::from(i32::from_be_bytes(times[i * 4..i * 4 + 4].try_into().ok()?))
-        };
-        transitions.push((at, utoff(usize::from(idx[i]))?));
-    }
-    if transitions.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return None;
-    }
-    let tail = match footer {
-        None | Some("") => None,
-        Some(s) => Some(Posix::parse(s)?),
-    };
-    Some(Rules {
-        initial: utoff(0)?,
-        transitions: Box::leak(transitions.into_boxed_slice()),
-        tail,
-    })
-}
-
-impl Posix {
-    fn parse(s: &str) -> Option<Posix> {
-        let mut p = Cursor(s.as_bytes());
-        p.name()?;
-        let std = -p.offset()?;
-        if p.0.is_empty() {
-            return (std.abs() < 86_400).then_some(Posix { std, dst: None });
-        }
-        p.name()?;
-        let offset = match p.0.first() {
-            Some(b',') | None => std + 3600,
-            _ => -p.offset()?,
-        };
-        // No rule: POSIX's default, the US rule of 2007.
-        let (start, end) = if p.0.is_empty() {
-            ((Day::Month(3, 2, 0), 7200), (Day::Month(11, 1, 0), 7200))
-        } else {
-            p.eat(b',')?;
-            let start = p.rule()?;
-            p.eat(b',')?;
-            (start, p.rule()?)
-        };
-        let sane = |o: i32| o.abs() < 86_400;
-        (p.0.is_empty() && sane(std) && sane(offset)).then_some(Posix {
-            std,
-            dst: Some(Dst { offset, start, end }),
-        })
-    }
-
-    fn offset_at(self, t: i64) -> i32 {
-        let Some(dst) = self.dst else {
-            return self.std;
-        };
-        let year =
-            chrono::DateTime::from_timestamp(t + i64::from(self.std), 0).map_or(1970, |d| d.year());
-        // The switches of the year before, this year and the next, in order: the last one at or
-        // before `t` decides (this covers both hemispheres and all-year DST).
-        let mut last = (i64::MIN, false);
-        for y in year - 1..=year + 1 {
-            let (Some(start), Some(end)) = (dst.start.0.unix_day(y), dst.end.0.unix_day(y)) else {
-                continue;
-            };
-            for (instant, is_dst) in [
-                (start * 86_400 + i64::from(dst.start.1 - self.std), true),
-                (end * 86_400 + i64::from(dst.end.1 - dst.offset), false),
-            ] {
-                if instant <= t && instant >= last.0 {
-                    last = (instant, is_dst);
-                }
-            }
-        }
-        if last.1 { dst.offset } else { self.std }
-    }
-}
-
-impl Day {
-    /// Days from 1970-01-01 to this day of `year`.
-    fn unix_day(self, year: i32) -> Option<i64> {
-        let jan1 = NaiveDate::from_ymd_opt(year, 1, 1)?;
-        let date = match self {
-            Day::Julian1(n) => {
-                let leap = NaiveDate::from_ymd_opt(year, 2, 29).is_some();
-                let n = u64::from(n) + u64::from(leap && n >= 60);
-                jan1.checked_add_days(chrono::Days::new(n - 1))?
-            }
-            Day::Julian0(n) => jan1.checked_add_days(chrono::Days::new(u64::from(n)))?,
-            Day::Month(m, w, d) => {
-                let first = NaiveDate::from_ymd_opt(year, m, 1)?;
-                let wd = first.weekday().num_days_from_sunday();
-                let mut day = 1 + (d + 7 - wd) % 7 + (w - 1) * 7;
-                while NaiveDate::from_ymd_opt(year, m, day).is_none() {
-                    day -= 7;
-                }
-                NaiveDate::from_ymd_opt(year, m, day)?
-            }
-        };
-        Some(
-            date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
-                .num_days(),
-        )
-    }
-}
-
-/// A byte cursor over a POSIX TZ string.
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn eat(&mut self, c: u8) -> Option<()> {
-        let (&first, rest) = self.0.split_first()?;
-        (first == c).then(|| self.0 = rest)
-    }
-
-    /// `<+0330>` or three or more letters.
-    fn name(&mut self) -> Option<()> {
-        if self.eat(b'<').is_some() {
-            let end = self.0.iter().position(|&c| c == b'>')?;
-            self.0 = &self.0[end + 1..];
-            return Some(());
-        }
-        let n = self
-            .0
+    // Leap-second ("right/") zones count TAI-like seconds: not what a calendar bucket wants. Offsets
+    // beyond ±24 h do not fit chrono's FixedOffset.
+    let sane = z.leap_seconds().is_empty()
+        && z.local_time_types()
             .iter()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .count();
-        self.0 = &self.0[n..];
-        (n >= 3).then_some(())
-    }
-
-    fn number(&mut self) -> Option<i32> {
-        let n = self.0.iter().take_while(|c| c.is_ascii_digit()).count();
-        let (digits, rest) = self.0.split_at(n);
-        self.0 = rest;
-        std::str::from_utf8(digits).ok()?.parse().ok()
-    }
-
-    /// `[+-]hh[:mm[:ss]]` in seconds (hours up to 167, as RFC 8536 allows for rule times).
-    fn offset(&mut self) -> Option<i32> {
-        let sign = if self.eat(b'-').is_some() {
-            -1
-        } else {
-            let _ = self.eat(b'+');
-            1
-        };
-        let mut secs = self.number().filter(|h| *h <= 167)? * 3600;
-        for unit in [60, 1] {
-            if self.eat(b':').is_none() {
-                break;
-            }
-            secs += self.number().filter(|v| *v < 60)? * unit;
-        }
-        Some(sign * secs)
-    }
-
-    /// `Jn`, `n` or `Mm.w.d`, then `[/time]` (default 02:00).
-    fn rule(&mut self) -> Option<(Day, i32)> {
-        let day = if self.eat(b'J').is_some() {
-            Day::Julian1(
-                u16::try_from(self.number()?)
-                    .ok()
-                    .filter(|n| (1..=365).contains(n))?,
-            )
-        } else if self.eat(b'M').is_some() {
-            let m = self.number()?;
-            self.eat(b'.')?;
-            let w = self.number()?;
-            self.eat(b'.')?;
-            let d = self.number()?;
-            let ok = (1..=12).contains(&m) && (1..=5).contains(&w) && (0..=6).contains(&d);
-            let u = |v: i32| u32::try_from(v).ok();
-            ok.then_some(Day::Month(u(m)?, u(w)?, u(d)?))?
-        } else {
-            Day::Julian0(u16::try_from(self.number()?).ok().filter(|n| *n <= 365)?)
-        };
-        let time = if self.eat(b'/').is_some() {
-            self.offset()?
-        } else {
-            7200
-        };
-        Some((day, time))
-    }
+            .chain(&rule_types)
+            .all(|l| l.ut_offset().abs() < 86_400);
+    sane.then_some(zone)
 }
 
 #[cfg(test)]
@@ -557,6 +289,32 @@ mod tests {
 
     fn at(s: &str) -> i64 {
         s.parse::<DateTime<Utc>>().unwrap().timestamp()
+    }
+
+    /// A POSIX TZ string as the footer rule of an otherwise empty TZif version 3 file (RFC 8536's
+    /// extensions allowed), parsed and evaluated the way a zoneinfo file is.
+    #[derive(Debug, PartialEq)]
+    struct Posix(::tz::TimeZone);
+
+    impl Posix {
+        fn parse(rule: &str) -> Option<Posix> {
+            // Header: magic, version 3, 15 reserved bytes, then isutcnt isstdcnt leapcnt timecnt
+            // typecnt charcnt; one time type (UTC, designation "") and one designation byte.
+            let mut block = b"TZif3".to_vec();
+            block.extend([0; 15]);
+            for count in [0u32, 0, 0, 0, 1, 1] {
+                block.extend(count.to_be_bytes());
+            }
+            block.extend([0, 0, 0, 0, 0, 0, 0]);
+            let mut file = [block.as_slice(), &block].concat();
+            file.extend(format!("\n{rule}\n").bytes());
+            let zone = parse_tzif(&file)?;
+            zone.as_ref().extra_rule().is_some().then_some(Posix(zone))
+        }
+
+        fn offset_at(&self, t: i64) -> i32 {
+            zone_offset(&self.0, t)
+        }
     }
 
     #[test]
