@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::EntryRef;
 use crate::config::{Config, How, Kind, Loc};
 use crate::error::ConfigError;
-use crate::persist::observe::Stat;
-use crate::persist::walk::{Walker, is_dir};
-use crate::persist::{Hidden, InTheWay, in_the_way};
+use crate::persist::observe::{Eyes, ObservedEntry, observe_entry};
+use crate::persist::walk::is_dir;
+use crate::persist::{Hidden, InTheWay, in_the_way, parents_of, resolve};
 use crate::users::Resolver;
 
 /// What to check against.
@@ -215,8 +216,9 @@ fn check_rename_replaced(config: &Config, out: &mut Vec<Diagnostic>) {
 
 fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
     let file = &config.file;
-    let walker = match Walker::open(blank) {
-        Ok(w) => w,
+    // The blank is observed as `tabula persist` observes a fresh root; the rules below are pure.
+    let eyes = match Eyes::open(config, blank) {
+        Ok(eyes) => eyes,
         Err(e) => {
             out.push(Diagnostic {
                 severity: Severity::Error,
@@ -228,6 +230,7 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
             return;
         }
     };
+    let walker = &eyes.walker;
     // The initrd mounts persistent storage on this directory of the fresh root: the blank must have it.
     let persist = &config.persist.path;
     match walker.stat(persist) {
@@ -256,52 +259,71 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
         }
     }
     for e in config.persist.entries() {
-        let target = e.target();
-        // The messages say "in the blank snapshot": show the path inside it, not where it is mounted.
-        let shown = target.clone();
-        let loc = e.entry.loc;
-        let st = match walker.stat(&target) {
-            Ok(Some(st)) => st,
-            Ok(None) => continue,
-            Err(err) => {
-                out.push(Diagnostic::at(
-                    Severity::Error,
-                    file,
-                    loc,
-                    format!("{err:#}: `tabula persist` will refuse this entry at every boot"),
-                ));
-                continue;
-            }
-        };
-        let st = Stat::of(&st);
-        let diag = match in_the_way(e.kind, e.entry.how, &st) {
-            Some(w) => Some((Severity::Error, in_the_blank(w, &shown))),
-            // A copy replaces the blank's file (that is the point), a symlink is the link itself: only a
-            // bind mount hides something.
-            None if e.entry.how != How::Bind => None,
-            None => match Hidden::of(e.kind, &st, || walker.count_entries(&target)) {
-                Ok(None) => None,
-                Ok(Some(Hidden::Entries(n))) => Some((
-                    Severity::Warning,
-                    format!(
-                        "'{}' has {n} {} in the blank snapshot: the bind mount will hide them",
-                        shown.display(),
-                        crate::persist::entries_word(n)
-                    ),
-                )),
-                Ok(Some(Hidden::Bytes(n))) => Some((
-                    Severity::Warning,
-                    format!(
-                        "'{}' has {n} bytes in the blank snapshot: the bind mount will hide them",
-                        shown.display(),
-                    ),
-                )),
-                Err(err) => Some((Severity::Error, format!("{err:#}"))),
-            },
-        };
-        if let Some((severity, message)) = diag {
-            out.push(Diagnostic::at(severity, file, loc, message));
+        let observed = observe_entry(&eyes, config, &e);
+        let shown_parents: Vec<PathBuf> = parents_of(&e.target())
+            .iter()
+            .map(|p| walker.shown(p))
+            .collect();
+        if let Some((severity, message)) = in_the_blank_snapshot(&e, &observed, &shown_parents) {
+            out.push(Diagnostic::at(severity, file, e.entry.loc, message));
         }
+    }
+}
+
+/// What one entry's observation in the blank snapshot means for every boot to come: the planner's
+/// rules ([`in_the_way`], [`Hidden::of`]) in the blank's words. Pure: `shown_parents` are the target's
+/// parents as messages show them.
+fn in_the_blank_snapshot(
+    e: &EntryRef<'_>,
+    o: &ObservedEntry,
+    shown_parents: &[PathBuf],
+) -> Option<(Severity, String)> {
+    // The messages say "in the blank snapshot": show the path inside it, not where it is mounted.
+    let shown = e.target();
+    let st = match resolve(&o.target_chain, shown_parents) {
+        Ok(Some(st)) => st,
+        Ok(None) => return None,
+        Err(failure) => {
+            return Some((
+                Severity::Error,
+                format!(
+                    "{}: `tabula persist` will refuse this entry at every boot",
+                    failure.message
+                ),
+            ));
+        }
+    };
+    if let Some(w) = in_the_way(e.kind, e.entry.how, &st) {
+        return Some((Severity::Error, in_the_blank(w, &shown)));
+    }
+    // A copy replaces the blank's file (that is the point), a symlink is the link itself: only a bind
+    // mount hides something.
+    if e.entry.how != How::Bind {
+        return None;
+    }
+    let entries = || match &o.target_entries {
+        Some(Ok(n)) => Ok(*n),
+        Some(Err(failure)) => Err(anyhow::anyhow!(failure.message.clone())),
+        None => Ok(0),
+    };
+    match Hidden::of(e.kind, &st, entries) {
+        Ok(None) => None,
+        Ok(Some(Hidden::Entries(n))) => Some((
+            Severity::Warning,
+            format!(
+                "'{}' has {n} {} in the blank snapshot: the bind mount will hide them",
+                shown.display(),
+                crate::persist::entries_word(n)
+            ),
+        )),
+        Ok(Some(Hidden::Bytes(n))) => Some((
+            Severity::Warning,
+            format!(
+                "'{}' has {n} bytes in the blank snapshot: the bind mount will hide them",
+                shown.display(),
+            ),
+        )),
+        Err(err) => Some((Severity::Error, format!("{err:#}"))),
     }
 }
 
@@ -319,5 +341,111 @@ fn in_the_blank(w: InTheWay, shown: &Path) -> String {
         ),
         InTheWay::NotADirectory => format!("'{s}' is not a directory in the blank snapshot"),
         InTheWay::NotARegularFile => format!("'{s}' is not a regular file in the blank snapshot"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::observe::{FileType, Probe, Stat};
+
+    fn found(file_type: FileType, size: u64) -> Probe {
+        Probe::Found(Stat {
+            file_type,
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+            dev: 1,
+            ino: 2,
+            nlink: 1,
+            size,
+        })
+    }
+
+    /// Target, observed chain, entries counted in it, and the diagnostic expected (severity, words).
+    type Case = (
+        &'static str,
+        Vec<Probe>,
+        Option<Result<u64, ()>>,
+        Option<(Severity, &'static str)>,
+    );
+
+    /// The blank's rules without a disk: one observed target chain per case, and what check says.
+    #[test]
+    fn what_the_blank_holds_decides_the_diagnostic() {
+        let text = "[layout]\ndevice = \"/dev/vda2\"\n[persist]\ndirectories = [\"/var/log\"]\n\
+                    files = [\"/etc/issue\", { path = \"/etc/hostid\", how = \"symlink\" }]\n";
+        let config = match Config::parse(Path::new("/t.toml"), text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let entries = config.persist.entries();
+        let by_target = |t: &str| {
+            entries
+                .iter()
+                .find(|e| e.target() == Path::new(t))
+                .unwrap_or_else(|| panic!("no entry {t}"))
+        };
+        let dir = || found(FileType::Directory, 0);
+        let parents = |t: &str| -> Vec<PathBuf> { parents_of(Path::new(t)) };
+        let cases: Vec<Case> = vec![
+            // Nothing there, or the parent missing: nothing to say.
+            ("/var/log", vec![dir(), Probe::Missing], None, None),
+            ("/var/log", vec![Probe::Missing], None, None),
+            // An empty directory hides nothing; a full one is a warning.
+            ("/var/log", vec![dir(), dir()], Some(Ok(0)), None),
+            (
+                "/var/log",
+                vec![dir(), dir()],
+                Some(Ok(3)),
+                Some((Severity::Warning, "has 3 entries in the blank snapshot")),
+            ),
+            // A file where a directory is bound, a symlink on the way: every boot refuses.
+            (
+                "/var/log",
+                vec![dir(), found(FileType::File, 1)],
+                None,
+                Some((Severity::Error, "is not a directory in the blank snapshot")),
+            ),
+            (
+                "/var/log",
+                vec![found(FileType::Symlink, 0)],
+                None,
+                Some((Severity::Error, "will refuse this entry at every boot")),
+            ),
+            (
+                "/etc/issue",
+                vec![dir(), found(FileType::File, 8)],
+                None,
+                Some((Severity::Warning, "has 8 bytes")),
+            ),
+            (
+                "/etc/hostid",
+                vec![dir(), found(FileType::File, 8)],
+                None,
+                Some((Severity::Error, "will not replace it with a symlink")),
+            ),
+        ];
+        for (target, chain, count, want) in cases {
+            let o = ObservedEntry {
+                target_chain: chain.clone(),
+                target_entries: count.map(|c| {
+                    c.map_err(|()| crate::persist::observe::Failure {
+                        rule: None,
+                        message: "unreadable".into(),
+                    })
+                }),
+                ..ObservedEntry::default()
+            };
+            let got = in_the_blank_snapshot(by_target(target), &o, &parents(target));
+            match (want, &got) {
+                (None, None) => {}
+                (Some((severity, text)), Some((s, message))) => {
+                    assert_eq!(*s, severity, "{target} {chain:?}: {message}");
+                    assert!(message.contains(text), "{target} {chain:?}: {message}");
+                }
+                _ => panic!("{target} {chain:?}: expected {want:?}, got {got:?}"),
+            }
+        }
     }
 }

@@ -39,10 +39,10 @@ pub use crate::config::{How, Kind};
 pub use apply::{Report, apply};
 pub use copy::replaced_by_rename;
 pub use observe::{Observed, observe};
-pub(crate) use plan::entries_word;
 pub use plan::{
     Hidden, InTheWay, PlanOptions, in_the_way, plan, plan_observed, plan_running_system, plan_with,
 };
+pub(crate) use plan::{entries_word, parents_of, resolve};
 pub use status::{EntryStatus, Shadow, StatusState, status, status_label, status_observed};
 pub use sync::{
     Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,
