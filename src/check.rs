@@ -13,7 +13,7 @@ use crate::config::EntryRef;
 use crate::config::{Config, How, Kind, Loc};
 use crate::error::ConfigError;
 use crate::persist::observe::{Eyes, ObservedEntry, observe_entry};
-use crate::persist::walk::is_dir;
+use crate::persist::walk::{Walker, is_dir};
 use crate::persist::{Hidden, InTheWay, in_the_way, parents_of, resolve};
 use crate::users::Resolver;
 
@@ -216,9 +216,16 @@ fn check_rename_replaced(config: &Config, out: &mut Vec<Diagnostic>) {
 
 fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
     let file = &config.file;
-    // The blank is observed as `tabula persist` observes a fresh root; the rules below are pure.
-    let eyes = match Eyes::open(config, blank) {
-        Ok(eyes) => eyes,
+    // The blank is observed as `tabula persist` observes a fresh root; the rules below are pure. It is
+    // often a detached subvolume reached through /proc/self/fd, which has no canonical path and no
+    // mount table entry: nothing in it is a mount point.
+    let eyes = match Walker::open(blank) {
+        Ok(walker) => Eyes {
+            walker,
+            root_canon: blank.to_path_buf(),
+            mounts: None,
+            resolver: Resolver::for_root(blank, &config.persist),
+        },
         Err(e) => {
             out.push(Diagnostic {
                 severity: Severity::Error,
