@@ -359,3 +359,40 @@ pub fn retired(s: &Scratch) -> Vec<String> {
         .filter(|n| tabula::layout::RetiredName::parse(n).is_some())
         .collect()
 }
+
+/// Compares `text` with the golden file `file`, or writes it when `update` (UPDATE_GOLDEN=1 after a
+/// deliberate change); a mismatch is described in `failures` under `name`, with the first line that
+/// differs.
+pub fn compare_golden(name: &str, file: &Path, text: &str, update: bool, failures: &mut String) {
+    use std::fmt::Write as _;
+    if update {
+        if let Some(dir) = file.parent() {
+            fs::create_dir_all(dir).expect("creating the golden directory");
+        }
+        fs::write(file, text).expect("writing a golden file");
+        return;
+    }
+    match fs::read_to_string(file) {
+        Err(e) => writeln!(failures, "{name}: reading '{}': {e}", file.display())
+            .expect("writing to a String"),
+        Ok(want) if want != text => {
+            let (n, (w, g)) = want
+                .lines()
+                .zip(text.lines())
+                .enumerate()
+                .find(|(_, (w, g))| w != g)
+                .unwrap_or((
+                    want.lines().count().min(text.lines().count()),
+                    ("<end>", "<end>"),
+                ));
+            writeln!(
+                failures,
+                "{name}: differs from {} at line {}:\n  want: {w}\n  got:  {g}",
+                file.display(),
+                n + 1
+            )
+            .expect("writing to a String");
+        }
+        Ok(_) => {}
+    }
+}

@@ -10,7 +10,6 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
@@ -135,33 +134,8 @@ fn uuid_at(b: &[u8]) -> Option<usize> {
 fn check_golden(kind: &str, doc: &Value, failures: &mut String) {
     let text = serde_json::to_string_pretty(doc).unwrap() + "\n";
     let file = golden_dir().join(format!("{kind}.json"));
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        fs::create_dir_all(golden_dir()).unwrap();
-        fs::write(&file, &text).unwrap();
-        return;
-    }
-    match fs::read_to_string(&file) {
-        Err(e) => writeln!(failures, "{kind}: reading '{}': {e}", file.display()).unwrap(),
-        Ok(want) if want != text => {
-            let (n, (w, g)) = want
-                .lines()
-                .zip(text.lines())
-                .enumerate()
-                .find(|(_, (w, g))| w != g)
-                .unwrap_or((
-                    want.lines().count().min(text.lines().count()),
-                    ("<end>", "<end>"),
-                ));
-            writeln!(
-                failures,
-                "{kind}: differs from {} at line {}:\n  want: {w}\n  got:  {g}",
-                file.display(),
-                n + 1
-            )
-            .unwrap();
-        }
-        Ok(_) => {}
-    }
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    common::compare_golden(kind, &file, &text, update, failures);
 }
 
 /// Every document kind the commands print, from one small history: three boots, a blank update,

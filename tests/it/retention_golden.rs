@@ -308,32 +308,7 @@ fn retention_goldens() {
         let text = serde_json::to_string_pretty(&golden).unwrap() + "\n";
         let file = dir.join(format!("{case}.json"));
         expected_files.push(file.clone());
-        if update {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&file, &text).unwrap();
-            continue;
-        }
-        match std::fs::read_to_string(&file) {
-            Err(e) => writeln!(failures, "{case}: reading '{}': {e}", file.display()).unwrap(),
-            Ok(want) if want != text => {
-                let (n, (w, g)) = want
-                    .lines()
-                    .zip(text.lines())
-                    .enumerate()
-                    .find(|(_, (w, g))| w != g)
-                    .unwrap_or((
-                        want.lines().count().min(text.lines().count()),
-                        ("<end>", "<end>"),
-                    ));
-                writeln!(
-                    failures,
-                    "{case}: differs at line {}:\n  want: {w}\n  got:  {g}",
-                    n + 1
-                )
-                .unwrap();
-            }
-            Ok(_) => {}
-        }
+        crate::common::compare_golden(case, &file, &text, update, &mut failures);
     }
     // A golden file without a case is a case that was dropped by mistake.
     for entry in std::fs::read_dir(&dir).unwrap() {
