@@ -74,7 +74,7 @@ pub use plan::{PlanWalk, list_plan, plan_restore};
 pub use render::{render_plan, write_plan_json, write_plan_text, write_report_json};
 
 /// The version of the JSON documents [`RestorePlan`] and [`RestoreReport`] serialize to.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = crate::json::VERSION;
 
 /// What one plan item creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
