@@ -396,3 +396,123 @@ pub fn compare_golden(name: &str, file: &Path, text: &str, update: bool, failure
         Ok(_) => {}
     }
 }
+
+// --- added by userns: tests that need mounts but not root ---
+
+/// Set in the environment of a test re-executed by [`enter_user_namespace`]: the user and mount
+/// namespaces of the parent, which the child checks it has left.
+const USERNS_CHILD: &str = "TABULA_TEST_USERNS_PARENT";
+
+/// This process's user and mount namespaces, e.g. `user:[4026531837] mnt:[4026531841]`.
+fn namespaces() -> String {
+    ["user", "mnt"]
+        .iter()
+        .map(|ns| {
+            fs::read_link(format!("/proc/self/ns/{ns}"))
+                .unwrap_or_else(|e| panic!("reading /proc/self/ns/{ns}: {e}"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The command that gives a test a user and a mount namespace of its own, as root in it (mapped to
+/// the caller's uid), with private mount propagation. Any user can make one when the kernel allows
+/// unprivileged user namespaces: bind and tmpfs mounts work in it, chown to other uids does not.
+fn unshare_cmd() -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--propagation",
+        "private",
+    ]);
+    cmd
+}
+
+/// Whether this user can make a user namespace; `Err` says why not. Asked once per process.
+fn user_namespaces_work() -> Result<(), String> {
+    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| match unshare_cmd().arg("true").output() {
+            Err(e) => Err(format!(
+                "cannot run `unshare` ({e}): install util-linux (scripts/packages.sh lists it)"
+            )),
+            Ok(o) if !o.status.success() => Err(format!(
+                "`unshare --user --map-root-user --mount true` failed ({}): {}the kernel must allow \
+                 unprivileged user namespaces (user.max_user_namespaces > 0; on some kernels \
+                 kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0)",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Ok(_) => Ok(()),
+        })
+        .clone()
+}
+
+/// Runs the calling test in a user and mount namespace of its own, so a test that only needs mounts
+/// (bind mounts, tmpfs) runs as an ordinary user as well as as root, with no `ignore` mark.
+///
+/// In the test process it returns `false` after re-executing the test binary for this one test under
+/// `unshare --user --map-root-user --mount` and failing the test, with the child's output, when the child
+/// failed; the caller then returns. In that child it returns `true` and the caller runs its body. A
+/// re-execution rather than an `unshare(2)` in the test: the test harness has threads, and the kernel
+/// refuses `CLONE_NEWUSER` to a multithreaded process (a fork would not be safe to go on running the
+/// test in either). Where user namespaces are unavailable the test fails, saying what is missing.
+///
+/// Root is mapped to the caller only: a test that chowns to other uids, or loop-mounts btrfs, needs
+/// real root and [`enter_private_namespace`] instead.
+pub fn enter_user_namespace() -> bool {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    if let Ok(parent) = std::env::var(USERNS_CHILD) {
+        // The child: check that it runs where it was meant to, never in the caller's namespaces.
+        let here = namespaces();
+        let (parent_ns, here_ns): (Vec<&str>, Vec<&str>) =
+            (parent.split(' ').collect(), here.split(' ').collect());
+        assert!(
+            parent_ns.len() == 2
+                && parent_ns[0].starts_with("user:[")
+                && parent_ns[1].starts_with("mnt:[")
+                && parent_ns.iter().zip(&here_ns).all(|(p, h)| p != h),
+            "{test}: {USERNS_CHILD} is set ({parent}) but this process is not in namespaces of its own \
+             ({here}); it is set only by enter_user_namespace for the process it re-executes"
+        );
+        return true;
+    }
+    if let Err(why) = user_namespaces_work() {
+        panic!("{test} runs in a user namespace and cannot make one: {why}");
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = unshare_cmd()
+        .arg(&exe)
+        .args([
+            "--exact",
+            &test,
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
+        .env(USERNS_CHILD, namespaces())
+        .output()
+        .unwrap_or_else(|e| panic!("{test}: running {} under unshare: {e}", exe.display()));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{test} failed in its user namespace ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    // A filter that matched nothing would pass having run nothing.
+    assert!(
+        stdout.contains("test result: ok. 1 passed;"),
+        "{test}: the re-executed test binary did not run it:\n{stdout}\n{stderr}"
+    );
+    false
+}
