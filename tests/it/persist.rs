@@ -1,5 +1,7 @@
-//! Persistence against real mounts: every root-needing test runs in a private mount namespace of its own
-//! thread and unmounts what it mounted (guard), even on failure.
+//! Persistence against real mounts: each test that mounts runs in a private mount namespace and
+//! unmounts what it mounted (guard), even on failure. Most need only mounts, and run as any user in a
+//! user namespace of their own ([`enter_user_namespace`]); those that chown to other uids or need btrfs
+//! need root ([`enter_private_namespace`], marked `needs root`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -13,7 +15,9 @@ use tabula::config::Config;
 use tabula::persist::{self, Outcome, PlanOptions, PlanState, Report, Shadow, StatusState};
 
 // The harness's guard that unmounts everything under a directory, under the name these tests use.
-use crate::common::{MountsUnder as MountGuard, enter_private_namespace, mount_points};
+use crate::common::{
+    MountsUnder as MountGuard, enter_private_namespace, enter_user_namespace, mount_points,
+};
 
 // ------------------------------------------------------------------------------------------------------
 // Harness
@@ -166,6 +170,7 @@ const GROUP: &str = "root:x:0:\nusers:x:100:alice\nwheel:x:10:alice\n";
 // ------------------------------------------------------------------------------------------------------
 
 #[test]
+// Real root: chowns to uids other than 0, which a user namespace of one user cannot map.
 #[ignore = "needs root: run as root with -- --include-ignored"]
 fn directories_files_and_users_get_the_right_owners() {
     if !enter_private_namespace() {
@@ -295,6 +300,7 @@ directories = [".config/Signal"]
 }
 
 #[test]
+// Real root: alice's directories are chowned to uid 1000.
 #[ignore = "needs root: run as root with -- --include-ignored"]
 fn boot_one_then_boot_two_keeps_only_persisted_writes() {
     if !enter_private_namespace() {
@@ -337,9 +343,8 @@ fn boot_one_then_boot_two_keeps_only_persisted_writes() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn machine_id_recipe_first_boot_generates_later_boots_keep() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -402,9 +407,8 @@ fn machine_id_recipe_first_boot_generates_later_boots_keep() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn second_run_mounts_nothing_twice() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -439,9 +443,8 @@ fn second_run_mounts_nothing_twice() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_thousand_entries() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -467,9 +470,8 @@ fn a_thousand_entries() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn one_failing_entry_does_not_stop_the_others() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -497,9 +499,8 @@ fn one_failing_entry_does_not_stop_the_others() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn unmounted_persistent_storage_is_refused() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -522,6 +523,7 @@ fn unmounted_persistent_storage_is_refused() {
 /// A nested subvolume at the persistent storage path has its own device number but is no mount: data
 /// written there stays in the root's tree and is erased with it. Only a mount counts.
 #[test]
+// Real root: a loop-mounted btrfs.
 #[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_nested_subvolume_is_not_mounted_persistent_storage() {
     let Some(s) = crate::common::Scratch::new("persist_nested_subvolume_is_not_storage", 300)
@@ -543,9 +545,8 @@ fn a_nested_subvolume_is_not_mounted_persistent_storage() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn existing_content_under_a_target_is_reported() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -596,9 +597,8 @@ fn existing_content_under_a_target_is_reported() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn status_reports_each_state() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -643,9 +643,8 @@ fn status_reports_each_state() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn plan_is_printable_and_serialisable() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -685,9 +684,8 @@ fn assert_refused(report: &Report, target: &str, rule: &str) {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_at_a_source_component_is_refused() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -705,9 +703,8 @@ fn symlink_at_a_source_component_is_refused() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_at_a_source_leaf_is_refused() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -735,6 +732,7 @@ fn symlink_at_a_source_leaf_is_refused() {
 }
 
 #[test]
+// Real root: counts the entries of the real /root, which only root may list.
 #[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_users_home_pointing_elsewhere_is_refused() {
     if !enter_private_namespace() {
@@ -815,9 +813,8 @@ fn a_users_home_pointing_elsewhere_is_refused() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_at_a_target_parent_is_refused() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -841,9 +838,8 @@ fn symlink_at_a_target_parent_is_refused() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_symlink_planted_after_planning_is_refused_at_apply() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -871,9 +867,8 @@ fn a_symlink_planted_after_planning_is_refused_at_apply() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn a_hard_linked_source_file_is_never_chmodded() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -895,6 +890,7 @@ fn a_hard_linked_source_file_is_never_chmodded() {
 }
 
 #[test]
+// Real root: the link is chowned to uid 1000.
 #[ignore = "needs root: run as root with -- --include-ignored"]
 fn symlink_method_for_files() {
     if !enter_private_namespace() {
@@ -939,9 +935,8 @@ fn symlink_method_for_files() {
 }
 
 #[test]
-#[ignore = "needs root: run as root with -- --include-ignored"]
 fn unresolvable_user_fails_only_its_entries() {
-    if !enter_private_namespace() {
+    if !enter_user_namespace() {
         return;
     }
     let env = Env::new();
@@ -1134,6 +1129,7 @@ fn check_warns_about_what_a_mount_would_hide_in_the_blank() {
 
 /// The documented example at a first boot behaves as the README says.
 #[test]
+// Real root: alice's directories are chowned to uid 1000.
 #[ignore = "needs root: run as root with -- --include-ignored"]
 fn documented_example_first_boot() {
     if !enter_private_namespace() {
