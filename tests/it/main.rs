@@ -4,9 +4,10 @@
 //! A new test file `tests/it/<area>.rs` is added with a `mod <area>;` line below; it reaches the harness
 //! through `use crate::common;`.
 //!
-//! Tests that need root (loop devices, mounts, btrfs) carry
+//! Tests that need root (loop devices, btrfs, chown to other uids) carry
 //! `#[ignore = "needs root: run as root with -- --include-ignored"]`, so a run that does not ask for
-//! them lists each as `ignored, needs root` instead of reporting it passed. The full run, as root:
+//! them lists each as `ignored, needs root` instead of reporting it passed. Tests that only need mounts
+//! carry no mark and run as any user in a user namespace of their own ([`common::enter_user_namespace`]). The full run, as root:
 //! `CI=true unshare -m --propagation private cargo test --features fault-injection -- --include-ignored`.
 //! Asked for without root, they fail ([`common::require_root`]); a root-needing test without the
 //! attribute fails in every run that does not ask for them, so a forgotten attribute shows at once.
