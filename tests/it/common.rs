@@ -401,7 +401,7 @@ pub fn compare_golden(name: &str, file: &Path, text: &str, update: bool, failure
 
 /// Set in the environment of a test re-executed by [`enter_user_namespace`]: the user and mount
 /// namespaces of the parent, which the child checks it has left.
-const USERNS_CHILD: &str = "TABULA_TEST_USERNS_PARENT";
+pub const USERNS_CHILD: &str = "TABULA_TEST_USERNS_PARENT";
 
 /// This process's user and mount namespaces, e.g. `user:[4026531837] mnt:[4026531841]`.
 fn namespaces() -> String {

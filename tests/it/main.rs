@@ -37,6 +37,7 @@ mod retention_golden;
 mod robust;
 mod rollback;
 mod roots;
+mod userns;
 
 /// A CI run must run the root-needing tests: without `--include-ignored` it would pass having run none.
 #[test]
