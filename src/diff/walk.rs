@@ -19,8 +19,8 @@ use rustix::io::Errno;
 
 use super::xattr::{self, Xattrs};
 use super::{
-    Change, Diff, DiffOptions, Entry, FileType, Kind, Node, RawName, SCHEMA_VERSION, Summary,
-    XattrDiff, errno_text,
+    Change, ChangeKind, ChangedPath, Diff, DiffOptions, FileType, Node, RawName, SCHEMA_VERSION,
+    Summary, XattrDiff, errno_text,
 };
 use crate::error::UsageError;
 use crate::fsx::{self, Flags as OFlags};
@@ -74,7 +74,7 @@ impl Stat {
 
 /// Where an object is, for the calls that need more than its stat.
 #[derive(Clone, Copy)]
-enum Loc<'a> {
+enum ObjectRef<'a> {
     /// `name` in the open directory.
     At(BorrowedFd<'a>, &'a [u8]),
     /// The open object itself (the tree roots).
@@ -110,14 +110,15 @@ struct Summ {
     meaningful: u64,
 }
 
-struct Walker<'a> {
+/// The state of one synchronized walk of an old and a new tree.
+struct PairWalk<'a> {
     opts: &'a DiffOptions,
     ignore: HashSet<Vec<u8>>,
     /// Proper ancestors of ignored paths.
     scaffold: HashSet<Vec<u8>>,
     old: TreeState,
     new: TreeState,
-    entries: Vec<Entry>,
+    entries: Vec<ChangedPath>,
     content_cache: HashMap<(u64, u64), bool>,
     /// Where to descend, when guided by a send stream.
     guide: Option<&'a super::send::Guide>,
@@ -151,17 +152,24 @@ pub(super) fn run_guided(
         .and_then(|s| Stat::from_raw(&s))
         .map_err(anyhow::Error::msg)
         .context("reading the new tree's root")?;
-    let mut w = Walker::new(opts, os.dev, ns.dev)?;
+    let mut w = PairWalk::new(opts, os.dev, ns.dev)?;
     w.guide = guide;
 
     // The roots' own metadata.
     let on = w
-        .node(Side::Old, Loc::Fd(od.as_fd()), &os)
+        .node(Side::Old, ObjectRef::Fd(od.as_fd()), &os)
         .map_err(anyhow::Error::msg)?;
     let nn = w
-        .node(Side::New, Loc::Fd(nd.as_fd()), &ns)
+        .node(Side::New, ObjectRef::Fd(nd.as_fd()), &ns)
         .map_err(anyhow::Error::msg)?;
-    match w.compare(Loc::Fd(od.as_fd()), Loc::Fd(nd.as_fd()), &os, &ns, &on, &nn) {
+    match w.compare(
+        ObjectRef::Fd(od.as_fd()),
+        ObjectRef::Fd(nd.as_fd()),
+        &os,
+        &ns,
+        &on,
+        &nn,
+    ) {
         Ok((what, xattrs)) if !what.is_empty() => w.push_changed(b"", what, xattrs, on, nn),
         Ok(_) => {}
         Err(msg) => w.push_error(b"", msg),
@@ -172,7 +180,7 @@ pub(super) fn run_guided(
     Ok(w.finish())
 }
 
-impl<'a> Walker<'a> {
+impl<'a> PairWalk<'a> {
     fn new(opts: &'a DiffOptions, old_dev: u64, new_dev: u64) -> anyhow::Result<Self> {
         let mut ignore = HashSet::new();
         let mut scaffold = HashSet::new();
@@ -190,7 +198,7 @@ impl<'a> Walker<'a> {
             }
             ignore.insert(norm);
         }
-        Ok(Walker {
+        Ok(PairWalk {
             opts,
             ignore,
             scaffold,
@@ -273,7 +281,7 @@ impl<'a> Walker<'a> {
     /// An object that exists on one side only.
     fn one_side(&mut self, side: Side, dir: BorrowedFd<'_>, name: &[u8], path: &[u8], st: &Stat) {
         self.register(side, st, path, false);
-        let mut node = match self.node(side, Loc::At(dir, name), st) {
+        let mut node = match self.node(side, ObjectRef::At(dir, name), st) {
             Ok(n) => n,
             Err(msg) => return self.push_error(path, msg),
         };
@@ -293,8 +301,8 @@ impl<'a> Walker<'a> {
             }
         }
         let (kind, old, new) = match side {
-            Side::Old => (Kind::Deleted, Some(node), None),
-            Side::New => (Kind::Added, None, Some(node)),
+            Side::Old => (ChangeKind::Deleted, Some(node), None),
+            Side::New => (ChangeKind::Added, None, Some(node)),
         };
         self.entries.push(entry(path, kind, Vec::new(), old, new));
         self.entries.extend(below);
@@ -309,7 +317,7 @@ impl<'a> Walker<'a> {
         name: &[u8],
         path: &[u8],
         expected: &Stat,
-        out: &mut Vec<Entry>,
+        out: &mut Vec<ChangedPath>,
         seen: &mut HashSet<u64>,
     ) -> Result<Summ, String> {
         if depth(path) >= MAX_DEPTH {
@@ -338,7 +346,7 @@ impl<'a> Walker<'a> {
                 }
             };
             self.register(side, &st, &cpath, false);
-            let mut node = match self.node(side, Loc::At(dir, child), &st) {
+            let mut node = match self.node(side, ObjectRef::At(dir, child), &st) {
                 Ok(n) => n,
                 Err(msg) => {
                     out.push(error_entry(&cpath, msg));
@@ -400,8 +408,8 @@ impl<'a> Walker<'a> {
         self.register(Side::Old, o, path, true);
         self.register(Side::New, n, path, true);
         let (on, nn) = match (
-            self.node(Side::Old, Loc::At(od, name), o),
-            self.node(Side::New, Loc::At(nd, name), n),
+            self.node(Side::Old, ObjectRef::At(od, name), o),
+            self.node(Side::New, ObjectRef::At(nd, name), n),
         ) {
             (Ok(on), Ok(nn)) => (on, nn),
             (Err(msg), _) | (_, Err(msg)) => return self.push_error(path, msg),
@@ -413,7 +421,14 @@ impl<'a> Walker<'a> {
             // Both sides are other filesystems: nothing here can be compared.
             return;
         }
-        match self.compare(Loc::At(od, name), Loc::At(nd, name), o, n, &on, &nn) {
+        match self.compare(
+            ObjectRef::At(od, name),
+            ObjectRef::At(nd, name),
+            o,
+            n,
+            &on,
+            &nn,
+        ) {
             Ok((what, xattrs)) => {
                 if !what.is_empty() {
                     self.push_changed(path, what, xattrs, on, nn);
@@ -463,7 +478,7 @@ impl<'a> Walker<'a> {
         }
         self.entries.push(entry(
             path,
-            Kind::TypeChanged,
+            ChangeKind::TypeChanged,
             Vec::new(),
             Some(on),
             Some(nn),
@@ -474,8 +489,8 @@ impl<'a> Walker<'a> {
     /// What differs between two objects of the same type.
     fn compare(
         &mut self,
-        o_loc: Loc<'_>,
-        n_loc: Loc<'_>,
+        o_loc: ObjectRef<'_>,
+        n_loc: ObjectRef<'_>,
         o: &Stat,
         n: &Stat,
         on: &Node,
@@ -484,7 +499,7 @@ impl<'a> Walker<'a> {
         let mut what = Vec::new();
         match o.ft {
             FileType::File => {
-                if let (Loc::At(od, name), Loc::At(nd, _)) = (o_loc, n_loc)
+                if let (ObjectRef::At(od, name), ObjectRef::At(nd, _)) = (o_loc, n_loc)
                     && !self.same_content(od, nd, name, o, n)?
                 {
                     what.push(Change::Content);
@@ -550,13 +565,15 @@ impl<'a> Walker<'a> {
         Ok(same)
     }
 
-    fn node(&self, side: Side, loc: Loc<'_>, st: &Stat) -> Result<Node, String> {
+    fn node(&self, side: Side, loc: ObjectRef<'_>, st: &Stat) -> Result<Node, String> {
         let target = match (st.ft, loc) {
-            (FileType::Symlink, Loc::At(dir, name)) => Some(PathBuf::from(OsString::from_vec(
-                readlinkat(dir, name, Vec::new())
-                    .map_err(|e| format!("reading the symlink: {}", errno_text(e)))?
-                    .into_bytes(),
-            ))),
+            (FileType::Symlink, ObjectRef::At(dir, name)) => {
+                Some(PathBuf::from(OsString::from_vec(
+                    readlinkat(dir, name, Vec::new())
+                        .map_err(|e| format!("reading the symlink: {}", errno_text(e)))?
+                        .into_bytes(),
+                )))
+            }
             _ => None,
         };
         let size = match st.ft {
@@ -607,9 +624,9 @@ impl<'a> Walker<'a> {
         nn: Node,
     ) {
         let kind = if what.iter().any(|c| c.is_content()) {
-            Kind::Modified
+            ChangeKind::Modified
         } else {
-            Kind::Metadata
+            ChangeKind::Metadata
         };
         let mut e = entry(path, kind, what, Some(on), Some(nn));
         e.xattrs = xattrs;
@@ -642,14 +659,14 @@ impl<'a> Walker<'a> {
                 continue;
             }
             match e.kind {
-                Kind::Added => summary.added += 1,
-                Kind::Deleted => summary.deleted += 1,
-                Kind::Modified => summary.modified += 1,
-                Kind::Metadata => summary.metadata += 1,
-                Kind::TypeChanged => summary.type_changed += 1,
-                Kind::Error => summary.errors += 1,
+                ChangeKind::Added => summary.added += 1,
+                ChangeKind::Deleted => summary.deleted += 1,
+                ChangeKind::Modified => summary.modified += 1,
+                ChangeKind::Metadata => summary.metadata += 1,
+                ChangeKind::TypeChanged => summary.type_changed += 1,
+                ChangeKind::Error => summary.errors += 1,
             }
-            if matches!(e.kind, Kind::Added | Kind::Deleted) {
+            if matches!(e.kind, ChangeKind::Added | ChangeKind::Deleted) {
                 summary.objects_added += Node::objects(&e.new);
                 summary.objects_deleted += Node::objects(&e.old);
                 summary.bytes_added += Node::counted_bytes(&e.new);
@@ -669,12 +686,12 @@ impl<'a> Walker<'a> {
 
 fn entry(
     path: &[u8],
-    kind: Kind,
+    kind: ChangeKind,
     what: Vec<Change>,
     old: Option<Node>,
     new: Option<Node>,
-) -> Entry {
-    Entry {
+) -> ChangedPath {
+    ChangedPath {
         path: to_path(path),
         kind,
         what,
@@ -686,17 +703,17 @@ fn entry(
     }
 }
 
-fn implied_entry(path: &[u8], side: Side, node: Node) -> Entry {
+fn implied_entry(path: &[u8], side: Side, node: Node) -> ChangedPath {
     let mut e = match side {
-        Side::Old => entry(path, Kind::Deleted, Vec::new(), Some(node), None),
-        Side::New => entry(path, Kind::Added, Vec::new(), None, Some(node)),
+        Side::Old => entry(path, ChangeKind::Deleted, Vec::new(), Some(node), None),
+        Side::New => entry(path, ChangeKind::Added, Vec::new(), None, Some(node)),
     };
     e.implied = true;
     e
 }
 
-fn error_entry(path: &[u8], msg: String) -> Entry {
-    let mut e = entry(path, Kind::Error, Vec::new(), None, None);
+fn error_entry(path: &[u8], msg: String) -> ChangedPath {
+    let mut e = entry(path, ChangeKind::Error, Vec::new(), None, None);
     e.error = Some(msg);
     e
 }
@@ -718,10 +735,10 @@ fn diff_xattrs(old: &Xattrs, new: &Xattrs) -> XattrDiff {
     d
 }
 
-fn read_xattrs(loc: Loc<'_>) -> Result<Xattrs, rustix::io::Errno> {
+fn read_xattrs(loc: ObjectRef<'_>) -> Result<Xattrs, rustix::io::Errno> {
     match loc {
-        Loc::At(dir, name) => xattr::list_at(dir, name),
-        Loc::Fd(fd) => xattr::list_fd(fd),
+        ObjectRef::At(dir, name) => xattr::list_at(dir, name),
+        ObjectRef::Fd(fd) => xattr::list_fd(fd),
     }
 }
 
@@ -895,7 +912,7 @@ mod tests {
             ignore: vec!["/var/lib/foo".into()],
             ..Default::default()
         };
-        let w = Walker::new(&opts, 0, 0).unwrap();
+        let w = PairWalk::new(&opts, 0, 0).unwrap();
         assert!(w.scaffold.contains(b"/var".as_slice()));
         assert!(w.scaffold.contains(b"/var/lib".as_slice()));
         assert!(!w.scaffold.contains(b"/var/lib/foo".as_slice()));

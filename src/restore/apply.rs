@@ -24,7 +24,9 @@ use super::plan::PlanWalk;
 use super::resolve::{
     check_destination, check_source, check_source_at, components, exists_refusal, open_dest_parent,
 };
-use super::{DataHow, FileData, Op, PlanItem, RestorePlan, RestoreReport, SCHEMA_VERSION, Totals};
+use super::{
+    DataHow, FileData, PlanItem, RestoreOp, RestorePlan, RestoreReport, SCHEMA_VERSION, Totals,
+};
 use crate::diff::xattr::{self, Xattrs};
 use crate::diff::{FileType, escape_bytes};
 
@@ -180,7 +182,7 @@ impl Executor<'_> {
         dst_parent: BorrowedFd<'_>,
     ) -> anyhow::Result<Vec<u8>> {
         let top = walk.next().ok_or_else(|| anyhow!("the plan is empty"))??;
-        if top.op == Op::Skip {
+        if top.op == RestoreOp::Skip {
             bail!(
                 "'{}' cannot be restored: {}",
                 source.display(),
@@ -276,7 +278,7 @@ impl Executor<'_> {
         let (ddir, dname, to_top) = (to.dir, to.name, to.copy);
         let mut frame = None;
         match item.op {
-            Op::Dir => {
+            RestoreOp::Dir => {
                 let src = entered.ok_or_else(|| anyhow!("the source directory is not open"))?;
                 let xattrs = xattr::list_fd(src)
                     .map_err(std::io::Error::from)
@@ -302,7 +304,7 @@ impl Executor<'_> {
                     xattrs,
                 });
             }
-            Op::File => {
+            RestoreOp::File => {
                 // O_NOATIME: restoring from a tree must not change it (where we may ask).
                 let flags =
                     OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
@@ -354,7 +356,7 @@ impl Executor<'_> {
                     self.first_links.insert(item.path.clone(), made);
                 }
             }
-            Op::Hardlink => {
+            RestoreOp::Hardlink => {
                 check_source_at(sdir, sname, &item.src)?;
                 let to = item
                     .link_to
@@ -374,7 +376,7 @@ impl Executor<'_> {
                     },
                 )?;
             }
-            Op::Symlink => {
+            RestoreOp::Symlink => {
                 check_source_at(sdir, sname, &item.src)?;
                 let target = readlinkat(sdir, sname).context("reading the source symlink")?;
                 if item.target.as_deref().map(Path::as_os_str) != Some(target.as_os_str()) {
@@ -386,11 +388,11 @@ impl Executor<'_> {
                     .context("reading xattrs")?;
                 self.set_meta_at(ddir, dname, item, &xattrs, false)?;
             }
-            Op::Fifo | Op::Char | Op::Block => {
+            RestoreOp::Fifo | RestoreOp::Char | RestoreOp::Block => {
                 check_source_at(sdir, sname, &item.src)?;
                 let kind = match item.op {
-                    Op::Fifo => SFlag::S_IFIFO,
-                    Op::Char => SFlag::S_IFCHR,
+                    RestoreOp::Fifo => SFlag::S_IFIFO,
+                    RestoreOp::Char => SFlag::S_IFCHR,
                     _ => SFlag::S_IFBLK,
                 };
                 mknodat(
@@ -406,7 +408,7 @@ impl Executor<'_> {
                     .context("reading xattrs")?;
                 self.set_meta_at(ddir, dname, item, &xattrs, true)?;
             }
-            Op::Skip => {}
+            RestoreOp::Skip => {}
         }
         self.totals.count(item.op, item.size);
         Ok(frame)

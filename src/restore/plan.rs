@@ -16,7 +16,7 @@ use nix::sys::stat::{FileStat, fstatat};
 use super::resolve::{
     check_destination, components, is_btrfs, open_dest_parent, open_source_parent, read_names,
 };
-use super::{Op, PlanItem, PlanListing, RestorePlan, SCHEMA_VERSION, SourceStat, Totals};
+use super::{PlanItem, PlanListing, RestoreOp, RestorePlan, SCHEMA_VERSION, SourceStat, Totals};
 use crate::diff::FileType;
 use crate::limits::{MAX_DEPTH, too_deep};
 
@@ -38,7 +38,7 @@ pub fn plan_restore(
     let replaces = check_destination(dst_parent.as_fd(), &dst_name, dest, force)?;
     // The top alone decides whether there is anything to restore (the walk skips, never refuses,
     // what lies below).
-    if let (Op::Skip, reason) = classify(&top) {
+    if let (RestoreOp::Skip, reason) = classify(&top) {
         bail!(
             "'{}' cannot be restored: {}",
             source.display(),
@@ -207,7 +207,7 @@ impl State {
         let nlink = u64::from(st.st_nlink);
         let mut item = PlanItem {
             path: dest,
-            op: Op::Skip,
+            op: RestoreOp::Skip,
             size: 0,
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
@@ -233,13 +233,13 @@ impl State {
             item.op = op;
             item.reason = reason.map(str::to_string);
             match op {
-                Op::Dir if depth >= MAX_DEPTH => {
+                RestoreOp::Dir if depth >= MAX_DEPTH => {
                     bail!(
                         "{}; restore a directory further down on its own",
                         too_deep()
                     )
                 }
-                Op::Dir => {
+                RestoreOp::Dir => {
                     let fd = super::resolve::open_checked_fd(dir, name, st)?;
                     let mut names = read_names(&mut Dir::from_fd(fd.try_clone()?)?)?;
                     names.reverse();
@@ -250,23 +250,23 @@ impl State {
                         depth,
                     });
                 }
-                Op::File if nlink > 1 => match self.links.get(&st.st_ino) {
+                RestoreOp::File if nlink > 1 => match self.links.get(&st.st_ino) {
                     Some(first) => {
-                        item.op = Op::Hardlink;
+                        item.op = RestoreOp::Hardlink;
                         item.link_to = Some(first.clone());
                     }
                     None => {
                         self.links.insert(st.st_ino, item.path.clone());
                     }
                 },
-                Op::Symlink => {
+                RestoreOp::Symlink => {
                     item.target = Some(PathBuf::from(
                         readlinkat(dir, name).context("reading a symlink")?,
                     ));
                 }
                 _ => {}
             }
-            if item.op == Op::File {
+            if item.op == RestoreOp::File {
                 item.size = u64::try_from(st.st_size).unwrap_or(0);
             }
         }
@@ -300,19 +300,19 @@ impl Iterator for PlanWalk {
 }
 
 /// What a source object becomes, by its type alone; for a skip, why.
-fn classify(st: &FileStat) -> (Op, Option<&'static str>) {
+fn classify(st: &FileStat) -> (RestoreOp, Option<&'static str>) {
     match FileType::from_mode(st.st_mode) {
-        Some(FileType::Dir) => (Op::Dir, None),
-        Some(FileType::File) => (Op::File, None),
-        Some(FileType::Symlink) => (Op::Symlink, None),
-        Some(FileType::Fifo) => (Op::Fifo, None),
-        Some(FileType::Char) => (Op::Char, None),
-        Some(FileType::Block) => (Op::Block, None),
+        Some(FileType::Dir) => (RestoreOp::Dir, None),
+        Some(FileType::File) => (RestoreOp::File, None),
+        Some(FileType::Symlink) => (RestoreOp::Symlink, None),
+        Some(FileType::Fifo) => (RestoreOp::Fifo, None),
+        Some(FileType::Char) => (RestoreOp::Char, None),
+        Some(FileType::Block) => (RestoreOp::Block, None),
         Some(FileType::Socket) => (
-            Op::Skip,
+            RestoreOp::Skip,
             Some("a socket: recreated by its program, not restored"),
         ),
-        None => (Op::Skip, Some("an unknown file type")),
+        None => (RestoreOp::Skip, Some("an unknown file type")),
     }
 }
 
