@@ -8,13 +8,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, readlinkat};
-use nix::sys::stat::{FileStat, fstatat};
+use rustix::fs::Stat;
 
 use super::resolve::{
-    check_destination, components, is_btrfs, open_dest_parent, open_source_parent, read_names,
+    check_destination, components, is_btrfs, lstat_at, open_dest_parent, open_source_parent,
+    read_names, readlink_at,
 };
 use super::{PlanItem, PlanListing, RestoreOp, RestorePlan, SCHEMA_VERSION, SourceStat, Totals};
 use crate::diff::FileType;
@@ -178,12 +177,8 @@ impl PlanWalk {
             };
             let path = level.path.join(OsStr::from_bytes(&name));
             let depth = level.depth + 1;
-            let st = fstatat(
-                level.fd.as_fd(),
-                name.as_slice(),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .with_context(|| format!("reading '{}'", path.display()))?;
+            let st = lstat_at(level.fd.as_fd(), &name)
+                .with_context(|| format!("reading '{}'", path.display()))?;
             return self
                 .state
                 .visit(level.fd.as_fd(), &name, &st, path, depth)
@@ -199,12 +194,14 @@ impl State {
         &mut self,
         dir: BorrowedFd<'_>,
         name: &[u8],
-        st: &FileStat,
+        st: &Stat,
         dest: PathBuf,
         depth: usize,
     ) -> anyhow::Result<PlanItem> {
-        #[allow(clippy::useless_conversion)] // nlink_t is u32 on some architectures
+        // The field types of `struct stat` differ between architectures: widen (or keep) each.
+        #[allow(clippy::useless_conversion)]
         let nlink = u64::from(st.st_nlink);
+        let nsec = |n| i64::try_from(n).unwrap_or(0);
         let mut item = PlanItem {
             path: dest,
             op: RestoreOp::Skip,
@@ -221,8 +218,8 @@ impl State {
                 ino: st.st_ino,
                 dev: st.st_dev,
                 rdev: st.st_rdev,
-                atime: (st.st_atime, st.st_atime_nsec),
-                mtime: (st.st_mtime, st.st_mtime_nsec),
+                atime: (st.st_atime, nsec(st.st_atime_nsec)),
+                mtime: (st.st_mtime, nsec(st.st_mtime_nsec)),
                 nlink,
             },
         };
@@ -241,7 +238,7 @@ impl State {
                 }
                 RestoreOp::Dir => {
                     let fd = super::resolve::open_checked_fd(dir, name, st)?;
-                    let mut names = read_names(&mut Dir::from_fd(fd.try_clone()?)?)?;
+                    let mut names = read_names(fd.as_fd())?;
                     names.reverse();
                     self.entered = Some(Level {
                         fd,
@@ -261,7 +258,7 @@ impl State {
                 },
                 RestoreOp::Symlink => {
                     item.target = Some(PathBuf::from(
-                        readlinkat(dir, name).context("reading a symlink")?,
+                        readlink_at(dir, name).context("reading a symlink")?,
                     ));
                 }
                 _ => {}
@@ -300,7 +297,7 @@ impl Iterator for PlanWalk {
 }
 
 /// What a source object becomes, by its type alone; for a skip, why.
-fn classify(st: &FileStat) -> (RestoreOp, Option<&'static str>) {
+fn classify(st: &Stat) -> (RestoreOp, Option<&'static str>) {
     match FileType::from_mode(st.st_mode) {
         Some(FileType::Dir) => (RestoreOp::Dir, None),
         Some(FileType::File) => (RestoreOp::File, None),
@@ -317,8 +314,8 @@ fn classify(st: &FileStat) -> (RestoreOp, Option<&'static str>) {
 }
 
 /// The top of the source, not following it.
-fn stat_top(parent: BorrowedFd<'_>, name: &[u8], source: &Path) -> anyhow::Result<FileStat> {
-    match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+fn stat_top(parent: BorrowedFd<'_>, name: &[u8], source: &Path) -> anyhow::Result<Stat> {
+    match lstat_at(parent, name) {
         Ok(st) => Ok(st),
         Err(Errno::ENOENT) => bail!("'{}' does not exist in the old root", source.display()),
         Err(e) => Err(e).with_context(|| format!("reading '{}' in the old root", source.display())),
