@@ -138,8 +138,8 @@ fn item_text(item: &PlanItem) -> String {
             } else {
                 "block"
             },
-            nix::sys::stat::major(item.src.rdev),
-            nix::sys::stat::minor(item.src.rdev),
+            rustix::fs::major(item.src.rdev),
+            rustix::fs::minor(item.src.rdev),
             item.mode,
             item.uid,
             item.gid
