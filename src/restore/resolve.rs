@@ -312,4 +312,47 @@ mod tests {
             assert!(err.downcast_ref::<UsageError>().is_some(), "{bad}: {err}");
         }
     }
+
+    /// The destination's parents: every way to fail, worded as restore always has.
+    #[test]
+    fn dest_parent_missing_symlink_file_and_found() {
+        let tmp = std::env::temp_dir().join(format!("restore-dest-parent-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("a/b")).unwrap();
+        std::fs::write(tmp.join("a/file"), b"").unwrap();
+        std::os::unix::fs::symlink("/etc", tmp.join("a/link")).unwrap();
+        let root = rustix::fs::open(&tmp, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let run = |dest: &str| {
+            let parts = components(Path::new(dest), "x").unwrap();
+            open_dest_parent(root.as_fd(), &parts, Path::new(dest))
+        };
+        let missing = run("/a/nowhere/deeper/x").map(|_| ()).unwrap_err();
+        let link = run("/a/link/x").map(|_| ()).unwrap_err();
+        let file = run("/a/file/x").map(|_| ()).unwrap_err();
+        let found = run("/a/b/new").map(|(fd, name)| (stat_fd_ino(&fd), name));
+        let expected_b = std::fs::metadata(tmp.join("a/b")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(
+            format!("{missing:#}"),
+            "'/a/nowhere' does not exist; restore it first (or create it), then '/a/nowhere/deeper/x'"
+        );
+        assert!(missing.downcast_ref::<Refusal>().is_none());
+        assert_eq!(
+            link.downcast_ref::<Refusal>().map(|r| r.to_string()),
+            Some(
+                "refused (symlink-in-destination): '/a/link' is a symlink (to '/etc'); restore never writes through a symlink. \
+                 Name the real path instead (--to)"
+                    .to_string()
+            ),
+            "{link:#}"
+        );
+        assert_eq!(format!("{file:#}"), "'/a/file' is not a directory");
+        assert_eq!(found.unwrap(), (expected_b.unwrap(), b"new".to_vec()));
+    }
+
+    fn stat_fd_ino(fd: &OwnedFd) -> u64 {
+        fstat(fd.as_fd()).unwrap().st_ino
+    }
 }
