@@ -17,6 +17,7 @@ use super::{Existing, SourceStat};
 pub(super) use crate::diff::errno_error as ne;
 use crate::diff::{FileType, escape_bytes};
 use crate::error::{Refusal, UsageError};
+use crate::fsx;
 use crate::limits::{MAX_DEPTH, too_deep, with_walk_stack};
 
 /// Existing destination: refusal without force, or when it is (or holds) a mount point.
@@ -181,7 +182,8 @@ pub(super) fn open_source_parent(
     Ok((fd, name.clone()))
 }
 
-/// The destination's parent, one component at a time without following symlinks.
+/// The destination's parent, resolved beneath `root` without following any symlink
+/// ([`fsx::open_beneath`]); a failure names the component at fault.
 pub(super) fn open_dest_parent(
     root: BorrowedFd<'_>,
     parts: &[Vec<u8>],
@@ -190,49 +192,55 @@ pub(super) fn open_dest_parent(
     let (name, parents) = parts
         .split_last()
         .ok_or_else(|| anyhow!("empty destination path"))?;
-    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut cur = openat(root, ".", flags, Mode::empty())
-        .map_err(ne)
-        .context("opening the destination root")?;
-    let mut shown = PathBuf::from("/");
-    for p in parents {
-        shown.push(OsStr::from_bytes(p));
-        let st = match lstat_at(cur.as_fd(), p) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => bail!(
-                "'{}' does not exist; restore it first (or create it), then '{}'",
-                shown.display(),
-                dest.display()
-            ),
-            Err(e) => return Err(e).with_context(|| format!("reading '{}'", shown.display())),
-        };
-        match FileType::from_mode(st.st_mode) {
-            Some(FileType::Dir) => {}
-            Some(FileType::Symlink) => {
-                let target = readlink_at(cur.as_fd(), p).unwrap_or_default();
-                return Err(Refusal::new(
-                    "symlink-in-destination",
-                    format!(
-                        "'{}' is a symlink (to '{}'); restore never writes through a symlink. \
-                         Name the real path instead (--to)",
-                        shown.display(),
-                        Path::new(&target).display()
-                    ),
-                )
-                .into());
-            }
-            _ => bail!("'{}' is not a directory", shown.display()),
+    let rel: PathBuf = parents.iter().map(|p| OsStr::from_bytes(p)).collect();
+    match fsx::open_beneath(root, &rel, OFlags::PATH | OFlags::DIRECTORY) {
+        Ok(fd) => Ok((fd, name.clone())),
+        Err(e) if parents.is_empty() => {
+            Err(anyhow::Error::from(ne(e.errno())).context("opening the destination root"))
         }
-        let next = openat(cur.as_fd(), p.as_slice(), flags, Mode::empty())
-            .map_err(ne)
-            .with_context(|| format!("opening '{}'", shown.display()))?;
-        let nst = fstat(next.as_fd()).map_err(ne)?;
-        if !same_object(&nst, &st) {
-            bail!("'{}' changed while it was being resolved", shown.display());
-        }
-        cur = next;
+        Err(e) => Err(dest_parent_error(root, e, dest)),
     }
-    Ok((cur, name.clone()))
+}
+
+/// Why the destination's parent could not be resolved, worded for the component at fault.
+fn dest_parent_error(root: BorrowedFd<'_>, e: fsx::Error, dest: &Path) -> anyhow::Error {
+    let shown = Path::new("/").join(e.path());
+    match e {
+        fsx::Error::Symlink { path } => {
+            let target = path
+                .parent()
+                .zip(path.file_name())
+                .and_then(|(dir, link)| {
+                    let dir =
+                        fsx::open_beneath(root, dir, OFlags::PATH | OFlags::DIRECTORY).ok()?;
+                    readlink_at(dir.as_fd(), link.as_bytes()).ok()
+                })
+                .unwrap_or_default();
+            Refusal::new(
+                "symlink-in-destination",
+                format!(
+                    "'{}' is a symlink (to '{}'); restore never writes through a symlink. \
+                     Name the real path instead (--to)",
+                    shown.display(),
+                    Path::new(&target).display()
+                ),
+            )
+            .into()
+        }
+        fsx::Error::Io {
+            errno: fsx::Errno::NOENT,
+            ..
+        } => anyhow!(
+            "'{}' does not exist; restore it first (or create it), then '{}'",
+            shown.display(),
+            dest.display()
+        ),
+        fsx::Error::Io {
+            errno: fsx::Errno::NOTDIR,
+            ..
+        } => anyhow!("'{}' is not a directory", shown.display()),
+        e => anyhow::Error::from(ne(e.errno())).context(format!("opening '{}'", shown.display())),
+    }
 }
 
 /// Opens the directory `name` in `parent` for reading, checking it is the object `st` describes.
