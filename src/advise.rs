@@ -33,7 +33,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{Config, Persist};
-use crate::diff::{self, Diff, FileType, Kind};
+use crate::diff::{self, ChangeKind, Diff, FileType};
 
 /// Per-boot noise filtered by default: caches, temporary files, and what NixOS regenerates at every
 /// activation.
@@ -359,12 +359,15 @@ impl<'a> Advisor<'a> {
         self.boots.push(boot);
         for e in &d.entries {
             let Some(node) = &e.new else {
-                if e.kind == Kind::Error {
+                if e.kind == ChangeKind::Error {
                     self.errors += 1;
                 }
                 continue;
             };
-            if !matches!(e.kind, Kind::Added | Kind::Modified | Kind::TypeChanged) {
+            if !matches!(
+                e.kind,
+                ChangeKind::Added | ChangeKind::Modified | ChangeKind::TypeChanged
+            ) {
                 continue;
             }
             let is_dir = node.file_type == FileType::Dir;
@@ -391,7 +394,7 @@ impl<'a> Advisor<'a> {
             s.bytes += bytes;
             if group == e.path {
                 s.is_dir = is_dir;
-                s.added = e.kind == Kind::Added;
+                s.added = e.kind == ChangeKind::Added;
             } else {
                 s.is_dir = true;
             }

@@ -679,3 +679,46 @@ fn relocate(e: Error, path: &Path) -> Error {
 
 #[cfg(test)]
 mod tests;
+
+// --- added by dwalk ---
+
+/// The names in the directory open for reading as `dir` (e.g. with [`DIR`]), except `.` and `..`,
+/// sorted bytewise, read from `dir` itself from its current position. Unlike [`read_names`] it does
+/// not reopen the directory (one syscall less per directory in a walk, and the flags `dir` was opened
+/// with, such as `O_NOATIME`, hold); it cannot read an `O_PATH` fd.
+pub fn read_names_in(dir: BorrowedFd<'_>) -> Result<Vec<OsString>> {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+    let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
+    let mut names = Vec::new();
+    while let Some(entry) = entries.next() {
+        let entry = entry.map_err(Error::io("listing", "."))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod dwalk_tests {
+    use super::*;
+
+    #[test]
+    fn read_names_in_reads_the_fd_itself_sorted_without_dots() {
+        let tmp = std::env::temp_dir().join(format!("fsx-dwalk-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("sub")).unwrap();
+        for name in ["b", "a", "c"] {
+            std::fs::write(tmp.join(name), b"").unwrap();
+        }
+        let fd = rustix::fs::open(&tmp, DIR | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let names = read_names_in(fd.as_fd());
+        // An O_PATH fd has no directory stream: an error, never a silent empty listing.
+        let path_fd = rustix::fs::open(&tmp, PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let from_path = read_names_in(path_fd.as_fd());
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(names.unwrap(), ["a", "b", "c", "sub"]);
+        assert_eq!(from_path.unwrap_err().errno(), Errno::BADF);
+    }
+}

@@ -111,13 +111,14 @@ pub(super) fn persist_add(cli: &Cli, args: &crate::cli::PersistAddArgs) -> Resul
     let _fs;
     let (source, from) = match &args.from {
         None => (
-            nix::fcntl::open(
+            rustix::fs::open(
                 &args.root,
-                nix::fcntl::OFlag::O_RDONLY
-                    | nix::fcntl::OFlag::O_DIRECTORY
-                    | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
             )
+            .map_err(crate::diff::errno_error)
             .with_context(|| format!("opening '{}'", args.root.display()))?,
             "live".to_string(),
         ),

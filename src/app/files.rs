@@ -150,11 +150,12 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
     }
     let (src, label) = open_tree(&fs, &old_roots, &all, &args.from)?;
     // The live system's root, in this process's (private copy of the) mount namespace: same filesystems.
-    let slash = nix::fcntl::open(
+    let slash = rustix::fs::open(
         "/",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
     )
+    .map_err(crate::diff::errno_error)
     .context("opening '/'")?;
     let planning = || match &persisted {
         Some(note) => format!(

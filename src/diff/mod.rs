@@ -124,7 +124,7 @@ pub struct Diff {
     /// Counts and byte totals.
     pub summary: Summary,
     /// The changes, in walk order (a directory before what is beneath it, names sorted bytewise).
-    pub entries: Vec<Entry>,
+    pub entries: Vec<ChangedPath>,
 }
 
 impl Diff {
@@ -159,10 +159,10 @@ pub struct Summary {
     pub bytes_deleted: u64,
 }
 
-/// The kind of one change.
+/// How one path differs between the trees (the `kind` of a JSON entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub enum ChangeKind {
     /// Only in the new tree.
     Added,
     /// Only in the old tree.
@@ -342,14 +342,15 @@ impl Serialize for RawName {
     }
 }
 
-/// One change.
+/// One path that differs between the trees (an `entries` item of the JSON document), with its
+/// [`ChangeKind`] and, for a path in both trees, [`what`](Self::what) differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Entry {
+pub struct ChangedPath {
     /// Absolute path inside the trees (`/` is the tree root).
     #[serde(serialize_with = "serialize_path")]
     pub path: PathBuf,
     /// What kind of change.
-    pub kind: Kind,
+    pub kind: ChangeKind,
     /// The aspects that changed, for `modified` and `metadata`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub what: Vec<Change>,
@@ -370,17 +371,17 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
-impl Entry {
+impl ChangedPath {
     /// The snapper-like five-column status: `+`/`-`/`c`/`t`/`!` or `.`, then `p` (mode), `u` (owner),
     /// `g` (group), `x` (xattrs), each `.` when unchanged.
     pub fn symbols(&self) -> String {
         let first = match self.kind {
-            Kind::Added => '+',
-            Kind::Deleted => '-',
-            Kind::Modified => 'c',
-            Kind::TypeChanged => 't',
-            Kind::Error => '!',
-            Kind::Metadata => '.',
+            ChangeKind::Added => '+',
+            ChangeKind::Deleted => '-',
+            ChangeKind::Modified => 'c',
+            ChangeKind::TypeChanged => 't',
+            ChangeKind::Error => '!',
+            ChangeKind::Metadata => '.',
         };
         let flag = |c: Change, ch: char| if self.what.contains(&c) { ch } else { '.' };
         [
@@ -448,14 +449,25 @@ pub fn diff_paths(old: &Path, new: &Path, opts: &DiffOptions) -> anyhow::Result<
 }
 
 fn open_dir_path(path: &Path) -> anyhow::Result<std::os::fd::OwnedFd> {
-    use nix::fcntl::{OFlag, open};
-    use nix::sys::stat::Mode;
+    use rustix::fs::{Mode, OFlags, open};
     open(
         path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
+    .map_err(errno_error)
     .with_context(|| format!("opening directory '{}'", path.display()))
+}
+
+/// An errno as tabula has always worded it in messages (`ENOENT: No such file or directory`), so that
+/// moving a syscall from nix to rustix does not change what users read. nix is used for the words only.
+pub(crate) fn errno_error(e: rustix::io::Errno) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error())
+}
+
+/// [`errno_error`] as text.
+pub(crate) fn errno_text(e: rustix::io::Errno) -> String {
+    errno_error(e).to_string()
 }
 
 fn is_false(b: &bool) -> bool {
@@ -537,9 +549,9 @@ mod tests {
     #[test]
     fn paths_serialize_losslessly() {
         use std::ffi::OsStr;
-        let e = Entry {
+        let e = ChangedPath {
             path: PathBuf::from(OsStr::from_bytes(b"/a\xffb")),
-            kind: Kind::Added,
+            kind: ChangeKind::Added,
             what: vec![],
             old: None,
             new: None,
@@ -549,7 +561,7 @@ mod tests {
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["path"]["bytes_base64"], base64(b"/a\xffb"));
-        let e = Entry {
+        let e = ChangedPath {
             path: "/é".into(),
             ..e
         };
@@ -558,9 +570,9 @@ mod tests {
 
     #[test]
     fn symbols_follow_snapper() {
-        let e = Entry {
+        let e = ChangedPath {
             path: "/x".into(),
-            kind: Kind::Metadata,
+            kind: ChangeKind::Metadata,
             what: vec![Change::Mode, Change::Xattr],
             old: None,
             new: None,
@@ -569,8 +581,8 @@ mod tests {
             error: None,
         };
         assert_eq!(e.symbols(), ".p..x");
-        let e = Entry {
-            kind: Kind::Modified,
+        let e = ChangedPath {
+            kind: ChangeKind::Modified,
             what: vec![Change::Content, Change::Group],
             ..e
         };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::{Change, Diff, Entry, FileType, Kind, Node};
+use super::{Change, ChangeKind, ChangedPath, Diff, FileType, Node};
 
 /// Entries are grouped under their parent directory cut to this many components (`/var/log`).
 pub const GROUP_DEPTH: usize = 2;
@@ -53,7 +53,7 @@ pub fn format_bytes(n: u64) -> String {
 
 /// One line per entry, for scripts and pipes:
 /// `status<TAB>kind<TAB>old_type<TAB>new_type<TAB>old_size<TAB>new_size<TAB>path`, `-` for a missing
-/// side, status as in [`Entry::symbols`], path escaped as in [`escape_bytes`].
+/// side, status as in [`ChangedPath::symbols`], path escaped as in [`escape_bytes`].
 pub fn render_tsv(diff: &Diff) -> String {
     let mut out = String::new();
     for e in &diff.entries {
@@ -76,14 +76,14 @@ pub fn render_tsv(diff: &Diff) -> String {
     out
 }
 
-fn kind_name(k: Kind) -> &'static str {
+fn kind_name(k: ChangeKind) -> &'static str {
     match k {
-        Kind::Added => "added",
-        Kind::Deleted => "deleted",
-        Kind::Modified => "modified",
-        Kind::Metadata => "metadata",
-        Kind::TypeChanged => "type_changed",
-        Kind::Error => "error",
+        ChangeKind::Added => "added",
+        ChangeKind::Deleted => "deleted",
+        ChangeKind::Modified => "modified",
+        ChangeKind::Metadata => "metadata",
+        ChangeKind::TypeChanged => "type_changed",
+        ChangeKind::Error => "error",
     }
 }
 
@@ -96,7 +96,7 @@ struct Group<'a> {
     changed: u64,
     metadata: u64,
     errors: u64,
-    entries: Vec<&'a Entry>,
+    entries: Vec<&'a ChangedPath>,
 }
 
 /// For a terminal: entries grouped by directory (see [`GROUP_DEPTH`]), each group headed by its
@@ -118,15 +118,15 @@ pub fn render_human(diff: &Diff) -> String {
             continue;
         }
         match e.kind {
-            Kind::Added | Kind::Deleted => {
+            ChangeKind::Added | ChangeKind::Deleted => {
                 g.added += Node::objects(&e.new);
                 g.deleted += Node::objects(&e.old);
                 g.bytes_added += Node::counted_bytes(&e.new);
                 g.bytes_deleted += Node::counted_bytes(&e.old);
             }
-            Kind::Modified | Kind::TypeChanged => g.changed += 1,
-            Kind::Metadata => g.metadata += 1,
-            Kind::Error => g.errors += 1,
+            ChangeKind::Modified | ChangeKind::TypeChanged => g.changed += 1,
+            ChangeKind::Metadata => g.metadata += 1,
+            ChangeKind::Error => g.errors += 1,
         }
     }
     let mut out = String::new();
@@ -222,14 +222,14 @@ fn describe(n: &Node) -> String {
     s
 }
 
-fn detail(e: &Entry) -> String {
+fn detail(e: &ChangedPath) -> String {
     let (o, n) = (e.old.as_ref(), e.new.as_ref());
     match (e.kind, o, n) {
-        (Kind::Error, ..) => format!("error: {}", e.error.as_deref().unwrap_or("unknown")),
-        (Kind::Added, _, Some(n)) => describe(n),
-        (Kind::Deleted, Some(o), _) => describe(o),
-        (Kind::TypeChanged, Some(o), Some(n)) => format!("{} → {}", describe(o), describe(n)),
-        (Kind::Modified | Kind::Metadata, Some(o), Some(n)) => {
+        (ChangeKind::Error, ..) => format!("error: {}", e.error.as_deref().unwrap_or("unknown")),
+        (ChangeKind::Added, _, Some(n)) => describe(n),
+        (ChangeKind::Deleted, Some(o), _) => describe(o),
+        (ChangeKind::TypeChanged, Some(o), Some(n)) => format!("{} → {}", describe(o), describe(n)),
+        (ChangeKind::Modified | ChangeKind::Metadata, Some(o), Some(n)) => {
             let mut parts = Vec::new();
             for c in &e.what {
                 parts.push(match c {

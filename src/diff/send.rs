@@ -279,8 +279,11 @@ pub(crate) fn changes(old: BorrowedFd<'_>, new: BorrowedFd<'_>) -> anyhow::Resul
     if !oi.read_only || !ni.read_only {
         bail!("send needs both trees read-only");
     }
-    let (r, w): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("making a pipe")?;
+    // std's pipe is `O_CLOEXEC`.
+    let (r, w) = std::io::pipe()
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        .context("making a pipe")?;
+    let (r, w) = (OwnedFd::from(r), OwnedFd::from(w));
     std::thread::scope(|s| {
         let sender = s.spawn(move || {
             let res = crate::btrfs::send_no_data(new, w.as_fd(), oi.id);

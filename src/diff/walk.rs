@@ -6,23 +6,21 @@
 //! comparison of the wrong object.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
-use nix::dir::Dir;
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, readlinkat};
-use nix::sys::stat::{FileStat, fstat, fstatat, major, minor};
+use rustix::fs::{AtFlags, fstat, major, minor, readlinkat, statat};
+use rustix::io::Errno;
 
 use super::xattr::{self, Xattrs};
 use super::{
-    Change, Diff, DiffOptions, Entry, FileType, Kind, Node, RawName, SCHEMA_VERSION, Summary,
-    XattrDiff,
+    Change, ChangeKind, ChangedPath, Diff, DiffOptions, FileType, Node, RawName, SCHEMA_VERSION,
+    Summary, XattrDiff, errno_text,
 };
 use crate::error::UsageError;
 use crate::fsx::{self, Flags as OFlags};
@@ -51,29 +49,32 @@ struct Stat {
 }
 
 impl Stat {
-    fn from_raw(st: &FileStat) -> Result<Stat, String> {
-        let ft = FileType::from_mode(st.st_mode)
-            .ok_or_else(|| format!("unknown file type in mode {:o}", st.st_mode))?;
+    // The field types of `struct stat` differ between architectures: widen (or keep) each.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+    fn from_raw(st: &rustix::fs::Stat) -> Result<Stat, String> {
+        let mode = u32::from(st.st_mode);
+        let ft = FileType::from_mode(mode)
+            .ok_or_else(|| format!("unknown file type in mode {mode:o}"))?;
+        let nsec = |n| i64::try_from(n).unwrap_or(0);
         Ok(Stat {
             ft,
-            perm: st.st_mode & 0o7777,
+            perm: mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
             size: u64::try_from(st.st_size).unwrap_or(0),
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            ctime: (st.st_ctime, st.st_ctime_nsec),
-            ino: st.st_ino,
-            dev: st.st_dev,
-            #[allow(clippy::useless_conversion)] // nlink_t is u32 on some architectures
+            mtime: (i64::from(st.st_mtime), nsec(st.st_mtime_nsec)),
+            ctime: (i64::from(st.st_ctime), nsec(st.st_ctime_nsec)),
+            ino: u64::from(st.st_ino),
+            dev: u64::from(st.st_dev),
             nlink: u64::from(st.st_nlink),
-            rdev: st.st_rdev,
+            rdev: u64::from(st.st_rdev),
         })
     }
 }
 
 /// Where an object is, for the calls that need more than its stat.
 #[derive(Clone, Copy)]
-enum Loc<'a> {
+enum ObjectRef<'a> {
     /// `name` in the open directory.
     At(BorrowedFd<'a>, &'a [u8]),
     /// The open object itself (the tree roots).
@@ -109,14 +110,15 @@ struct Summ {
     meaningful: u64,
 }
 
-struct Walker<'a> {
+/// The state of one synchronized walk of an old and a new tree.
+struct PairWalk<'a> {
     opts: &'a DiffOptions,
     ignore: HashSet<Vec<u8>>,
     /// Proper ancestors of ignored paths.
     scaffold: HashSet<Vec<u8>>,
     old: TreeState,
     new: TreeState,
-    entries: Vec<Entry>,
+    entries: Vec<ChangedPath>,
     content_cache: HashMap<(u64, u64), bool>,
     /// Where to descend, when guided by a send stream.
     guide: Option<&'a super::send::Guide>,
@@ -138,40 +140,47 @@ pub(super) fn run_guided(
     opts: &DiffOptions,
     guide: Option<&super::send::Guide>,
 ) -> anyhow::Result<Diff> {
-    let mut od = reopen(old).context("opening the old tree's root")?;
-    let mut nd = reopen(new).context("opening the new tree's root")?;
+    let od = reopen(old).context("opening the old tree's root")?;
+    let nd = reopen(new).context("opening the new tree's root")?;
     let os = fstat(od.as_fd())
-        .map_err(|e| e.to_string())
+        .map_err(errno_text)
         .and_then(|s| Stat::from_raw(&s))
         .map_err(anyhow::Error::msg)
         .context("reading the old tree's root")?;
     let ns = fstat(nd.as_fd())
-        .map_err(|e| e.to_string())
+        .map_err(errno_text)
         .and_then(|s| Stat::from_raw(&s))
         .map_err(anyhow::Error::msg)
         .context("reading the new tree's root")?;
-    let mut w = Walker::new(opts, os.dev, ns.dev)?;
+    let mut w = PairWalk::new(opts, os.dev, ns.dev)?;
     w.guide = guide;
 
     // The roots' own metadata.
     let on = w
-        .node(Side::Old, Loc::Fd(od.as_fd()), &os)
+        .node(Side::Old, ObjectRef::Fd(od.as_fd()), &os)
         .map_err(anyhow::Error::msg)?;
     let nn = w
-        .node(Side::New, Loc::Fd(nd.as_fd()), &ns)
+        .node(Side::New, ObjectRef::Fd(nd.as_fd()), &ns)
         .map_err(anyhow::Error::msg)?;
-    match w.compare(Loc::Fd(od.as_fd()), Loc::Fd(nd.as_fd()), &os, &ns, &on, &nn) {
+    match w.compare(
+        ObjectRef::Fd(od.as_fd()),
+        ObjectRef::Fd(nd.as_fd()),
+        &os,
+        &ns,
+        &on,
+        &nn,
+    ) {
         Ok((what, xattrs)) if !what.is_empty() => w.push_changed(b"", what, xattrs, on, nn),
         Ok(_) => {}
         Err(msg) => w.push_error(b"", msg),
     }
-    w.pair(&mut od, &mut nd, b"")
+    w.pair(od.as_fd(), nd.as_fd(), b"")
         .map_err(anyhow::Error::msg)
         .context("listing the tree roots")?;
     Ok(w.finish())
 }
 
-impl<'a> Walker<'a> {
+impl<'a> PairWalk<'a> {
     fn new(opts: &'a DiffOptions, old_dev: u64, new_dev: u64) -> anyhow::Result<Self> {
         let mut ignore = HashSet::new();
         let mut scaffold = HashSet::new();
@@ -189,7 +198,7 @@ impl<'a> Walker<'a> {
             }
             ignore.insert(norm);
         }
-        Ok(Walker {
+        Ok(PairWalk {
             opts,
             ignore,
             scaffold,
@@ -215,12 +224,11 @@ impl<'a> Walker<'a> {
     }
 
     /// Walk two directories that exist on both sides.
-    fn pair(&mut self, od: &mut Dir, nd: &mut Dir, path: &[u8]) -> Result<(), String> {
+    fn pair(&mut self, od: BorrowedFd<'_>, nd: BorrowedFd<'_>, path: &[u8]) -> Result<(), String> {
         let onames =
-            read_names(od).map_err(|e| format!("listing '{}' in the old tree: {e}", show(path)))?;
+            names_in(od).map_err(|e| format!("listing '{}' in the old tree: {e}", show(path)))?;
         let nnames =
-            read_names(nd).map_err(|e| format!("listing '{}' in the new tree: {e}", show(path)))?;
-        let (od, nd) = (od.as_fd(), nd.as_fd());
+            names_in(nd).map_err(|e| format!("listing '{}' in the new tree: {e}", show(path)))?;
         let (mut i, mut j) = (0, 0);
         loop {
             let (o, n) = match (onames.get(i), nnames.get(j)) {
@@ -273,7 +281,7 @@ impl<'a> Walker<'a> {
     /// An object that exists on one side only.
     fn one_side(&mut self, side: Side, dir: BorrowedFd<'_>, name: &[u8], path: &[u8], st: &Stat) {
         self.register(side, st, path, false);
-        let mut node = match self.node(side, Loc::At(dir, name), st) {
+        let mut node = match self.node(side, ObjectRef::At(dir, name), st) {
             Ok(n) => n,
             Err(msg) => return self.push_error(path, msg),
         };
@@ -293,8 +301,8 @@ impl<'a> Walker<'a> {
             }
         }
         let (kind, old, new) = match side {
-            Side::Old => (Kind::Deleted, Some(node), None),
-            Side::New => (Kind::Added, None, Some(node)),
+            Side::Old => (ChangeKind::Deleted, Some(node), None),
+            Side::New => (ChangeKind::Added, None, Some(node)),
         };
         self.entries.push(entry(path, kind, Vec::new(), old, new));
         self.entries.extend(below);
@@ -309,15 +317,15 @@ impl<'a> Walker<'a> {
         name: &[u8],
         path: &[u8],
         expected: &Stat,
-        out: &mut Vec<Entry>,
+        out: &mut Vec<ChangedPath>,
         seen: &mut HashSet<u64>,
     ) -> Result<Summ, String> {
         if depth(path) >= MAX_DEPTH {
             return Err(too_deep());
         }
-        let mut dir = open_dir_at(parent, name, expected)
+        let dir = open_dir_at(parent, name, expected)
             .map_err(|e| format!("opening '{}': {e}", show(path)))?;
-        let names = read_names(&mut dir).map_err(|e| format!("listing '{}': {e}", show(path)))?;
+        let names = names_in(dir.as_fd()).map_err(|e| format!("listing '{}': {e}", show(path)))?;
         let dir = dir.as_fd();
         let mut sum = Summ::default();
         for child in &names {
@@ -338,7 +346,7 @@ impl<'a> Walker<'a> {
                 }
             };
             self.register(side, &st, &cpath, false);
-            let mut node = match self.node(side, Loc::At(dir, child), &st) {
+            let mut node = match self.node(side, ObjectRef::At(dir, child), &st) {
                 Ok(n) => n,
                 Err(msg) => {
                     out.push(error_entry(&cpath, msg));
@@ -400,8 +408,8 @@ impl<'a> Walker<'a> {
         self.register(Side::Old, o, path, true);
         self.register(Side::New, n, path, true);
         let (on, nn) = match (
-            self.node(Side::Old, Loc::At(od, name), o),
-            self.node(Side::New, Loc::At(nd, name), n),
+            self.node(Side::Old, ObjectRef::At(od, name), o),
+            self.node(Side::New, ObjectRef::At(nd, name), n),
         ) {
             (Ok(on), Ok(nn)) => (on, nn),
             (Err(msg), _) | (_, Err(msg)) => return self.push_error(path, msg),
@@ -413,7 +421,14 @@ impl<'a> Walker<'a> {
             // Both sides are other filesystems: nothing here can be compared.
             return;
         }
-        match self.compare(Loc::At(od, name), Loc::At(nd, name), o, n, &on, &nn) {
+        match self.compare(
+            ObjectRef::At(od, name),
+            ObjectRef::At(nd, name),
+            o,
+            n,
+            &on,
+            &nn,
+        ) {
             Ok((what, xattrs)) => {
                 if !what.is_empty() {
                     self.push_changed(path, what, xattrs, on, nn);
@@ -429,8 +444,8 @@ impl<'a> Walker<'a> {
             let dirs =
                 open_dir_at(od, name, o).and_then(|a| open_dir_at(nd, name, n).map(|b| (a, b)));
             match dirs {
-                Ok((mut a, mut b)) => {
-                    if let Err(msg) = self.pair(&mut a, &mut b, path) {
+                Ok((a, b)) => {
+                    if let Err(msg) = self.pair(a.as_fd(), b.as_fd(), path) {
                         self.push_error(path, msg);
                     }
                 }
@@ -463,7 +478,7 @@ impl<'a> Walker<'a> {
         }
         self.entries.push(entry(
             path,
-            Kind::TypeChanged,
+            ChangeKind::TypeChanged,
             Vec::new(),
             Some(on),
             Some(nn),
@@ -474,8 +489,8 @@ impl<'a> Walker<'a> {
     /// What differs between two objects of the same type.
     fn compare(
         &mut self,
-        o_loc: Loc<'_>,
-        n_loc: Loc<'_>,
+        o_loc: ObjectRef<'_>,
+        n_loc: ObjectRef<'_>,
         o: &Stat,
         n: &Stat,
         on: &Node,
@@ -484,7 +499,7 @@ impl<'a> Walker<'a> {
         let mut what = Vec::new();
         match o.ft {
             FileType::File => {
-                if let (Loc::At(od, name), Loc::At(nd, _)) = (o_loc, n_loc)
+                if let (ObjectRef::At(od, name), ObjectRef::At(nd, _)) = (o_loc, n_loc)
                     && !self.same_content(od, nd, name, o, n)?
                 {
                     what.push(Change::Content);
@@ -550,11 +565,15 @@ impl<'a> Walker<'a> {
         Ok(same)
     }
 
-    fn node(&self, side: Side, loc: Loc<'_>, st: &Stat) -> Result<Node, String> {
+    fn node(&self, side: Side, loc: ObjectRef<'_>, st: &Stat) -> Result<Node, String> {
         let target = match (st.ft, loc) {
-            (FileType::Symlink, Loc::At(dir, name)) => Some(PathBuf::from(
-                readlinkat(dir, name).map_err(|e| format!("reading the symlink: {e}"))?,
-            )),
+            (FileType::Symlink, ObjectRef::At(dir, name)) => {
+                Some(PathBuf::from(OsString::from_vec(
+                    readlinkat(dir, name, Vec::new())
+                        .map_err(|e| format!("reading the symlink: {}", errno_text(e)))?
+                        .into_bytes(),
+                )))
+            }
             _ => None,
         };
         let size = match st.ft {
@@ -605,9 +624,9 @@ impl<'a> Walker<'a> {
         nn: Node,
     ) {
         let kind = if what.iter().any(|c| c.is_content()) {
-            Kind::Modified
+            ChangeKind::Modified
         } else {
-            Kind::Metadata
+            ChangeKind::Metadata
         };
         let mut e = entry(path, kind, what, Some(on), Some(nn));
         e.xattrs = xattrs;
@@ -640,14 +659,14 @@ impl<'a> Walker<'a> {
                 continue;
             }
             match e.kind {
-                Kind::Added => summary.added += 1,
-                Kind::Deleted => summary.deleted += 1,
-                Kind::Modified => summary.modified += 1,
-                Kind::Metadata => summary.metadata += 1,
-                Kind::TypeChanged => summary.type_changed += 1,
-                Kind::Error => summary.errors += 1,
+                ChangeKind::Added => summary.added += 1,
+                ChangeKind::Deleted => summary.deleted += 1,
+                ChangeKind::Modified => summary.modified += 1,
+                ChangeKind::Metadata => summary.metadata += 1,
+                ChangeKind::TypeChanged => summary.type_changed += 1,
+                ChangeKind::Error => summary.errors += 1,
             }
-            if matches!(e.kind, Kind::Added | Kind::Deleted) {
+            if matches!(e.kind, ChangeKind::Added | ChangeKind::Deleted) {
                 summary.objects_added += Node::objects(&e.new);
                 summary.objects_deleted += Node::objects(&e.old);
                 summary.bytes_added += Node::counted_bytes(&e.new);
@@ -667,12 +686,12 @@ impl<'a> Walker<'a> {
 
 fn entry(
     path: &[u8],
-    kind: Kind,
+    kind: ChangeKind,
     what: Vec<Change>,
     old: Option<Node>,
     new: Option<Node>,
-) -> Entry {
-    Entry {
+) -> ChangedPath {
+    ChangedPath {
         path: to_path(path),
         kind,
         what,
@@ -684,17 +703,17 @@ fn entry(
     }
 }
 
-fn implied_entry(path: &[u8], side: Side, node: Node) -> Entry {
+fn implied_entry(path: &[u8], side: Side, node: Node) -> ChangedPath {
     let mut e = match side {
-        Side::Old => entry(path, Kind::Deleted, Vec::new(), Some(node), None),
-        Side::New => entry(path, Kind::Added, Vec::new(), None, Some(node)),
+        Side::Old => entry(path, ChangeKind::Deleted, Vec::new(), Some(node), None),
+        Side::New => entry(path, ChangeKind::Added, Vec::new(), None, Some(node)),
     };
     e.implied = true;
     e
 }
 
-fn error_entry(path: &[u8], msg: String) -> Entry {
-    let mut e = entry(path, Kind::Error, Vec::new(), None, None);
+fn error_entry(path: &[u8], msg: String) -> ChangedPath {
+    let mut e = entry(path, ChangeKind::Error, Vec::new(), None, None);
     e.error = Some(msg);
     e
 }
@@ -716,10 +735,10 @@ fn diff_xattrs(old: &Xattrs, new: &Xattrs) -> XattrDiff {
     d
 }
 
-fn read_xattrs(loc: Loc<'_>) -> Result<Xattrs, rustix::io::Errno> {
+fn read_xattrs(loc: ObjectRef<'_>) -> Result<Xattrs, rustix::io::Errno> {
     match loc {
-        Loc::At(dir, name) => xattr::list_at(dir, name),
-        Loc::Fd(fd) => xattr::list_fd(fd),
+        ObjectRef::At(dir, name) => xattr::list_at(dir, name),
+        ObjectRef::Fd(fd) => xattr::list_fd(fd),
     }
 }
 
@@ -765,19 +784,28 @@ fn normalize(p: &Path) -> Option<Vec<u8>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// `fstatat(AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when the name vanished meanwhile.
+/// `fstatat(AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when the name vanished meanwhile. Not
+/// [`fsx::stat_at`]: the walk needs the ctime (to skip reading xattrs of untouched objects), not the
+/// mount id, and this is its hottest call.
 fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Stat>, String> {
-    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+    match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Stat::from_raw(&st).map(Some),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(errno_text(e)),
     }
 }
 
-/// A fresh directory stream on the same directory (the caller's fd may be `O_PATH` or already read).
-fn reopen(fd: BorrowedFd<'_>) -> anyhow::Result<Dir> {
-    let fd = fsx::open_dir_beneath(fd, Path::new("."))?;
-    Ok(Dir::from_fd(fd)?)
+/// A fresh fd for reading the same directory (the caller's fd may be `O_PATH` or already read).
+fn reopen(fd: BorrowedFd<'_>) -> anyhow::Result<OwnedFd> {
+    Ok(fsx::open_dir_beneath(fd, Path::new("."))?)
+}
+
+/// The sorted names in a directory opened for reading ([`fsx::read_names_in`]), as bytes; an error
+/// is the errno's text.
+fn names_in(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, String> {
+    fsx::read_names_in(dir)
+        .map(|names| names.into_iter().map(OsString::into_vec).collect())
+        .map_err(|e| errno_text(e.errno()))
 }
 
 /// Opens `name` in `dir` through [`fsx`] (never following a symlink), with `O_NOATIME` where allowed
@@ -789,16 +817,16 @@ fn open_noatime(dir: BorrowedFd<'_>, name: &[u8], flags: OFlags) -> Result<Owned
         r => r,
     }
     .map_err(|e| match e {
-        fsx::Error::Io { errno, .. } => errno.to_string(),
+        fsx::Error::Io { errno, .. } => errno_text(errno),
         e => e.to_string(),
     })
 }
 
 /// Open a directory stat-ed as `expected`, refusing anything else.
-fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<Dir, String> {
+fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<OwnedFd, String> {
     let fd = open_noatime(dir, name, fsx::DIR)?;
     check_same(&fd, expected)?;
-    Dir::from_fd(fd).map_err(|e| e.to_string())
+    Ok(fd)
 }
 
 /// Open a regular file stat-ed as `expected`. `O_NONBLOCK`: if it was swapped for a fifo, do not hang.
@@ -809,15 +837,18 @@ fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<Fil
 }
 
 fn check_same(fd: &OwnedFd, expected: &Stat) -> Result<(), String> {
-    let st = fstat(fd.as_fd()).map_err(|e| e.to_string())?;
-    if st.st_ino != expected.ino || st.st_dev != expected.dev {
+    let st = fstat(fd.as_fd()).map_err(errno_text)?;
+    #[allow(clippy::useless_conversion)] // `ino_t`/`dev_t` differ between architectures
+    if u64::from(st.st_ino) != expected.ino || u64::from(st.st_dev) != expected.dev {
         return Err("it changed during the walk".into());
     }
     Ok(())
 }
 
 /// The names in `dir` except `.` and `..`, sorted bytewise.
-pub(crate) fn read_names(dir: &mut Dir) -> nix::Result<Vec<Vec<u8>>> {
+// TEMP for `app/blank.rs` on other branches (it passes a `nix::dir::Dir`); the integrator removes it
+// once that caller reads names through `fsx`.
+pub(crate) fn read_names(dir: &mut nix::dir::Dir) -> nix::Result<Vec<Vec<u8>>> {
     let mut names = Vec::new();
     for e in dir.iter() {
         let name = e?.file_name().to_bytes().to_vec();
@@ -881,7 +912,7 @@ mod tests {
             ignore: vec!["/var/lib/foo".into()],
             ..Default::default()
         };
-        let w = Walker::new(&opts, 0, 0).unwrap();
+        let w = PairWalk::new(&opts, 0, 0).unwrap();
         assert!(w.scaffold.contains(b"/var".as_slice()));
         assert!(w.scaffold.contains(b"/var/lib".as_slice()));
         assert!(!w.scaffold.contains(b"/var/lib/foo".as_slice()));

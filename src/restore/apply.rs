@@ -10,21 +10,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
-use nix::sys::stat::{
-    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, fstatat, futimens,
-    mkdirat, mknodat, utimensat,
-};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{
-    Gid, Uid, UnlinkatFlags, fchown, fchownat, geteuid, linkat, symlinkat, unlinkat,
+use nix::unistd::geteuid;
+use rustix::fs::{
+    AtFlags, CWD, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, chmodat, chownat,
+    fchmod, fchown, fstat, futimens, linkat, mkdirat, mknodat, openat, openat2, symlinkat,
+    unlinkat, utimensat,
 };
 
 use super::plan::PlanWalk;
 use super::resolve::{
-    check_destination, check_source, check_source_at, components, exists_refusal, open_dest_parent,
+    check_destination, check_source, check_source_at, components, exists_refusal, lstat_at, ne,
+    open_dest_parent, readlink_at,
 };
-use super::{DataHow, FileData, Op, PlanItem, RestorePlan, RestoreReport, SCHEMA_VERSION, Totals};
+use super::{
+    DataHow, FileData, PlanItem, RestoreOp, RestorePlan, RestoreReport, SCHEMA_VERSION, Totals,
+};
 use crate::diff::xattr::{self, Xattrs};
 use crate::diff::{FileType, escape_bytes};
 
@@ -180,7 +180,7 @@ impl Executor<'_> {
         dst_parent: BorrowedFd<'_>,
     ) -> anyhow::Result<Vec<u8>> {
         let top = walk.next().ok_or_else(|| anyhow!("the plan is empty"))??;
-        if top.op == Op::Skip {
+        if top.op == RestoreOp::Skip {
             bail!(
                 "'{}' cannot be restored: {}",
                 source.display(),
@@ -191,7 +191,7 @@ impl Executor<'_> {
         let mut created = None;
         for n in 0..100 {
             let tmp = format!(".tabula-restore-{}-{n}", std::process::id()).into_bytes();
-            let taken = |tmp: &[u8]| fstatat(dst_parent, tmp, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
+            let taken = |tmp: &[u8]| lstat_at(dst_parent, tmp).is_ok();
             // A leftover, or someone else's: never touch it, take the next name.
             if taken(&tmp) {
                 continue;
@@ -276,22 +276,23 @@ impl Executor<'_> {
         let (ddir, dname, to_top) = (to.dir, to.name, to.copy);
         let mut frame = None;
         match item.op {
-            Op::Dir => {
+            RestoreOp::Dir => {
                 let src = entered.ok_or_else(|| anyhow!("the source directory is not open"))?;
                 let xattrs = xattr::list_fd(src)
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
                 mkdirat(ddir, dname, Mode::from_bits_truncate(0o700))
-                    .map_err(anyhow::Error::from)?;
+                    .map_err(|e| anyhow::Error::from(ne(e)))?;
                 let dst = openat(
                     ddir,
                     dname,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
+                .map_err(ne)
                 .context("opening the new directory")?;
                 // The directory just made is ours, not one swapped in by someone else.
-                let st = fstat(dst.as_fd())?;
+                let st = fstat(dst.as_fd()).map_err(ne)?;
                 if st.st_uid != self.euid || FileType::from_mode(st.st_mode) != Some(FileType::Dir)
                 {
                     bail!("the new directory was replaced while restoring");
@@ -302,27 +303,27 @@ impl Executor<'_> {
                     xattrs,
                 });
             }
-            Op::File => {
+            RestoreOp::File => {
                 // O_NOATIME: restoring from a tree must not change it (where we may ask).
-                let flags =
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-                let src = match openat(sdir, sname, flags | OFlag::O_NOATIME, Mode::empty()) {
-                    Err(Errno::EPERM) => openat(sdir, sname, flags, Mode::empty()),
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+                let src = match openat(sdir, sname, flags | OFlags::NOATIME, Mode::empty()) {
+                    Err(rustix::io::Errno::PERM) => openat(sdir, sname, flags, Mode::empty()),
                     r => r,
                 }
+                .map_err(ne)
                 .context("opening the source")?;
                 check_source(&src, &item.src)?;
                 let dst = openat(
                     ddir,
                     dname,
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
-                .map_err(anyhow::Error::from)?;
+                .map_err(|e| anyhow::Error::from(ne(e)))?;
                 let how = match crate::btrfs::clone_file(dst.as_fd(), src.as_fd()) {
                     Ok(()) => DataHow::Reflinked,
                     Err(
@@ -350,11 +351,11 @@ impl Executor<'_> {
                     .context("reading xattrs")?;
                 self.set_meta_fd(dst.as_fd(), item, &xattrs)?;
                 if item.src.nlink > 1 {
-                    let made = fstat(dst.as_fd())?.st_ino;
+                    let made = fstat(dst.as_fd()).map_err(ne)?.st_ino;
                     self.first_links.insert(item.path.clone(), made);
                 }
             }
-            Op::Hardlink => {
+            RestoreOp::Hardlink => {
                 check_source_at(sdir, sname, &item.src)?;
                 let to = item
                     .link_to
@@ -374,24 +375,25 @@ impl Executor<'_> {
                     },
                 )?;
             }
-            Op::Symlink => {
+            RestoreOp::Symlink => {
                 check_source_at(sdir, sname, &item.src)?;
-                let target = readlinkat(sdir, sname).context("reading the source symlink")?;
+                let target = readlink_at(sdir, sname).context("reading the source symlink")?;
                 if item.target.as_deref().map(Path::as_os_str) != Some(target.as_os_str()) {
                     bail!("the source changed since the plan was made");
                 }
-                symlinkat(target.as_os_str(), ddir, dname).map_err(anyhow::Error::from)?;
+                symlinkat(target.as_os_str(), ddir, dname)
+                    .map_err(|e| anyhow::Error::from(ne(e)))?;
                 let xattrs = xattr::list_at(sdir, sname)
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
                 self.set_meta_at(ddir, dname, item, &xattrs, false)?;
             }
-            Op::Fifo | Op::Char | Op::Block => {
+            RestoreOp::Fifo | RestoreOp::Char | RestoreOp::Block => {
                 check_source_at(sdir, sname, &item.src)?;
                 let kind = match item.op {
-                    Op::Fifo => SFlag::S_IFIFO,
-                    Op::Char => SFlag::S_IFCHR,
-                    _ => SFlag::S_IFBLK,
+                    RestoreOp::Fifo => rustix::fs::FileType::Fifo,
+                    RestoreOp::Char => rustix::fs::FileType::CharacterDevice,
+                    _ => rustix::fs::FileType::BlockDevice,
                 };
                 mknodat(
                     ddir,
@@ -400,13 +402,13 @@ impl Executor<'_> {
                     Mode::from_bits_truncate(0o600),
                     item.src.rdev,
                 )
-                .map_err(anyhow::Error::from)?;
+                .map_err(|e| anyhow::Error::from(ne(e)))?;
                 let xattrs = xattr::list_at(sdir, sname)
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
                 self.set_meta_at(ddir, dname, item, &xattrs, true)?;
             }
-            Op::Skip => {}
+            RestoreOp::Skip => {}
         }
         self.totals.count(item.op, item.size);
         Ok(frame)
@@ -427,34 +429,36 @@ impl Executor<'_> {
         let parent = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
             None => None,
             Some(p) => Some(
+                // Not `fsx::open_beneath`: RESOLVE_NO_XDEV too, and no fallback walk (the copy is
+                // on a kernel with openat2, where restore's source resolution already needs it).
                 openat2(
                     top,
                     p,
-                    OpenHow::new()
-                        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-                        .resolve(
-                            ResolveFlag::RESOLVE_BENEATH
-                                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                                | ResolveFlag::RESOLVE_NO_XDEV,
-                        ),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH
+                        | ResolveFlags::NO_SYMLINKS
+                        | ResolveFlags::NO_MAGICLINKS
+                        | ResolveFlags::NO_XDEV,
                 )
+                .map_err(ne)
                 .with_context(|| format!("opening the directory of '{}'", first.display()))?,
             ),
         };
         let dir = parent.as_ref().map_or(top, AsFd::as_fd);
         let is_made = |dir: BorrowedFd<'_>, name: &OsStr| {
-            fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            lstat_at(dir, name.as_bytes()).is_ok_and(|st| {
                 st.st_ino == made && FileType::from_mode(st.st_mode) == Some(FileType::File)
             })
         };
         if !is_made(dir, name) {
             bail!("'{}' changed while restoring", first.display());
         }
-        linkat(dir, name, at.dir, at.name, AtFlags::empty()).map_err(anyhow::Error::from)?;
+        linkat(dir, name, at.dir, at.name, AtFlags::empty())
+            .map_err(|e| anyhow::Error::from(ne(e)))?;
         // Swapped between the check and the link: undo, never keep a name for someone else's file.
         if !is_made(at.dir, OsStr::from_bytes(at.name)) {
-            let _ = unlinkat(at.dir, at.name, UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(at.dir, at.name, AtFlags::empty());
             bail!("'{}' changed while restoring", first.display());
         }
         Ok(())
@@ -477,19 +481,18 @@ impl Executor<'_> {
         item: &PlanItem,
         xattrs: &Xattrs,
     ) -> anyhow::Result<()> {
-        if let Err(e) = fchown(
-            fd,
-            Some(Uid::from_raw(item.uid)),
-            Some(Gid::from_raw(item.gid)),
-        ) {
-            self.warn_owner(item, e);
+        if let Err(e) = fchown(fd, Some(uid(item)), Some(gid(item))) {
+            self.warn_owner(item, ne(e));
         }
-        fchmod(fd, Mode::from_bits_truncate(item.mode)).context("setting the mode")?;
+        fchmod(fd, Mode::from_bits_truncate(item.mode))
+            .map_err(ne)
+            .context("setting the mode")?;
         for (name, e) in xattr::set_fd(fd, xattrs) {
             self.warn_xattr(item, &name, e);
         }
-        let (atime, mtime) = times(item);
-        futimens(fd, &atime, &mtime).context("setting the times")?;
+        futimens(fd, &times(item))
+            .map_err(ne)
+            .context("setting the times")?;
         Ok(())
     }
 
@@ -502,41 +505,44 @@ impl Executor<'_> {
         xattrs: &Xattrs,
         chmod: bool,
     ) -> anyhow::Result<()> {
-        if let Err(e) = fchownat(
+        if let Err(e) = chownat(
             dir,
             name,
-            Some(Uid::from_raw(item.uid)),
-            Some(Gid::from_raw(item.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
+            Some(uid(item)),
+            Some(gid(item)),
+            AtFlags::SYMLINK_NOFOLLOW,
         ) {
-            self.warn_owner(item, e);
+            self.warn_owner(item, ne(e));
         }
         if chmod {
             // chmod has no no-follow form: go through an O_PATH fd checked not to be a symlink.
             let fd = openat(
                 dir,
                 name,
-                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
-            )?;
-            let st = fstat(fd.as_fd())?;
+            )
+            .map_err(ne)?;
+            let st = fstat(fd.as_fd()).map_err(ne)?;
             if FileType::from_mode(st.st_mode) == Some(FileType::Symlink) {
                 bail!("the new object was replaced by a symlink while restoring");
             }
             let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            fchmodat(
-                AT_FDCWD,
+            // Following the /proc magic link is the point here.
+            chmodat(
+                CWD,
                 proc.as_str(),
                 Mode::from_bits_truncate(item.mode),
-                FchmodatFlags::FollowSymlink,
+                AtFlags::empty(),
             )
+            .map_err(ne)
             .context("setting the mode")?;
         }
         for (key, e) in xattr::set_at(dir, name, xattrs) {
             self.warn_xattr(item, &key, e);
         }
-        let (atime, mtime) = times(item);
-        utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+        utimensat(dir, name, &times(item), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(ne)
             .context("setting the times")?;
         Ok(())
     }
@@ -560,9 +566,22 @@ impl Executor<'_> {
     }
 }
 
-fn times(item: &PlanItem) -> (TimeSpec, TimeSpec) {
-    let (a, m) = (item.src.atime, item.src.mtime);
-    (TimeSpec::new(a.0, a.1), TimeSpec::new(m.0, m.1))
+fn times(item: &PlanItem) -> Timestamps {
+    let ts = |(tv_sec, tv_nsec): (i64, i64)| Timespec { tv_sec, tv_nsec };
+    Timestamps {
+        last_access: ts(item.src.atime),
+        last_modification: ts(item.src.mtime),
+    }
+}
+
+/// The item's owner, passed on as it was read (as nix's `Uid::from_raw` did).
+fn uid(item: &PlanItem) -> Uid {
+    Uid::from_raw_unchecked(item.uid)
+}
+
+/// The item's group, passed on as it was read.
+fn gid(item: &PlanItem) -> Gid {
+    Gid::from_raw_unchecked(item.gid)
 }
 
 /// Where an item is created: `name` in `dir`; `copy` is the top directory of the copy, when there

@@ -76,10 +76,10 @@ pub use render::{render_plan, write_plan_json, write_plan_text, write_report_jso
 /// The version of the JSON documents [`RestorePlan`] and [`RestoreReport`] serialize to.
 pub const SCHEMA_VERSION: u32 = crate::json::VERSION;
 
-/// What one plan item creates.
+/// What one restore-plan item creates (the `op` of a JSON plan item).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Op {
+pub enum RestoreOp {
     /// A directory (its metadata is applied after its contents).
     Dir,
     /// A regular file: reflink or copy.
@@ -105,7 +105,7 @@ pub struct PlanItem {
     #[serde(serialize_with = "serialize_path")]
     pub path: PathBuf,
     /// What is created.
-    pub op: Op,
+    pub op: RestoreOp,
     /// Bytes (regular files).
     #[serde(skip_serializing_if = "is_zero")]
     pub size: u64,
@@ -182,17 +182,17 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub(crate) fn count(&mut self, op: Op, size: u64) {
+    pub(crate) fn count(&mut self, op: RestoreOp, size: u64) {
         match op {
-            Op::Dir => self.dirs += 1,
-            Op::File => {
+            RestoreOp::Dir => self.dirs += 1,
+            RestoreOp::File => {
                 self.files += 1;
                 self.bytes += size;
             }
-            Op::Symlink => self.symlinks += 1,
-            Op::Hardlink => self.hardlinks += 1,
-            Op::Fifo | Op::Char | Op::Block => self.special += 1,
-            Op::Skip => self.skipped += 1,
+            RestoreOp::Symlink => self.symlinks += 1,
+            RestoreOp::Hardlink => self.hardlinks += 1,
+            RestoreOp::Fifo | RestoreOp::Char | RestoreOp::Block => self.special += 1,
+            RestoreOp::Skip => self.skipped += 1,
         }
     }
 }

@@ -8,15 +8,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, readlinkat};
-use nix::sys::stat::{FileStat, fstatat};
+use rustix::fs::Stat;
 
 use super::resolve::{
-    check_destination, components, is_btrfs, open_dest_parent, open_source_parent, read_names,
+    check_destination, components, is_btrfs, lstat_at, open_dest_parent, open_source_parent,
+    read_names, readlink_at,
 };
-use super::{Op, PlanItem, PlanListing, RestorePlan, SCHEMA_VERSION, SourceStat, Totals};
+use super::{PlanItem, PlanListing, RestoreOp, RestorePlan, SCHEMA_VERSION, SourceStat, Totals};
 use crate::diff::FileType;
 use crate::limits::{MAX_DEPTH, too_deep};
 
@@ -38,7 +37,7 @@ pub fn plan_restore(
     let replaces = check_destination(dst_parent.as_fd(), &dst_name, dest, force)?;
     // The top alone decides whether there is anything to restore (the walk skips, never refuses,
     // what lies below).
-    if let (Op::Skip, reason) = classify(&top) {
+    if let (RestoreOp::Skip, reason) = classify(&top) {
         bail!(
             "'{}' cannot be restored: {}",
             source.display(),
@@ -178,12 +177,8 @@ impl PlanWalk {
             };
             let path = level.path.join(OsStr::from_bytes(&name));
             let depth = level.depth + 1;
-            let st = fstatat(
-                level.fd.as_fd(),
-                name.as_slice(),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .with_context(|| format!("reading '{}'", path.display()))?;
+            let st = lstat_at(level.fd.as_fd(), &name)
+                .with_context(|| format!("reading '{}'", path.display()))?;
             return self
                 .state
                 .visit(level.fd.as_fd(), &name, &st, path, depth)
@@ -199,15 +194,17 @@ impl State {
         &mut self,
         dir: BorrowedFd<'_>,
         name: &[u8],
-        st: &FileStat,
+        st: &Stat,
         dest: PathBuf,
         depth: usize,
     ) -> anyhow::Result<PlanItem> {
-        #[allow(clippy::useless_conversion)] // nlink_t is u32 on some architectures
+        // The field types of `struct stat` differ between architectures: widen (or keep) each.
+        #[allow(clippy::useless_conversion)]
         let nlink = u64::from(st.st_nlink);
+        let nsec = |n| i64::try_from(n).unwrap_or(0);
         let mut item = PlanItem {
             path: dest,
-            op: Op::Skip,
+            op: RestoreOp::Skip,
             size: 0,
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
@@ -221,8 +218,8 @@ impl State {
                 ino: st.st_ino,
                 dev: st.st_dev,
                 rdev: st.st_rdev,
-                atime: (st.st_atime, st.st_atime_nsec),
-                mtime: (st.st_mtime, st.st_mtime_nsec),
+                atime: (st.st_atime, nsec(st.st_atime_nsec)),
+                mtime: (st.st_mtime, nsec(st.st_mtime_nsec)),
                 nlink,
             },
         };
@@ -233,15 +230,15 @@ impl State {
             item.op = op;
             item.reason = reason.map(str::to_string);
             match op {
-                Op::Dir if depth >= MAX_DEPTH => {
+                RestoreOp::Dir if depth >= MAX_DEPTH => {
                     bail!(
                         "{}; restore a directory further down on its own",
                         too_deep()
                     )
                 }
-                Op::Dir => {
+                RestoreOp::Dir => {
                     let fd = super::resolve::open_checked_fd(dir, name, st)?;
-                    let mut names = read_names(&mut Dir::from_fd(fd.try_clone()?)?)?;
+                    let mut names = read_names(fd.as_fd())?;
                     names.reverse();
                     self.entered = Some(Level {
                         fd,
@@ -250,23 +247,23 @@ impl State {
                         depth,
                     });
                 }
-                Op::File if nlink > 1 => match self.links.get(&st.st_ino) {
+                RestoreOp::File if nlink > 1 => match self.links.get(&st.st_ino) {
                     Some(first) => {
-                        item.op = Op::Hardlink;
+                        item.op = RestoreOp::Hardlink;
                         item.link_to = Some(first.clone());
                     }
                     None => {
                         self.links.insert(st.st_ino, item.path.clone());
                     }
                 },
-                Op::Symlink => {
+                RestoreOp::Symlink => {
                     item.target = Some(PathBuf::from(
-                        readlinkat(dir, name).context("reading a symlink")?,
+                        readlink_at(dir, name).context("reading a symlink")?,
                     ));
                 }
                 _ => {}
             }
-            if item.op == Op::File {
+            if item.op == RestoreOp::File {
                 item.size = u64::try_from(st.st_size).unwrap_or(0);
             }
         }
@@ -300,25 +297,25 @@ impl Iterator for PlanWalk {
 }
 
 /// What a source object becomes, by its type alone; for a skip, why.
-fn classify(st: &FileStat) -> (Op, Option<&'static str>) {
+fn classify(st: &Stat) -> (RestoreOp, Option<&'static str>) {
     match FileType::from_mode(st.st_mode) {
-        Some(FileType::Dir) => (Op::Dir, None),
-        Some(FileType::File) => (Op::File, None),
-        Some(FileType::Symlink) => (Op::Symlink, None),
-        Some(FileType::Fifo) => (Op::Fifo, None),
-        Some(FileType::Char) => (Op::Char, None),
-        Some(FileType::Block) => (Op::Block, None),
+        Some(FileType::Dir) => (RestoreOp::Dir, None),
+        Some(FileType::File) => (RestoreOp::File, None),
+        Some(FileType::Symlink) => (RestoreOp::Symlink, None),
+        Some(FileType::Fifo) => (RestoreOp::Fifo, None),
+        Some(FileType::Char) => (RestoreOp::Char, None),
+        Some(FileType::Block) => (RestoreOp::Block, None),
         Some(FileType::Socket) => (
-            Op::Skip,
+            RestoreOp::Skip,
             Some("a socket: recreated by its program, not restored"),
         ),
-        None => (Op::Skip, Some("an unknown file type")),
+        None => (RestoreOp::Skip, Some("an unknown file type")),
     }
 }
 
 /// The top of the source, not following it.
-fn stat_top(parent: BorrowedFd<'_>, name: &[u8], source: &Path) -> anyhow::Result<FileStat> {
-    match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+fn stat_top(parent: BorrowedFd<'_>, name: &[u8], source: &Path) -> anyhow::Result<Stat> {
+    match lstat_at(parent, name) {
         Ok(st) => Ok(st),
         Err(Errno::ENOENT) => bail!("'{}' does not exist in the old root", source.display()),
         Err(e) => Err(e).with_context(|| format!("reading '{}' in the old root", source.display())),

@@ -12,7 +12,7 @@ use serde::{Serialize, Serializer};
 
 use super::apply::apply_restore_streaming;
 use super::plan::PlanWalk;
-use super::{Op, PlanItem, PlanListing, RestorePlan, RestoreReport, SCHEMA_VERSION, Totals};
+use super::{PlanItem, PlanListing, RestoreOp, RestorePlan, RestoreReport, SCHEMA_VERSION, Totals};
 use crate::diff::{escape_bytes, format_bytes};
 
 /// Render a collected plan for `--dry-run` on a terminal: one line per item, then the totals (what
@@ -108,39 +108,43 @@ fn header_text(plan: &RestorePlan) -> String {
 fn item_text(item: &PlanItem) -> String {
     let path = escape_bytes(item.path.as_os_str().as_bytes());
     let what = match item.op {
-        Op::File => format!(
+        RestoreOp::File => format!(
             "file {:04o} {}:{} {}",
             item.mode,
             item.uid,
             item.gid,
             format_bytes(item.size)
         ),
-        Op::Dir => format!("dir {:04o} {}:{}", item.mode, item.uid, item.gid),
-        Op::Symlink => format!(
+        RestoreOp::Dir => format!("dir {:04o} {}:{}", item.mode, item.uid, item.gid),
+        RestoreOp::Symlink => format!(
             "symlink -> {}",
             item.target
                 .as_ref()
                 .map(|t| escape_bytes(t.as_os_str().as_bytes()))
                 .unwrap_or_default()
         ),
-        Op::Hardlink => format!(
+        RestoreOp::Hardlink => format!(
             "hard link to {}",
             item.link_to
                 .as_ref()
                 .map(|t| escape_bytes(t.as_os_str().as_bytes()))
                 .unwrap_or_default()
         ),
-        Op::Fifo => format!("fifo {:04o} {}:{}", item.mode, item.uid, item.gid),
-        Op::Char | Op::Block => format!(
+        RestoreOp::Fifo => format!("fifo {:04o} {}:{}", item.mode, item.uid, item.gid),
+        RestoreOp::Char | RestoreOp::Block => format!(
             "{} device {}:{} {:04o} {}:{}",
-            if item.op == Op::Char { "char" } else { "block" },
-            nix::sys::stat::major(item.src.rdev),
-            nix::sys::stat::minor(item.src.rdev),
+            if item.op == RestoreOp::Char {
+                "char"
+            } else {
+                "block"
+            },
+            rustix::fs::major(item.src.rdev),
+            rustix::fs::minor(item.src.rdev),
             item.mode,
             item.uid,
             item.gid
         ),
-        Op::Skip => format!("skipped: {}", item.reason.as_deref().unwrap_or("")),
+        RestoreOp::Skip => format!("skipped: {}", item.reason.as_deref().unwrap_or("")),
     };
     format!("  {path}  {what}\n")
 }

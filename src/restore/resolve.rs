@@ -1,22 +1,23 @@
 //! Both ends of a restore, opened without following symlinks, and the checks on the destination.
-//! (The fd-relative resolution the `fsx` layer will offer to every module; restore keeps its own until
-//! then.)
+//!
+//! Every call is rustix's; a failure is turned into the nix [`Errno`] restore's errors have always
+//! carried ([`ne`]), so messages keep their wording (`ENOENT: No such file or directory`) and callers
+//! their downcasts.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
-use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
-use nix::sys::statfs::{BTRFS_SUPER_MAGIC, fstatfs};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Stat, fstat, openat, openat2, readlinkat};
 
 use super::{Existing, SourceStat};
+pub(super) use crate::diff::errno_error as ne;
 use crate::diff::{FileType, escape_bytes};
 use crate::error::{Refusal, UsageError};
+use crate::fsx;
 use crate::limits::{MAX_DEPTH, too_deep, with_walk_stack};
 
 /// Existing destination: refusal without force, or when it is (or holds) a mount point.
@@ -26,7 +27,7 @@ pub(super) fn check_destination(
     dest: &Path,
     force: bool,
 ) -> anyhow::Result<Option<Existing>> {
-    let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+    let st = match lstat_at(parent, name) {
         Ok(st) => st,
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading '{}'", dest.display())),
@@ -98,15 +99,15 @@ fn scan_for_mounts(
     if depth >= MAX_DEPTH {
         bail!("the destination is {}", too_deep());
     }
-    let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    let mut d = open_checked_dir(parent, name, &st)
+    let st = lstat_at(parent, name)?;
+    let d = open_checked_fd(parent, name, &st)
         .with_context(|| format!("opening '{}'", path.display()))?;
-    let names = read_names(&mut d)?;
+    let names = read_names(d.as_fd())?;
     let mut count = 0;
     for child in names {
         count += 1;
         let cpath = path.join(OsStr::from_bytes(&child));
-        let cst = fstatat(d.as_fd(), child.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let cst = lstat_at(d.as_fd(), &child)?;
         if FileType::from_mode(cst.st_mode) == Some(FileType::Dir) {
             count += scan_for_mounts(d.as_fd(), &child, &cpath, parent_mnt, depth + 1)?;
         } else if mount_of(d.as_fd(), &child)? != parent_mnt {
@@ -117,7 +118,7 @@ fn scan_for_mounts(
 }
 
 pub(super) fn is_btrfs(fd: BorrowedFd<'_>) -> bool {
-    fstatfs(fd).is_ok_and(|s| s.filesystem_type() == BTRFS_SUPER_MAGIC)
+    crate::btrfs::require_btrfs(fd).is_ok()
 }
 
 /// The normal components of an absolute path; `..` and the root itself are usage errors.
@@ -159,10 +160,15 @@ pub(super) fn open_source_parent(
         rel.push("/");
         rel.push(OsStr::from_bytes(p));
     }
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = match openat2(root, rel.as_os_str(), how) {
+    let fd = match openat2(
+        root,
+        rel.as_os_str(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(ne)
+    {
         Ok(fd) => fd,
         Err(Errno::ENOENT | Errno::ENOTDIR) => bail!(
             "'{}' does not exist in the old root",
@@ -176,7 +182,8 @@ pub(super) fn open_source_parent(
     Ok((fd, name.clone()))
 }
 
-/// The destination's parent, one component at a time without following symlinks.
+/// The destination's parent, resolved beneath `root` without following any symlink
+/// ([`fsx::open_beneath`]); a failure names the component at fault.
 pub(super) fn open_dest_parent(
     root: BorrowedFd<'_>,
     parts: &[Vec<u8>],
@@ -185,72 +192,72 @@ pub(super) fn open_dest_parent(
     let (name, parents) = parts
         .split_last()
         .ok_or_else(|| anyhow!("empty destination path"))?;
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut cur =
-        openat(root, ".", flags, Mode::empty()).context("opening the destination root")?;
-    let mut shown = PathBuf::from("/");
-    for p in parents {
-        shown.push(OsStr::from_bytes(p));
-        let st = match fstatat(cur.as_fd(), p.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => bail!(
-                "'{}' does not exist; restore it first (or create it), then '{}'",
-                shown.display(),
-                dest.display()
-            ),
-            Err(e) => return Err(e).with_context(|| format!("reading '{}'", shown.display())),
-        };
-        match FileType::from_mode(st.st_mode) {
-            Some(FileType::Dir) => {}
-            Some(FileType::Symlink) => {
-                let target = readlinkat(cur.as_fd(), p.as_slice()).unwrap_or_default();
-                return Err(Refusal::new(
-                    "symlink-in-destination",
-                    format!(
-                        "'{}' is a symlink (to '{}'); restore never writes through a symlink. \
-                         Name the real path instead (--to)",
-                        shown.display(),
-                        Path::new(&target).display()
-                    ),
-                )
-                .into());
-            }
-            _ => bail!("'{}' is not a directory", shown.display()),
+    let rel: PathBuf = parents.iter().map(|p| OsStr::from_bytes(p)).collect();
+    match fsx::open_beneath(root, &rel, OFlags::PATH | OFlags::DIRECTORY) {
+        Ok(fd) => Ok((fd, name.clone())),
+        Err(e) if parents.is_empty() => {
+            Err(anyhow::Error::from(ne(e.errno())).context("opening the destination root"))
         }
-        let next = openat(cur.as_fd(), p.as_slice(), flags, Mode::empty())
-            .with_context(|| format!("opening '{}'", shown.display()))?;
-        let nst = fstat(next.as_fd())?;
-        if nst.st_ino != st.st_ino || nst.st_dev != st.st_dev {
-            bail!("'{}' changed while it was being resolved", shown.display());
-        }
-        cur = next;
+        Err(e) => Err(dest_parent_error(root, e, dest)),
     }
-    Ok((cur, name.clone()))
+}
+
+/// Why the destination's parent could not be resolved, worded for the component at fault.
+fn dest_parent_error(root: BorrowedFd<'_>, e: fsx::Error, dest: &Path) -> anyhow::Error {
+    let shown = Path::new("/").join(e.path());
+    match e {
+        fsx::Error::Symlink { path } => {
+            let target = path
+                .parent()
+                .zip(path.file_name())
+                .and_then(|(dir, link)| {
+                    let dir =
+                        fsx::open_beneath(root, dir, OFlags::PATH | OFlags::DIRECTORY).ok()?;
+                    readlink_at(dir.as_fd(), link.as_bytes()).ok()
+                })
+                .unwrap_or_default();
+            Refusal::new(
+                "symlink-in-destination",
+                format!(
+                    "'{}' is a symlink (to '{}'); restore never writes through a symlink. \
+                     Name the real path instead (--to)",
+                    shown.display(),
+                    Path::new(&target).display()
+                ),
+            )
+            .into()
+        }
+        fsx::Error::Io {
+            errno: fsx::Errno::NOENT,
+            ..
+        } => anyhow!(
+            "'{}' does not exist; restore it first (or create it), then '{}'",
+            shown.display(),
+            dest.display()
+        ),
+        fsx::Error::Io {
+            errno: fsx::Errno::NOTDIR,
+            ..
+        } => anyhow!("'{}' is not a directory", shown.display()),
+        e => anyhow::Error::from(ne(e.errno())).context(format!("opening '{}'", shown.display())),
+    }
 }
 
 /// Opens the directory `name` in `parent` for reading, checking it is the object `st` describes.
-pub(super) fn open_checked_dir(
-    parent: BorrowedFd<'_>,
-    name: &[u8],
-    st: &FileStat,
-) -> anyhow::Result<Dir> {
-    Ok(Dir::from_fd(open_checked_fd(parent, name, st)?)?)
-}
-
-/// [`open_checked_dir`] as a plain fd.
 pub(super) fn open_checked_fd(
     parent: BorrowedFd<'_>,
     name: &[u8],
-    st: &FileStat,
+    st: &Stat,
 ) -> anyhow::Result<OwnedFd> {
     let fd = openat(
         parent,
         name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
-    let now = fstat(fd.as_fd())?;
-    if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
+    )
+    .map_err(ne)?;
+    let now = fstat(fd.as_fd()).map_err(ne)?;
+    if !same_object(&now, st) {
         bail!("'{}' changed while it was being read", escape_bytes(name));
     }
     Ok(fd)
@@ -261,23 +268,41 @@ pub(super) fn check_source_at(
     name: &[u8],
     src: &SourceStat,
 ) -> anyhow::Result<()> {
-    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).context("reading the source")?;
-    if st.st_ino != src.ino || st.st_dev != src.dev {
+    let st = lstat_at(dir, name).context("reading the source")?;
+    if (st.st_ino, st.st_dev) != (src.ino, src.dev) {
         bail!("the source changed since the plan was made");
     }
     Ok(())
 }
 
 pub(super) fn check_source(fd: &OwnedFd, src: &SourceStat) -> anyhow::Result<()> {
-    let st = fstat(fd.as_fd())?;
-    if st.st_ino != src.ino || st.st_dev != src.dev {
+    let st = fstat(fd.as_fd()).map_err(ne)?;
+    if (st.st_ino, st.st_dev) != (src.ino, src.dev) {
         bail!("the source changed since the plan was made");
     }
     Ok(())
 }
 
-pub(super) fn read_names(dir: &mut Dir) -> anyhow::Result<Vec<Vec<u8>>> {
-    Ok(crate::diff::walk::read_names(dir)?)
+/// The sorted names in the directory open for reading as `dir` ([`crate::fsx::read_names_in`]).
+pub(super) fn read_names(dir: BorrowedFd<'_>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let names = crate::fsx::read_names_in(dir).map_err(|e| ne(e.errno()))?;
+    Ok(names.into_iter().map(OsString::into_vec).collect())
+}
+
+/// `lstat` of `name` in `dir`: never follows a symlink.
+pub(super) fn lstat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Stat, Errno> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(ne)
+}
+
+/// The target of the symlink `name` in `dir`, as bytes.
+pub(super) fn readlink_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OsString, Errno> {
+    let target = readlinkat(dir, name, Vec::new()).map_err(ne)?;
+    Ok(OsString::from_vec(target.into_bytes()))
+}
+
+/// Whether two stats are of the same object (inode and device).
+fn same_object(a: &Stat, b: &Stat) -> bool {
+    (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
 }
 
 #[cfg(test)]
@@ -294,5 +319,48 @@ mod tests {
             let err = components(Path::new(bad), "x").unwrap_err();
             assert!(err.downcast_ref::<UsageError>().is_some(), "{bad}: {err}");
         }
+    }
+
+    /// The destination's parents: every way to fail, worded as restore always has.
+    #[test]
+    fn dest_parent_missing_symlink_file_and_found() {
+        let tmp = std::env::temp_dir().join(format!("restore-dest-parent-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("a/b")).unwrap();
+        std::fs::write(tmp.join("a/file"), b"").unwrap();
+        std::os::unix::fs::symlink("/etc", tmp.join("a/link")).unwrap();
+        let root = rustix::fs::open(&tmp, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let run = |dest: &str| {
+            let parts = components(Path::new(dest), "x").unwrap();
+            open_dest_parent(root.as_fd(), &parts, Path::new(dest))
+        };
+        let missing = run("/a/nowhere/deeper/x").map(|_| ()).unwrap_err();
+        let link = run("/a/link/x").map(|_| ()).unwrap_err();
+        let file = run("/a/file/x").map(|_| ()).unwrap_err();
+        let found = run("/a/b/new").map(|(fd, name)| (stat_fd_ino(&fd), name));
+        let expected_b = std::fs::metadata(tmp.join("a/b")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(
+            format!("{missing:#}"),
+            "'/a/nowhere' does not exist; restore it first (or create it), then '/a/nowhere/deeper/x'"
+        );
+        assert!(missing.downcast_ref::<Refusal>().is_none());
+        assert_eq!(
+            link.downcast_ref::<Refusal>().map(|r| r.to_string()),
+            Some(
+                "refused (symlink-in-destination): '/a/link' is a symlink (to '/etc'); restore never writes through a symlink. \
+                 Name the real path instead (--to)"
+                    .to_string()
+            ),
+            "{link:#}"
+        );
+        assert_eq!(format!("{file:#}"), "'/a/file' is not a directory");
+        assert_eq!(found.unwrap(), (expected_b.unwrap(), b"new".to_vec()));
+    }
+
+    fn stat_fd_ino(fd: &OwnedFd) -> u64 {
+        fstat(fd.as_fd()).unwrap().st_ino
     }
 }

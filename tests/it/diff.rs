@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use nix::mount::{MsFlags, mount};
 use proptest::prelude::*;
 use tabula::diff::{
-    Change, Diff, DiffOptions, Entry, FileType, Kind, diff_paths, render_human, render_tsv,
+    Change, ChangeKind, ChangedPath, Diff, DiffOptions, FileType, diff_paths, render_human,
+    render_tsv,
 };
 
 struct Fixture {
@@ -60,8 +61,8 @@ fn mirror(d: &Diff) -> Diff {
     let mut m = d.clone();
     for e in &mut m.entries {
         e.kind = match e.kind {
-            Kind::Added => Kind::Deleted,
-            Kind::Deleted => Kind::Added,
+            ChangeKind::Added => ChangeKind::Deleted,
+            ChangeKind::Deleted => ChangeKind::Added,
             k => k,
         };
         std::mem::swap(&mut e.old, &mut e.new);
@@ -90,14 +91,14 @@ fn both_ways(f: &Fixture, opts: &DiffOptions) -> Diff {
     ab
 }
 
-fn entry<'a>(d: &'a Diff, path: &str) -> &'a Entry {
+fn entry<'a>(d: &'a Diff, path: &str) -> &'a ChangedPath {
     d.entries
         .iter()
         .find(|e| e.path == Path::new(path))
         .unwrap_or_else(|| panic!("no entry for {path} in\n{}", render_tsv(d)))
 }
 
-fn listed(d: &Diff) -> Vec<(String, Kind)> {
+fn listed(d: &Diff) -> Vec<(String, ChangeKind)> {
     d.entries
         .iter()
         .map(|e| (e.path.display().to_string(), e.kind))
@@ -123,7 +124,7 @@ fn added_directory_is_one_entry_with_size_and_count() {
     fs::create_dir(f.b.join("srv/data/empty")).unwrap();
 
     let d = both_ways(&f, &DiffOptions::default());
-    assert_eq!(listed(&d), [("/srv".to_string(), Kind::Added)]);
+    assert_eq!(listed(&d), [("/srv".to_string(), ChangeKind::Added)]);
     let n = d.entries[0].new.as_ref().unwrap();
     assert_eq!(n.file_type, FileType::Dir);
     assert_eq!(n.entries, Some(5), "data, a, sub, sub/c, empty");
@@ -173,8 +174,8 @@ fn renamed_directory_is_a_deletion_and_an_addition() {
     assert_eq!(
         listed(&d),
         [
-            ("/opt/new".to_string(), Kind::Added),
-            ("/opt/old".to_string(), Kind::Deleted)
+            ("/opt/new".to_string(), ChangeKind::Added),
+            ("/opt/old".to_string(), ChangeKind::Deleted)
         ]
     );
     assert_eq!(entry(&d, "/opt/old").old.as_ref().unwrap().entries, Some(1));
@@ -199,7 +200,7 @@ fn type_changes() {
         "/file-to-link",
         "/link-to-file",
     ] {
-        assert_eq!(entry(&d, p).kind, Kind::TypeChanged, "{p}");
+        assert_eq!(entry(&d, p).kind, ChangeKind::TypeChanged, "{p}");
     }
     assert_eq!(d.entries.len(), 4, "{}", render_tsv(&d));
     let e = entry(&d, "/file-to-dir");
@@ -225,7 +226,7 @@ fn symlink_target_change() {
     symlink("same", f.a.join("same")).unwrap();
     symlink("same", f.b.join("same")).unwrap();
     let d = both_ways(&f, &DiffOptions::default());
-    assert_eq!(listed(&d), [("/l".to_string(), Kind::Modified)]);
+    assert_eq!(listed(&d), [("/l".to_string(), ChangeKind::Modified)]);
     let e = &d.entries[0];
     assert_eq!(e.what, [Change::Target]);
     assert_eq!(
@@ -251,8 +252,8 @@ fn hardlink_added_is_not_new_content() {
     assert_eq!(
         listed(&d),
         [
-            ("/m/link".to_string(), Kind::Added),
-            ("/z/a-new".to_string(), Kind::Added)
+            ("/m/link".to_string(), ChangeKind::Added),
+            ("/z/a-new".to_string(), ChangeKind::Added)
         ],
         "the old names are not changed"
     );
@@ -282,7 +283,10 @@ fn chmod_only() {
     fs::set_permissions(f.a.join("etc/secret"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(f.b.join("etc/secret"), fs::Permissions::from_mode(0o600)).unwrap();
     let d = both_ways(&f, &DiffOptions::default());
-    assert_eq!(listed(&d), [("/etc/secret".to_string(), Kind::Metadata)]);
+    assert_eq!(
+        listed(&d),
+        [("/etc/secret".to_string(), ChangeKind::Metadata)]
+    );
     let e = &d.entries[0];
     assert_eq!(e.what, [Change::Mode]);
     assert_eq!(e.symbols(), ".p...");
@@ -309,8 +313,8 @@ fn chown_only() {
     assert_eq!(
         listed(&d),
         [
-            ("/home/u/file".to_string(), Kind::Metadata),
-            ("/home/u/grp".to_string(), Kind::Metadata)
+            ("/home/u/file".to_string(), ChangeKind::Metadata),
+            ("/home/u/grp".to_string(), ChangeKind::Metadata)
         ]
     );
     assert_eq!(
@@ -370,8 +374,8 @@ fn xattr_only() {
     assert_eq!(
         listed(&d),
         [
-            ("/d".to_string(), Kind::Metadata),
-            ("/f".to_string(), Kind::Metadata)
+            ("/d".to_string(), ChangeKind::Metadata),
+            ("/f".to_string(), ChangeKind::Metadata)
         ]
     );
     let e = entry(&d, "/f");
@@ -393,8 +397,8 @@ fn empty_file_and_empty_directory_count() {
     assert_eq!(
         listed(&d),
         [
-            ("/empty-dir".to_string(), Kind::Added),
-            ("/empty-file".to_string(), Kind::Added)
+            ("/empty-dir".to_string(), ChangeKind::Added),
+            ("/empty-file".to_string(), ChangeKind::Added)
         ]
     );
     let dir = entry(&d, "/empty-dir").new.as_ref().unwrap();
@@ -432,7 +436,7 @@ fn persisted_mount_points_are_not_changes() {
     // Something real next to a mount point is reported; the mount point is not counted in it.
     put(&f.b, "var/lib/real", "1234");
     let d = both_ways(&f, &opts);
-    assert_eq!(listed(&d)[0], ("/var/lib".to_string(), Kind::Added));
+    assert_eq!(listed(&d)[0], ("/var/lib".to_string(), ChangeKind::Added));
     assert_eq!(
         d.entries.iter().filter(|e| !e.implied).count(),
         1,
@@ -471,8 +475,8 @@ fn content_rules() {
     assert_eq!(
         listed(&d),
         [
-            ("/differs".to_string(), Kind::Modified),
-            ("/grew".to_string(), Kind::Modified)
+            ("/differs".to_string(), ChangeKind::Modified),
+            ("/grew".to_string(), ChangeKind::Modified)
         ],
         "an mtime-only change is not reported"
     );
@@ -486,7 +490,7 @@ fn content_rules() {
             ..Default::default()
         },
     );
-    assert_eq!(entry(&d, "/rewritten").kind, Kind::Metadata);
+    assert_eq!(entry(&d, "/rewritten").kind, ChangeKind::Metadata);
     assert_eq!(entry(&d, "/rewritten").what, [Change::Mtime]);
     assert_eq!(entry(&d, "/differs").what, [Change::Content, Change::Mtime]);
     assert!(d.mtime_reported);
@@ -551,8 +555,8 @@ fn other_filesystems_are_not_descended() {
     assert_eq!(
         listed(&d),
         [
-            ("/mnt".to_string(), Kind::Added),
-            ("/was-dir".to_string(), Kind::TypeChanged)
+            ("/mnt".to_string(), ChangeKind::Added),
+            ("/was-dir".to_string(), ChangeKind::TypeChanged)
         ],
         "{}",
         render_tsv(&d)
@@ -814,10 +818,10 @@ fn snapshot_against_its_blank_on_btrfs() {
     assert_eq!(
         listed(&d),
         [
-            ("/etc/hostname".to_string(), Kind::Modified),
-            ("/root".to_string(), Kind::Added),
-            ("/usr/lib/os-release".to_string(), Kind::Metadata),
-            ("/var/lib-machines".to_string(), Kind::Added),
+            ("/etc/hostname".to_string(), ChangeKind::Modified),
+            ("/root".to_string(), ChangeKind::Added),
+            ("/usr/lib/os-release".to_string(), ChangeKind::Metadata),
+            ("/var/lib-machines".to_string(), ChangeKind::Added),
         ],
         "{}",
         render_tsv(&d)
@@ -876,7 +880,11 @@ fn deep_chains_stop_with_an_error_entry() {
     put_both(&f, "z/same", "x");
     put(&f.b, "z/new", "y");
     let d = both_ways(&f, &DiffOptions::default());
-    let errors: Vec<&Entry> = d.entries.iter().filter(|e| e.kind == Kind::Error).collect();
+    let errors: Vec<&ChangedPath> = d
+        .entries
+        .iter()
+        .filter(|e| e.kind == ChangeKind::Error)
+        .collect();
     assert_eq!(errors.len(), 2, "{}", render_tsv(&d));
     for e in &errors {
         let msg = e.error.as_deref().unwrap();
@@ -887,7 +895,7 @@ fn deep_chains_stop_with_an_error_entry() {
             "the error is at the bound"
         );
     }
-    assert_eq!(entry(&d, "/added").kind, Kind::Added);
-    assert_eq!(entry(&d, "/z/new").kind, Kind::Added);
+    assert_eq!(entry(&d, "/added").kind, ChangeKind::Added);
+    assert_eq!(entry(&d, "/z/new").kind, ChangeKind::Added);
     assert_eq!(d.summary.errors, 2);
 }

@@ -13,7 +13,9 @@ use std::process::Command;
 use nix::mount::{MsFlags, mount};
 use tabula::diff::{DiffOptions, diff_paths, render_tsv};
 use tabula::error::Refusal;
-use tabula::restore::{Op, PlanListing, RestorePlan, RestoreReport, apply_restore, list_plan};
+use tabula::restore::{
+    PlanListing, RestoreOp, RestorePlan, RestoreReport, apply_restore, list_plan,
+};
 
 struct Trees {
     dir: tempfile::TempDir,
@@ -191,14 +193,17 @@ fn restores_a_directory_tree() {
     assert_eq!(
         ops,
         [
-            ("/etc/app".to_string(), Op::Dir),
-            ("/etc/app/app.conf".to_string(), Op::File),
-            ("/etc/app/app.conf.hardlink".to_string(), Op::Hardlink),
-            ("/etc/app/conf.d".to_string(), Op::Dir),
-            ("/etc/app/conf.d/10-local.conf".to_string(), Op::File),
-            ("/etc/app/current".to_string(), Op::Symlink),
-            ("/etc/app/empty".to_string(), Op::Dir),
-            ("/etc/app/fifo".to_string(), Op::Fifo),
+            ("/etc/app".to_string(), RestoreOp::Dir),
+            ("/etc/app/app.conf".to_string(), RestoreOp::File),
+            (
+                "/etc/app/app.conf.hardlink".to_string(),
+                RestoreOp::Hardlink
+            ),
+            ("/etc/app/conf.d".to_string(), RestoreOp::Dir),
+            ("/etc/app/conf.d/10-local.conf".to_string(), RestoreOp::File),
+            ("/etc/app/current".to_string(), RestoreOp::Symlink),
+            ("/etc/app/empty".to_string(), RestoreOp::Dir),
+            ("/etc/app/fifo".to_string(), RestoreOp::Fifo),
         ]
     );
     assert_eq!(plan.totals.bytes, 12 + 10);
@@ -477,7 +482,7 @@ fn reflinks_on_btrfs_share_extents() {
         .iter()
         .find(|i| i.path == Path::new("/var/lib/app/nested"))
         .unwrap();
-    assert_eq!(nested.op, Op::Skip);
+    assert_eq!(nested.op, RestoreOp::Skip);
     assert!(
         nested
             .reason
