@@ -43,7 +43,7 @@ pub use plan::{
     Hidden, InTheWay, PlanOptions, in_the_way, plan, plan_observed, plan_running_system, plan_with,
 };
 pub(crate) use plan::{entries_word, parents_of, resolve};
-pub use status::{EntryStatus, Shadow, StatusState, status, status_label, status_observed};
+pub use status::{Shadow, status, status_label, status_observed};
 pub use sync::{
     Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,
     plan_sync,
@@ -252,14 +252,8 @@ impl State {
     }
 }
 
-/// The state of a planned entry (the same enum as [`Outcome`]).
-pub type PlanState = State;
-/// The state of an applied entry (the same enum as [`PlanState`]).
-pub type Outcome = State;
-/// An applied entry: the planned entry with its state and the operations done.
-pub type EntryReport = PlannedEntry;
-
-/// One allowlist entry of a plan, or of the report of applying it.
+/// One allowlist entry: of a plan, of the report of applying it, or of `tabula status` (the same rules
+/// read on a running system, with the facts only a status has: `problems`, `synced`, `shadow`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedEntry {
     /// Where it appears in the new root.
@@ -271,7 +265,7 @@ pub struct PlannedEntry {
     /// Bind mount or symlink.
     pub how: How,
     /// The verdict.
-    pub state: PlanState,
+    pub state: State,
     /// The refusal rule, for refused entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<&'static str>,
@@ -287,6 +281,38 @@ pub struct PlannedEntry {
     /// Things the user should know (data a mount will hide).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Status only: how the source differs from what the config says (owner, mode), and a copy not
+    /// synced yet; none of them makes the entry not in place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Status only, for copies (`how = "copy"`): whether the live file equals its persistent copy
+    /// (owner, mode, content); `false` means `tabula persist sync` has changes to copy back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synced: Option<bool>,
+    /// Status only, for bind mounts in place: what the mount hides in the root underneath it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
+}
+
+impl PlannedEntry {
+    /// An entry with nothing decided yet: `ready`, no operations, no message.
+    pub fn new(target: PathBuf, source: PathBuf, kind: Kind, how: How) -> PlannedEntry {
+        PlannedEntry {
+            target,
+            source,
+            kind,
+            how,
+            state: State::Ready,
+            rule: None,
+            message: None,
+            ops: Vec::new(),
+            done: Vec::new(),
+            warnings: Vec::new(),
+            problems: Vec::new(),
+            synced: None,
+            shadow: None,
+        }
+    }
 }
 
 /// Everything `tabula persist` would do (or did: [`Report`]); with [`SyncEntry`] entries, what `tabula
@@ -338,12 +364,12 @@ impl Plan {
         );
         for e in &self.entries {
             let state = match e.state {
-                PlanState::Ready => "to do",
-                PlanState::Done => "done",
-                PlanState::InPlace => "in place",
-                PlanState::SourceMissing => "source missing",
-                PlanState::Refused => "REFUSED",
-                PlanState::Failed => "FAILED",
+                State::Ready => "to do",
+                State::Done => "done",
+                State::InPlace => "in place",
+                State::SourceMissing => "source missing",
+                State::Refused => "REFUSED",
+                State::Failed => "FAILED",
             };
             let _ = writeln!(s, "{} [{state}]", e.target.display());
             for op in &e.ops {

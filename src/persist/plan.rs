@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 
 use super::observe::{Eyes, Failure, Observed, ObservedEntry, PersistDir, Probe, Stat, observe};
 use super::walk::{Owner, RULE_HARDLINK, Walker, symlink_refusal};
-use super::{Op, Perms, Plan, PlanState, PlannedEntry};
+use super::{Op, Perms, Plan, PlannedEntry, State};
 use crate::config::{Config, EntryRef, How, Kind, Loc};
 use crate::error::{ConfigError, Refusal};
 
@@ -278,10 +278,10 @@ pub fn plan_observed(observed: &Observed, config: &Config, opts: PlanOptions) ->
 }
 
 /// Sorts an error into refused or failed.
-pub(crate) fn classify(err: &anyhow::Error) -> (PlanState, Option<&'static str>) {
+pub(crate) fn classify(err: &anyhow::Error) -> (State, Option<&'static str>) {
     match err.chain().find_map(|c| c.downcast_ref::<Refusal>()) {
-        Some(r) => (PlanState::Refused, Some(r.rule)),
-        None => (PlanState::Failed, None),
+        Some(r) => (State::Refused, Some(r.rule)),
+        None => (State::Failed, None),
     }
 }
 
@@ -294,18 +294,7 @@ fn plan_entry(
 ) -> PlannedEntry {
     let target = e.target();
     let source = config.persist.source_of(&target);
-    let mut p = PlannedEntry {
-        target: target.clone(),
-        source: source.clone(),
-        kind: e.kind,
-        how: e.entry.how,
-        state: PlanState::Ready,
-        rule: None,
-        message: None,
-        ops: Vec::new(),
-        done: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut p = PlannedEntry::new(target.clone(), source.clone(), e.kind, e.entry.how);
     let facts = Facts {
         observed,
         config,
@@ -317,17 +306,17 @@ fn plan_entry(
     };
     match facts.decide(&mut p) {
         Ok(state) => {
-            p.state = if state == PlanState::Ready && p.ops.is_empty() {
-                PlanState::InPlace
+            p.state = if state == State::Ready && p.ops.is_empty() {
+                State::InPlace
             } else {
                 state
             };
         }
         Err(f) => {
             p.state = if f.rule.is_some() {
-                PlanState::Refused
+                State::Refused
             } else {
-                PlanState::Failed
+                State::Failed
             };
             p.rule = f.rule;
             p.message = Some(f.message);
@@ -430,7 +419,7 @@ impl Facts<'_> {
     }
 
     /// The rules for one entry: fills `p.ops` (and messages, warnings) and returns its state.
-    fn decide(&self, p: &mut PlannedEntry) -> Result<PlanState, Failure> {
+    fn decide(&self, p: &mut PlannedEntry) -> Result<State, Failure> {
         let (e, o, target, source) = (self.e, self.o, self.target, self.source);
         let persist = &self.config.persist;
         let accounts = &self.observed.accounts;
@@ -541,7 +530,7 @@ impl Facts<'_> {
                     shown_src.display(),
                     target.display()
                 ));
-                return Ok(PlanState::SourceMissing);
+                return Ok(State::SourceMissing);
             }
             (Kind::File, None) if e.entry.how == How::Symlink => {
                 p.message = Some(format!(
@@ -571,7 +560,7 @@ impl Facts<'_> {
                     }
                     _ => {
                         p.message = Some(self.source_missing_hint());
-                        return Ok(PlanState::SourceMissing);
+                        return Ok(State::SourceMissing);
                     }
                 }
             }
@@ -741,7 +730,7 @@ impl Facts<'_> {
             }
         }
         p.ops = ops;
-        Ok(PlanState::Ready)
+        Ok(State::Ready)
     }
 
     /// How a bind-mounted file with no source becomes persistent.

@@ -93,7 +93,7 @@ struct Case {
     adopt: bool,
     running: bool,
     obs: ObservedEntry,
-    state: PlanState,
+    state: State,
     ops: &'static [&'static str],
     rule: Option<&'static str>,
     message: Option<&'static str>,
@@ -105,7 +105,7 @@ const FILE_ID: &str = "[persist]\nfiles = [\"/etc/machine-id\"]\n";
 const COPY_SHADOW: &str = "[persist]\nfiles = [{ path = \"/etc/shadow\", how = \"copy\" }]\n";
 const LINK_RC: &str = "[persist]\nfiles = [{ path = \"/etc/foo.conf\", how = \"symlink\" }]\n";
 
-fn case(name: &'static str, persist: &'static str, obs: ObservedEntry, state: PlanState) -> Case {
+fn case(name: &'static str, persist: &'static str, obs: ObservedEntry, state: State) -> Case {
     Case {
         name,
         persist,
@@ -558,8 +558,8 @@ fn one_failing_entry_does_not_stop_the_others() {
     ]);
     let plan = plan_observed(&obs, &cfg, PlanOptions::default()).unwrap();
     assert_eq!(plan.entries[0].target, Path::new("/var/lib/broken"));
-    assert_eq!(plan.entries[0].state, PlanState::Failed);
-    assert_eq!(plan.entries[1].state, PlanState::Ready);
+    assert_eq!(plan.entries[0].state, State::Failed);
+    assert_eq!(plan.entries[1].state, State::Ready);
     // A failed entry plans nothing, even the operations decided before the failure.
     assert!(plan.entries[0].ops.is_empty());
 }
@@ -630,7 +630,7 @@ fn status_rules() {
         target_link: Some(Ok(Some(t.into()))),
         ..entry(vec![d(1), file.clone()], vec![d(3), l(4)])
     };
-    let table: Vec<(&str, &str, ObservedEntry, PlanState, Option<&str>)> = vec![
+    let table: Vec<(&str, &str, ObservedEntry, State, Option<&str>)> = vec![
         (
             "bound",
             DIR_LOG,
@@ -751,7 +751,10 @@ fn status_rules() {
         let s = &status_observed(&o, &cfg)[0];
         let ok = s.state == state
             && message.is_none_or(|m| s.message.as_deref().is_some_and(|x| x.contains(m)))
-            && (message.is_some() || s.message.is_none());
+            && (message.is_some() || s.message.is_none())
+            // The plan's record: a refusal names its rule, as in a plan; a status plans no operation.
+            && (s.state == Refused) == s.rule.is_some()
+            && s.ops.is_empty();
         if !ok {
             failures.push(format!("{name}: {s:#?}"));
         }

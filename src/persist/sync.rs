@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::copy::{FaultPoints, is_current, remove_file, replace_with_copy};
 use super::plan::{Ctx, classify, parents_of};
 use super::walk::{Owner, RULE_SYMLINK, Walker, is_dir, is_file, is_symlink, refuse_hard_links};
-use super::{How, Op, Perms, Plan, PlanState, Verdict};
+use super::{How, Op, Perms, Plan, State, Verdict};
 use crate::config::Config;
 use crate::error::Refusal;
 
@@ -193,7 +193,7 @@ fn plan_entry(ctx: &Ctx<'_>, target: PathBuf, prune: bool) -> SyncEntry {
     };
     if let Err(err) = inspect(ctx, &mut e, prune) {
         let (state, rule) = classify(&err);
-        e.action = if state == PlanState::Refused {
+        e.action = if state == State::Refused {
             SyncAction::Refused
         } else {
             SyncAction::Failed
@@ -334,7 +334,7 @@ pub fn apply_sync(plan: &SyncPlan) -> SyncPlan {
             }
             Err(err) => {
                 let (state, rule) = classify(&err);
-                e.action = if state == PlanState::Refused {
+                e.action = if state == State::Refused {
                     SyncAction::Refused
                 } else {
                     SyncAction::Failed
