@@ -165,6 +165,9 @@ fn apply_entry(
                 uid,
                 gid,
             } => w.symlink(path, points_to, *uid, *gid)?,
+            Op::CopyBack { .. } | Op::RemoveCopy { .. } => {
+                bail!("'{op}' is a step of `tabula persist sync`, not of `tabula persist`")
+            }
         };
         if did {
             // One line per step only at debug level: in the initrd the log is /dev/kmsg, which is rate-limited.

@@ -45,8 +45,7 @@ pub use plan::{
 pub(crate) use plan::{entries_word, parents_of, resolve};
 pub use status::{Shadow, status, status_label, status_observed};
 pub use sync::{
-    Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,
-    plan_sync,
+    Found, RULE_NOT_REGULAR, SyncOptions, SyncPlan, apply_sync, decide, plan_sync, sync_action,
 };
 pub use units::{PATH_UNIT, copy_path_units, write_units};
 
@@ -131,6 +130,19 @@ pub enum Op {
         /// In the new root.
         target: PathBuf,
     },
+    /// `tabula persist sync`: copy the live file over its persistent copy (owner, mode, xattrs, times),
+    /// through a temporary file renamed into place.
+    CopyBack {
+        /// The live file (the entry's target).
+        from: PathBuf,
+        /// Its persistent copy (the entry's source).
+        to: PathBuf,
+    },
+    /// `tabula persist sync --prune`: remove the persistent copy of a file deleted on the live system.
+    RemoveCopy {
+        /// The persistent copy.
+        path: PathBuf,
+    },
     /// Create a symlink at `path` pointing at `points_to` (the source as the running system sees it).
     Symlink {
         /// The link.
@@ -213,6 +225,13 @@ impl std::fmt::Display for Op {
                 source.display(),
                 target.display()
             ),
+            Op::CopyBack { from, to } => write!(
+                f,
+                "copy '{}' back to '{}' (owner, mode, xattrs, times)",
+                from.display(),
+                to.display()
+            ),
+            Op::RemoveCopy { path } => write!(f, "remove '{}'", path.display()),
             Op::Symlink {
                 path, points_to, ..
             } => {
@@ -315,43 +334,29 @@ impl PlannedEntry {
     }
 }
 
-/// Everything `tabula persist` would do (or did: [`Report`]); with [`SyncEntry`] entries, what `tabula
-/// persist sync` would do or did ([`SyncPlan`]).
+/// Everything `tabula persist` would do (or did: [`Report`]); inside a [`SyncPlan`], what `tabula persist
+/// sync` would do or did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan<E = PlannedEntry> {
+pub struct Plan {
     /// The root (`/sysroot` in the initrd, `/` on the running system).
     pub root: PathBuf,
     /// Persistent storage inside it (`/persist`).
     pub persist: PathBuf,
     /// Entries, parents before children.
-    pub entries: Vec<E>,
+    pub entries: Vec<PlannedEntry>,
 }
 
-/// An entry of a plan or report that can fail.
-pub trait Verdict {
-    /// Refused or failed.
-    fn is_failure(&self) -> bool;
-}
-
-impl Verdict for PlannedEntry {
-    fn is_failure(&self) -> bool {
-        self.state.is_failure()
-    }
-}
-
-impl<E: Verdict> Plan<E> {
+impl Plan {
     /// Number of refused or failed entries.
     pub fn failed(&self) -> usize {
-        self.entries.iter().filter(|e| e.is_failure()).count()
+        self.entries.iter().filter(|e| e.state.is_failure()).count()
     }
 
     /// `Some` when some entries were refused or failed: the error for the exit status.
     pub fn partial_failure(&self) -> Option<crate::error::PartialFailure> {
         crate::error::PartialFailure::of(self.failed(), self.entries.len())
     }
-}
 
-impl Plan {
     /// Human-readable listing for `--dry-run`.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
