@@ -5,8 +5,9 @@
 //! [`plan_observed`] decides from that alone, per entry, one [`State`] and the operations needed (every
 //! rule is a unit test without a disk); [`apply`] performs them one entry at a time, resolving each path
 //! again before each change, so a failing entry does not stop the others. [`status`] judges the same
-//! observation of a running system, and `check --blank` asks the same rules ([`in_the_way`], [`Hidden`])
-//! of the blank snapshot. Every path is resolved without following symlinks ([`walk`]): persistent
+//! observation of a running system and [`plan_sync`] decides from it what to copy back, both into the
+//! same record ([`PlannedEntry`], one [`State`]); `check --blank` asks the same rules ([`in_the_way`],
+//! [`Hidden`]) of the blank snapshot. Every path is resolved without following symlinks ([`walk`]): persistent
 //! storage holds user-writable trees, and a planted symlink must never redirect a root-owned chown,
 //! chmod, mkdir or mount.
 //!

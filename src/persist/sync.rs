@@ -16,11 +16,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde::{Serialize, Serializer};
 
-use super::copy::{FaultPoints, is_current, remove_file, replace_with_copy};
-use super::plan::{Ctx, classify, parents_of};
-use super::walk::{Owner, RULE_SYMLINK, Walker, is_dir, is_file, is_symlink, refuse_hard_links};
+use super::copy::{FaultPoints, remove_file, replace_with_copy};
+use super::observe::{Eyes, Failure, ObservedEntry, Probe, Stat, observe_entry};
+use super::plan::{
+    Accounts, check_persist_mounted_at, classify, fail, parent_owner, parents_of,
+    refuse_hard_links, resolve, symlink_failure,
+};
+use super::walk::{Owner, RULE_SYMLINK, Walker};
 use super::{How, Kind, Op, Perms, Plan, PlannedEntry, State};
-use crate::config::Config;
+use crate::config::{Config, EntryRef};
 use crate::error::Refusal;
 
 /// Refusal rule: a copied file was replaced on the live system by something that is not a regular file.
@@ -261,7 +265,8 @@ impl Serialize for SyncPlan {
     }
 }
 
-/// Plans `tabula persist sync` on the system whose root is `root`. Changes nothing.
+/// Plans `tabula persist sync` on the system whose root is `root`. Changes nothing: observes each chosen
+/// entry as `tabula persist` does ([`super::observe()`]), then decides from that alone.
 pub fn plan_sync(config: &Config, root: &Path, opts: &SyncOptions) -> Result<SyncPlan> {
     let copies: Vec<_> = config
         .persist
@@ -278,13 +283,16 @@ pub fn plan_sync(config: &Config, root: &Path, opts: &SyncOptions) -> Result<Syn
             );
         }
     }
-    let ctx = Ctx::new(config, root)?;
-    ctx.check_persist_mounted()?;
+    let eyes = Eyes::open(config, root)?;
+    check_persist_mounted_at(&eyes, config)?;
+    let accounts = eyes.accounts(config);
     let entries = copies
         .iter()
-        .map(|e| e.target())
-        .filter(|t| opts.paths.is_empty() || opts.paths.contains(t))
-        .map(|target| plan_entry(&ctx, root, target, opts.prune))
+        .filter(|e| opts.paths.is_empty() || opts.paths.contains(&e.target()))
+        .map(|e| {
+            let observed = observe_entry(&eyes, config, e);
+            sync_entry(root, config, &accounts, e, &observed, opts.prune)
+        })
         .collect();
     Ok(SyncPlan(Plan {
         root: root.to_path_buf(),
@@ -293,74 +301,105 @@ pub fn plan_sync(config: &Config, root: &Path, opts: &SyncOptions) -> Result<Syn
     }))
 }
 
-fn plan_entry(ctx: &Ctx<'_>, root: &Path, target: PathBuf, prune: bool) -> PlannedEntry {
-    let source = ctx.config.persist.source_of(&target);
-    let mut e = PlannedEntry::new(target, source, Kind::File, How::Copy);
-    if let Err(err) = inspect(ctx, root, &mut e, prune) {
-        let (state, rule) = classify(&err);
-        e.state = state;
-        e.rule = rule;
-        e.message = Some(format!("{err:#}"));
-        e.ops.clear();
+/// The sync of one `how = "copy"` entry from what was observed of it (`root`: where messages show paths
+/// from): pure. The paths are read as a walk from the root finds them (a symlink or a file on the way of
+/// either side refuses or fails the entry; a live file with other hard links is refused), missing parents
+/// of the persistent copy get [`Op::Mkdir`]s with the usual owners, and [`decide`] does the rest.
+pub(crate) fn sync_entry(
+    root: &Path,
+    config: &Config,
+    accounts: &Accounts,
+    e: &EntryRef<'_>,
+    o: &ObservedEntry,
+    prune: bool,
+) -> PlannedEntry {
+    let target = e.target();
+    let source = config.persist.source_of(&target);
+    let mut p = PlannedEntry::new(target, source, Kind::File, How::Copy);
+    if let Err(f) = sync_rules(&mut p, root, config, accounts, o, prune) {
+        p.state = if f.rule.is_some() {
+            State::Refused
+        } else {
+            State::Failed
+        };
+        p.rule = f.rule;
+        p.message = Some(f.message);
+        p.ops.clear();
     }
-    e
+    p
 }
 
-fn found(st: Option<&nix::sys::stat::FileStat>) -> Found {
+fn found(st: Option<&Stat>) -> Found {
     match st {
         None => Found::Missing,
-        Some(st) if is_file(st) => Found::Regular,
-        Some(st) if is_symlink(st) => Found::Symlink,
+        Some(st) if st.is_file() => Found::Regular,
+        Some(st) if st.is_symlink() => Found::Symlink,
         Some(_) => Found::Other,
     }
 }
 
-/// Reads what [`decide`] needs, walking without following symlinks; adds the `mkdir`s of missing
-/// parents of the persistent copy to `e.ops`. An error is the entry's refusal or failure.
-fn inspect(ctx: &Ctx<'_>, root: &Path, e: &mut PlannedEntry, prune: bool) -> Result<()> {
-    let w = &ctx.walker;
-    let live_st = w.stat(&e.target)?;
+fn sync_rules(
+    e: &mut PlannedEntry,
+    root: &Path,
+    config: &Config,
+    accounts: &Accounts,
+    o: &ObservedEntry,
+    prune: bool,
+) -> Result<(), Failure> {
+    let shown = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let parents = parents_of(&e.target);
+    let shown_parents: Vec<PathBuf> = parents.iter().map(|p| shown(p)).collect();
+    let live_st = resolve(&o.target_chain, &shown_parents)?;
     let live = found(live_st.as_ref());
     if let Some(st) = &live_st
         && live == Found::Regular
     {
-        refuse_hard_links(st, &w.shown(&e.target))?;
+        refuse_hard_links(st, &shown(&e.target))?;
     }
 
     // Parents of the persistent copy: never through a symlink; missing ones get the usual defaults.
     let mut missing = false;
-    for tp in parents_of(&e.target) {
-        let sp = ctx.config.persist.source_of(&tp);
-        let st = if missing { None } else { w.stat(&sp)? };
-        match st {
-            None => {
+    for (i, tp) in parents.iter().enumerate() {
+        let sp = config.persist.source_of(tp);
+        let probe = match o.source_chain.get(i) {
+            Some(p) if !missing => p,
+            _ => &Probe::Missing,
+        };
+        match probe {
+            Probe::Missing => {
                 missing = true;
-                let o = ctx.parent_owner(&tp)?;
+                let owner = parent_owner(config, accounts, tp)?;
                 e.ops.push(Op::Mkdir {
                     path: sp,
-                    uid: o.uid,
-                    gid: o.gid,
-                    mode: Perms(o.mode),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    mode: Perms(owner.mode),
                 });
             }
-            Some(st) if is_dir(&st) => {}
-            Some(st) if is_symlink(&st) => {
-                return Err(super::walk::symlink_refusal(&w.shown(&sp)));
+            Probe::Found(st) if st.is_dir() => {}
+            Probe::Found(st) if st.is_symlink() => return Err(symlink_failure(&shown(&sp))),
+            Probe::Found(_) => {
+                return fail(format!(
+                    "'{}' is in the way and is not a directory",
+                    shown(&sp).display()
+                ));
             }
-            Some(_) => bail!(
-                "'{}' is in the way and is not a directory",
-                w.shown(&sp).display()
-            ),
+            Probe::Failed(f) => return Err(f.clone()),
         }
     }
-    let persisted = if missing {
-        Found::Missing
-    } else {
-        found(w.stat(&e.source)?.as_ref())
+    let persisted = match o.source_chain.get(parents.len()) {
+        Some(_) if missing => Found::Missing,
+        Some(Probe::Found(st)) => found(Some(st)),
+        Some(Probe::Failed(f)) => return Err(f.clone()),
+        Some(Probe::Missing) | None => Found::Missing,
     };
     let same = live == Found::Regular
         && persisted == Found::Regular
-        && is_current(w, &e.target, &e.source)?;
+        && match &o.copy_current {
+            Some(Ok(same)) => *same,
+            Some(Err(f)) => return Err(f.clone()),
+            None => false,
+        };
     decide(e, root, live, persisted, same, prune);
     Ok(())
 }
