@@ -7,9 +7,9 @@
 //! again before each change, so a failing entry does not stop the others. [`status`] judges the same
 //! observation of a running system and [`plan_sync`] decides from it what to copy back, both into the
 //! same record ([`PlannedEntry`], one [`State`]); `check --blank` asks the same rules ([`in_the_way`],
-//! [`Hidden`]) of the blank snapshot. Every path is resolved without following symlinks ([`walk`]): persistent
-//! storage holds user-writable trees, and a planted symlink must never redirect a root-owned chown,
-//! chmod, mkdir or mount.
+//! [`Hidden`]) of the blank snapshot. Every path is resolved without following symlinks ([`walk`]):
+//! persistent storage holds user-writable trees, and a planted symlink must never redirect a root-owned
+//! chown, chmod, mkdir or mount.
 //!
 //! Ownership rules (documented in `docs/persistence.md`):
 //! - a source tabula creates gets the entry's `user`/`group`/`mode`, by default root:root (a user's entries:
@@ -247,7 +247,9 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// Where one entry stands: planned (`ready`), then applied (`done`), or settled by the plan.
+/// Where one entry stands: planned (`ready`), then applied (`done`), or settled by the plan. The one
+/// state of `tabula persist`, `tabula status` (see [`status_label`]) and `tabula persist sync` (see
+/// [`sync_action`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -255,9 +257,11 @@ pub enum State {
     Ready,
     /// Its operations were performed; it is in place.
     Done,
-    /// Already in place: nothing to do.
+    /// Already in place: nothing to do (for a sync: the persistent copy is current, or is kept after
+    /// the live file was deleted, see the message).
     InPlace,
-    /// A bind-mounted file without a source: nothing is done this boot (see the message).
+    /// A bind-mounted or copied file without a source: nothing is done this boot (see the message); for
+    /// a sync, neither the live file nor a persistent copy exists.
     SourceMissing,
     /// A safety rule refused the entry (a symlink or a hard link on the way).
     Refused,
@@ -305,8 +309,8 @@ pub struct PlannedEntry {
     /// synced yet; none of them makes the entry not in place.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
-    /// Status only, for copies (`how = "copy"`): whether the live file equals its persistent copy
-    /// (owner, mode, content); `false` means `tabula persist sync` has changes to copy back.
+    /// Status and sync, for copies (`how = "copy"`) with a live file: whether it equals its persistent
+    /// copy (owner, mode, content); `false` means `tabula persist sync` has changes to copy back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synced: Option<bool>,
     /// Status only, for bind mounts in place: what the mount hides in the root underneath it.
