@@ -971,7 +971,7 @@ fn apply_steps(
     let failure = outcome
         .entries
         .iter()
-        .find(|e| !matches!(e.state, persist::Outcome::Done | persist::Outcome::InPlace))
+        .find(|e| !matches!(e.state, persist::State::Done | persist::State::InPlace))
         .map(|e| {
             e.message
                 .clone()

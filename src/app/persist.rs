@@ -15,7 +15,7 @@ use crate::check::{self, CheckOptions};
 use crate::cli::{CheckArgs, Cli, PersistArgs};
 use crate::error::ExitStatus;
 use crate::layout;
-use crate::persist::{self, Outcome, PlanOptions, prepare};
+use crate::persist::{self, PlanOptions, State, prepare};
 
 pub(super) fn persist(cli: &Cli, args: &PersistArgs) -> Result<ExitStatus> {
     // No private namespace: the bind mounts must be visible to the system that boots.
@@ -60,7 +60,7 @@ fn persist_prepared(
     let blocked = applied.map_or(&prep.blocked, |a| &a.blocked);
     for e in &mut plan.entries {
         if let Some(why) = prepare::blocked_reason(blocked, &e.target) {
-            e.state = persist::PlanState::Failed;
+            e.state = State::Failed;
             e.message = Some(why.to_string());
             e.ops.clear();
         }
@@ -77,32 +77,32 @@ fn persist_prepared(
     for e in &report.entries {
         let what = format!("'{}' ({})", e.target.display(), e.source.display());
         match e.state {
-            Outcome::Done => info!("{what}: in place"),
-            Outcome::Ready => {}
-            Outcome::InPlace => info!("{what}: already in place"),
-            Outcome::SourceMissing => warn!(
+            State::Done => info!("{what}: in place"),
+            State::Ready => {}
+            State::InPlace => info!("{what}: already in place"),
+            State::SourceMissing => warn!(
                 "{what}: {}",
                 e.message.as_deref().unwrap_or("source missing")
             ),
-            Outcome::Refused => warn!(
+            State::Refused => warn!(
                 "{what}: refused ({}): {}",
                 e.rule.unwrap_or("?"),
                 e.message.as_deref().unwrap_or("")
             ),
-            Outcome::Failed => warn!("{what}: failed: {}", e.message.as_deref().unwrap_or("")),
+            State::Failed => warn!("{what}: failed: {}", e.message.as_deref().unwrap_or("")),
         }
     }
     if args.json {
         print_json("persist", &report)?;
     } else {
-        let n = |o: Outcome| report.entries.iter().filter(|e| e.state == o).count();
+        let n = |o: State| report.entries.iter().filter(|e| e.state == o).count();
         println!(
             "persist: {} mounted, {} already in place, {} source missing, {} refused, {} failed",
-            n(Outcome::Done),
-            n(Outcome::InPlace),
-            n(Outcome::SourceMissing),
-            n(Outcome::Refused),
-            n(Outcome::Failed)
+            n(State::Done),
+            n(State::InPlace),
+            n(State::SourceMissing),
+            n(State::Refused),
+            n(State::Failed)
         );
     }
     match report.partial_failure() {
@@ -186,7 +186,7 @@ struct Status {
     retired_roots: Option<usize>,
     newest_retired: Option<String>,
     default_subvolume: Option<layout::DefaultSubvolume>,
-    entries: Vec<persist::EntryStatus>,
+    entries: Vec<persist::PlannedEntry>,
 }
 
 pub(super) fn status(cli: &Cli, args: &crate::cli::StatusArgs) -> Result<ExitStatus> {
@@ -237,7 +237,7 @@ pub(super) fn status(cli: &Cli, args: &crate::cli::StatusArgs) -> Result<ExitSta
     let bad = st
         .entries
         .iter()
-        .filter(|e| e.state != persist::StatusState::InPlace)
+        .filter(|e| e.state != State::InPlace)
         .count();
     if json {
         print_json("status", &st)?;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag, open};
-use nix::sys::stat::Mode;
+use nix::fcntl::{Flock, FlockArg};
+use rustix::fs::{Mode, OFlags};
 
 use super::{load_config, print_json};
 use crate::cli::{Cli, SyncArgs};
@@ -84,10 +84,10 @@ fn lock(wait: Duration) -> Result<Option<Flock<OwnedFd>>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating '{}'", dir.display()))?;
     let deadline = crate::wait::Deadline::after(wait);
     loop {
-        let fd = open(
+        let fd = rustix::fs::open(
             SYNC_LOCK,
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
         )
         .with_context(|| format!("opening '{SYNC_LOCK}'"))?;
         match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {

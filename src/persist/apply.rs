@@ -7,7 +7,7 @@ use nix::mount::{MsFlags, mount};
 
 use super::plan::classify;
 use super::walk::{Owner, Walker, fd_path, is_dir, is_file};
-use super::{Kind, Op, Plan, PlanState, PlannedEntry};
+use super::{Kind, Op, Plan, PlannedEntry, State};
 
 /// The result of [`apply`]: the plan, each entry with its state after applying (`done`, `in_place`,
 /// `source_missing`, `refused`, `failed`) and the operations done.
@@ -31,30 +31,30 @@ pub fn apply(plan: &Plan) -> Report {
                 tracing::warn!("{}: {w}", p.target.display());
             }
             match p.state {
-                PlanState::InPlace | PlanState::Done => report.state = PlanState::InPlace,
-                PlanState::SourceMissing => {
+                State::InPlace | State::Done => report.state = State::InPlace,
+                State::SourceMissing => {
                     tracing::info!(
                         "{}: {}",
                         p.target.display(),
                         p.message.as_deref().unwrap_or("source missing")
                     );
                 }
-                PlanState::Refused | PlanState::Failed => {
+                State::Refused | State::Failed => {
                     tracing::error!(
                         "{}: {}",
                         p.target.display(),
                         p.message.as_deref().unwrap_or("failed")
                     );
                 }
-                PlanState::Ready => {
+                State::Ready => {
                     let result = match &walker {
                         Ok(w) => apply_entry(w, p, &root_canon, &mut mounts, &mut report.done),
                         Err(e) => Err(anyhow!("{e:#}")),
                     };
                     match result {
-                        Ok(()) if report.done.is_empty() => report.state = PlanState::InPlace,
+                        Ok(()) if report.done.is_empty() => report.state = State::InPlace,
                         Ok(()) => {
-                            report.state = PlanState::Done;
+                            report.state = State::Done;
                             tracing::info!(
                                 "persisted '{}' ({} steps)",
                                 p.target.display(),
@@ -165,6 +165,9 @@ fn apply_entry(
                 uid,
                 gid,
             } => w.symlink(path, points_to, *uid, *gid)?,
+            Op::CopyBack { .. } | Op::RemoveCopy { .. } => {
+                bail!("'{op}' is a step of `tabula persist sync`, not of `tabula persist`")
+            }
         };
         if did {
             // One line per step only at debug level: in the initrd the log is /dev/kmsg, which is rate-limited.

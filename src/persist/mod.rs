@@ -5,10 +5,11 @@
 //! [`plan_observed`] decides from that alone, per entry, one [`State`] and the operations needed (every
 //! rule is a unit test without a disk); [`apply`] performs them one entry at a time, resolving each path
 //! again before each change, so a failing entry does not stop the others. [`status`] judges the same
-//! observation of a running system, and `check --blank` asks the same rules ([`in_the_way`], [`Hidden`])
-//! of the blank snapshot. Every path is resolved without following symlinks ([`walk`]): persistent
-//! storage holds user-writable trees, and a planted symlink must never redirect a root-owned chown,
-//! chmod, mkdir or mount.
+//! observation of a running system and [`plan_sync`] decides from it what to copy back, both into the
+//! same record ([`PlannedEntry`], one [`State`]); `check --blank` asks the same rules ([`in_the_way`],
+//! [`Hidden`]) of the blank snapshot. Every path is resolved without following symlinks ([`walk`]):
+//! persistent storage holds user-writable trees, and a planted symlink must never redirect a root-owned
+//! chown, chmod, mkdir or mount.
 //!
 //! Ownership rules (documented in `docs/persistence.md`):
 //! - a source tabula creates gets the entry's `user`/`group`/`mode`, by default root:root (a user's entries:
@@ -43,10 +44,9 @@ pub use plan::{
     Hidden, InTheWay, PlanOptions, in_the_way, plan, plan_observed, plan_running_system, plan_with,
 };
 pub(crate) use plan::{entries_word, parents_of, resolve};
-pub use status::{EntryStatus, Shadow, StatusState, status, status_label, status_observed};
+pub use status::{Shadow, status, status_label, status_observed};
 pub use sync::{
-    Found, RULE_NOT_REGULAR, SyncAction, SyncEntry, SyncOptions, SyncPlan, apply_sync, decide,
-    plan_sync,
+    Found, RULE_NOT_REGULAR, SyncOptions, SyncPlan, apply_sync, decide, plan_sync, sync_action,
 };
 pub use units::{PATH_UNIT, copy_path_units, write_units};
 
@@ -131,6 +131,19 @@ pub enum Op {
         /// In the new root.
         target: PathBuf,
     },
+    /// `tabula persist sync`: copy the live file over its persistent copy (owner, mode, xattrs, times),
+    /// through a temporary file renamed into place.
+    CopyBack {
+        /// The live file (the entry's target).
+        from: PathBuf,
+        /// Its persistent copy (the entry's source).
+        to: PathBuf,
+    },
+    /// `tabula persist sync --prune`: remove the persistent copy of a file deleted on the live system.
+    RemoveCopy {
+        /// The persistent copy.
+        path: PathBuf,
+    },
     /// Create a symlink at `path` pointing at `points_to` (the source as the running system sees it).
     Symlink {
         /// The link.
@@ -213,6 +226,13 @@ impl std::fmt::Display for Op {
                 source.display(),
                 target.display()
             ),
+            Op::CopyBack { from, to } => write!(
+                f,
+                "copy '{}' back to '{}' (owner, mode, xattrs, times)",
+                from.display(),
+                to.display()
+            ),
+            Op::RemoveCopy { path } => write!(f, "remove '{}'", path.display()),
             Op::Symlink {
                 path, points_to, ..
             } => {
@@ -227,7 +247,9 @@ impl std::fmt::Display for Op {
     }
 }
 
-/// Where one entry stands: planned (`ready`), then applied (`done`), or settled by the plan.
+/// Where one entry stands: planned (`ready`), then applied (`done`), or settled by the plan. The one
+/// state of `tabula persist`, `tabula status` (see [`status_label`]) and `tabula persist sync` (see
+/// [`sync_action`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -235,9 +257,11 @@ pub enum State {
     Ready,
     /// Its operations were performed; it is in place.
     Done,
-    /// Already in place: nothing to do.
+    /// Already in place: nothing to do (for a sync: the persistent copy is current, or is kept after
+    /// the live file was deleted, see the message).
     InPlace,
-    /// A bind-mounted file without a source: nothing is done this boot (see the message).
+    /// A bind-mounted or copied file without a source: nothing is done this boot (see the message); for
+    /// a sync, neither the live file nor a persistent copy exists.
     SourceMissing,
     /// A safety rule refused the entry (a symlink or a hard link on the way).
     Refused,
@@ -252,14 +276,8 @@ impl State {
     }
 }
 
-/// The state of a planned entry (the same enum as [`Outcome`]).
-pub type PlanState = State;
-/// The state of an applied entry (the same enum as [`PlanState`]).
-pub type Outcome = State;
-/// An applied entry: the planned entry with its state and the operations done.
-pub type EntryReport = PlannedEntry;
-
-/// One allowlist entry of a plan, or of the report of applying it.
+/// One allowlist entry: of a plan, of the report of applying it, or of `tabula status` (the same rules
+/// read on a running system, with the facts only a status has: `problems`, `synced`, `shadow`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedEntry {
     /// Where it appears in the new root.
@@ -271,7 +289,7 @@ pub struct PlannedEntry {
     /// Bind mount or symlink.
     pub how: How,
     /// The verdict.
-    pub state: PlanState,
+    pub state: State,
     /// The refusal rule, for refused entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<&'static str>,
@@ -287,45 +305,63 @@ pub struct PlannedEntry {
     /// Things the user should know (data a mount will hide).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Status only: how the source differs from what the config says (owner, mode), and a copy not
+    /// synced yet; none of them makes the entry not in place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Status and sync, for copies (`how = "copy"`) with a live file: whether it equals its persistent
+    /// copy (owner, mode, content); `false` means `tabula persist sync` has changes to copy back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synced: Option<bool>,
+    /// Status only, for bind mounts in place: what the mount hides in the root underneath it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
 }
 
-/// Everything `tabula persist` would do (or did: [`Report`]); with [`SyncEntry`] entries, what `tabula
-/// persist sync` would do or did ([`SyncPlan`]).
+impl PlannedEntry {
+    /// An entry with nothing decided yet: `ready`, no operations, no message.
+    pub fn new(target: PathBuf, source: PathBuf, kind: Kind, how: How) -> PlannedEntry {
+        PlannedEntry {
+            target,
+            source,
+            kind,
+            how,
+            state: State::Ready,
+            rule: None,
+            message: None,
+            ops: Vec::new(),
+            done: Vec::new(),
+            warnings: Vec::new(),
+            problems: Vec::new(),
+            synced: None,
+            shadow: None,
+        }
+    }
+}
+
+/// Everything `tabula persist` would do (or did: [`Report`]); inside a [`SyncPlan`], what `tabula persist
+/// sync` would do or did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Plan<E = PlannedEntry> {
+pub struct Plan {
     /// The root (`/sysroot` in the initrd, `/` on the running system).
     pub root: PathBuf,
     /// Persistent storage inside it (`/persist`).
     pub persist: PathBuf,
     /// Entries, parents before children.
-    pub entries: Vec<E>,
+    pub entries: Vec<PlannedEntry>,
 }
 
-/// An entry of a plan or report that can fail.
-pub trait Verdict {
-    /// Refused or failed.
-    fn is_failure(&self) -> bool;
-}
-
-impl Verdict for PlannedEntry {
-    fn is_failure(&self) -> bool {
-        self.state.is_failure()
-    }
-}
-
-impl<E: Verdict> Plan<E> {
+impl Plan {
     /// Number of refused or failed entries.
     pub fn failed(&self) -> usize {
-        self.entries.iter().filter(|e| e.is_failure()).count()
+        self.entries.iter().filter(|e| e.state.is_failure()).count()
     }
 
     /// `Some` when some entries were refused or failed: the error for the exit status.
     pub fn partial_failure(&self) -> Option<crate::error::PartialFailure> {
         crate::error::PartialFailure::of(self.failed(), self.entries.len())
     }
-}
 
-impl Plan {
     /// Human-readable listing for `--dry-run`.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
@@ -338,12 +374,12 @@ impl Plan {
         );
         for e in &self.entries {
             let state = match e.state {
-                PlanState::Ready => "to do",
-                PlanState::Done => "done",
-                PlanState::InPlace => "in place",
-                PlanState::SourceMissing => "source missing",
-                PlanState::Refused => "REFUSED",
-                PlanState::Failed => "FAILED",
+                State::Ready => "to do",
+                State::Done => "done",
+                State::InPlace => "in place",
+                State::SourceMissing => "source missing",
+                State::Refused => "REFUSED",
+                State::Failed => "FAILED",
             };
             let _ = writeln!(s, "{} [{state}]", e.target.display());
             for op in &e.ops {

@@ -4,15 +4,15 @@
 //! created) is decided from an [`Observed`], so the rules are unit tests that need no root. [`plan`],
 //! [`plan_with`] and [`plan_running_system`] observe the root, then decide.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use std::os::fd::AsFd;
 
 use super::observe::{Eyes, Failure, Observed, ObservedEntry, PersistDir, Probe, Stat, observe};
-use super::walk::{Owner, RULE_HARDLINK, Walker, symlink_refusal};
-use super::{Op, Perms, Plan, PlanState, PlannedEntry};
+use super::walk::{Owner, RULE_HARDLINK, symlink_refusal};
+use super::{Op, Perms, Plan, PlannedEntry, State};
 use crate::config::{Config, EntryRef, How, Kind, Loc};
 use crate::error::{ConfigError, Refusal};
 
@@ -174,66 +174,25 @@ pub(crate) fn check_persist_mounted(
     )))
 }
 
-/// What status and sync share with observing: the opened root, mount points and user lookups.
-pub(crate) struct Ctx<'a> {
-    pub config: &'a Config,
-    pub walker: Walker,
-    root_canon: PathBuf,
-    mounts: Option<HashSet<PathBuf>>,
-    accounts: Accounts,
-}
-
-impl<'a> Ctx<'a> {
-    pub(crate) fn new(config: &'a Config, root: &Path) -> Result<Ctx<'a>> {
-        let eyes = Eyes::open(config, root)?;
-        let accounts = eyes.accounts(config);
-        Ok(Ctx {
-            config,
-            walker: eyes.walker,
-            root_canon: eyes.root_canon,
-            mounts: eyes.mounts,
-            accounts,
-        })
-    }
-
-    /// The absolute path of `path` (inside the root) in this process's view, for path-only syscalls.
-    pub(crate) fn full_path(&self, path: &Path) -> PathBuf {
-        self.root_canon.join(path.strip_prefix("/").unwrap_or(path))
-    }
-
-    /// See [`check_persist_mounted`].
-    pub(crate) fn check_persist_mounted(&self) -> Result<()> {
-        let persist = &self.config.persist.path;
-        let shown = self.walker.shown(persist);
-        let dir = match self.walker.dir(persist)? {
-            None => None,
-            Some(fd) => {
-                let mnt_id = crate::fsx::mount_id(fd.as_fd())
-                    .with_context(|| format!("inspecting '{}'", shown.display()))?;
-                let full = self.full_path(persist);
-                Some(PersistDir {
-                    mnt_id,
-                    is_mount: self.mounts.as_ref().map(|m| m.contains(&full)),
-                })
-            }
-        };
-        let root_mnt_id =
-            crate::fsx::mount_id(self.walker.root_fd()).context("inspecting the root directory")?;
-        check_persist_mounted(&shown, dir, root_mnt_id)
-    }
-
-    /// See [`parent_owner`].
-    pub(crate) fn parent_owner(&self, target_dir: &Path) -> Result<Owner> {
-        parent_owner(self.config, &self.accounts, target_dir).map_err(failure_error)
-    }
-}
-
-/// A [`Failure`] as an error again, keeping its refusal rule.
-pub(crate) fn failure_error(f: Failure) -> anyhow::Error {
-    match f.rule {
-        Some(rule) => anyhow::Error::new(Refusal::new(rule, f.message)),
-        None => anyhow::Error::msg(f.message),
-    }
+/// [`check_persist_mounted`] on an opened root: for `tabula persist sync`, which observes only some
+/// entries.
+pub(crate) fn check_persist_mounted_at(eyes: &Eyes, config: &Config) -> Result<()> {
+    let persist = &config.persist.path;
+    let w = &eyes.walker;
+    let shown = w.shown(persist);
+    let dir = match w.dir(persist)? {
+        None => None,
+        Some(fd) => {
+            let mnt_id = crate::fsx::mount_id(fd.as_fd())
+                .with_context(|| format!("inspecting '{}'", shown.display()))?;
+            Some(PersistDir {
+                mnt_id,
+                is_mount: eyes.is_mount_point(persist),
+            })
+        }
+    };
+    let root_mnt_id = crate::fsx::mount_id(w.root_fd()).context("inspecting the root directory")?;
+    check_persist_mounted(&shown, dir, root_mnt_id)
 }
 
 /// Plans `tabula persist --root <root_dir>` without changing anything.
@@ -278,10 +237,10 @@ pub fn plan_observed(observed: &Observed, config: &Config, opts: PlanOptions) ->
 }
 
 /// Sorts an error into refused or failed.
-pub(crate) fn classify(err: &anyhow::Error) -> (PlanState, Option<&'static str>) {
+pub(crate) fn classify(err: &anyhow::Error) -> (State, Option<&'static str>) {
     match err.chain().find_map(|c| c.downcast_ref::<Refusal>()) {
-        Some(r) => (PlanState::Refused, Some(r.rule)),
-        None => (PlanState::Failed, None),
+        Some(r) => (State::Refused, Some(r.rule)),
+        None => (State::Failed, None),
     }
 }
 
@@ -294,18 +253,7 @@ fn plan_entry(
 ) -> PlannedEntry {
     let target = e.target();
     let source = config.persist.source_of(&target);
-    let mut p = PlannedEntry {
-        target: target.clone(),
-        source: source.clone(),
-        kind: e.kind,
-        how: e.entry.how,
-        state: PlanState::Ready,
-        rule: None,
-        message: None,
-        ops: Vec::new(),
-        done: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut p = PlannedEntry::new(target.clone(), source.clone(), e.kind, e.entry.how);
     let facts = Facts {
         observed,
         config,
@@ -317,17 +265,17 @@ fn plan_entry(
     };
     match facts.decide(&mut p) {
         Ok(state) => {
-            p.state = if state == PlanState::Ready && p.ops.is_empty() {
-                PlanState::InPlace
+            p.state = if state == State::Ready && p.ops.is_empty() {
+                State::InPlace
             } else {
                 state
             };
         }
         Err(f) => {
             p.state = if f.rule.is_some() {
-                PlanState::Refused
+                State::Refused
             } else {
-                PlanState::Failed
+                State::Failed
             };
             p.rule = f.rule;
             p.message = Some(f.message);
@@ -350,12 +298,12 @@ pub(crate) fn parents_of(target: &Path) -> Vec<PathBuf> {
 }
 
 /// A plain failure from a message.
-fn fail<T>(message: String) -> Result<T, Failure> {
+pub(crate) fn fail<T>(message: String) -> Result<T, Failure> {
     Err(Failure::msg(message))
 }
 
 /// The refusal for a file with other hard links whose owner, mode or content tabula would change.
-fn refuse_hard_links(st: &Stat, shown: &Path) -> Result<(), Failure> {
+pub(crate) fn refuse_hard_links(st: &Stat, shown: &Path) -> Result<(), Failure> {
     if st.nlink > 1 {
         return Err(Failure::of(&anyhow::Error::new(Refusal::new(
             RULE_HARDLINK,
@@ -430,7 +378,7 @@ impl Facts<'_> {
     }
 
     /// The rules for one entry: fills `p.ops` (and messages, warnings) and returns its state.
-    fn decide(&self, p: &mut PlannedEntry) -> Result<PlanState, Failure> {
+    fn decide(&self, p: &mut PlannedEntry) -> Result<State, Failure> {
         let (e, o, target, source) = (self.e, self.o, self.target, self.source);
         let persist = &self.config.persist;
         let accounts = &self.observed.accounts;
@@ -541,7 +489,7 @@ impl Facts<'_> {
                     shown_src.display(),
                     target.display()
                 ));
-                return Ok(PlanState::SourceMissing);
+                return Ok(State::SourceMissing);
             }
             (Kind::File, None) if e.entry.how == How::Symlink => {
                 p.message = Some(format!(
@@ -571,7 +519,7 @@ impl Facts<'_> {
                     }
                     _ => {
                         p.message = Some(self.source_missing_hint());
-                        return Ok(PlanState::SourceMissing);
+                        return Ok(State::SourceMissing);
                     }
                 }
             }
@@ -741,7 +689,7 @@ impl Facts<'_> {
             }
         }
         p.ops = ops;
-        Ok(PlanState::Ready)
+        Ok(State::Ready)
     }
 
     /// How a bind-mounted file with no source becomes persistent.

@@ -93,7 +93,7 @@ struct Case {
     adopt: bool,
     running: bool,
     obs: ObservedEntry,
-    state: PlanState,
+    state: State,
     ops: &'static [&'static str],
     rule: Option<&'static str>,
     message: Option<&'static str>,
@@ -105,7 +105,7 @@ const FILE_ID: &str = "[persist]\nfiles = [\"/etc/machine-id\"]\n";
 const COPY_SHADOW: &str = "[persist]\nfiles = [{ path = \"/etc/shadow\", how = \"copy\" }]\n";
 const LINK_RC: &str = "[persist]\nfiles = [{ path = \"/etc/foo.conf\", how = \"symlink\" }]\n";
 
-fn case(name: &'static str, persist: &'static str, obs: ObservedEntry, state: PlanState) -> Case {
+fn case(name: &'static str, persist: &'static str, obs: ObservedEntry, state: State) -> Case {
     Case {
         name,
         persist,
@@ -558,8 +558,8 @@ fn one_failing_entry_does_not_stop_the_others() {
     ]);
     let plan = plan_observed(&obs, &cfg, PlanOptions::default()).unwrap();
     assert_eq!(plan.entries[0].target, Path::new("/var/lib/broken"));
-    assert_eq!(plan.entries[0].state, PlanState::Failed);
-    assert_eq!(plan.entries[1].state, PlanState::Ready);
+    assert_eq!(plan.entries[0].state, State::Failed);
+    assert_eq!(plan.entries[1].state, State::Ready);
     // A failed entry plans nothing, even the operations decided before the failure.
     assert!(plan.entries[0].ops.is_empty());
 }
@@ -630,7 +630,7 @@ fn status_rules() {
         target_link: Some(Ok(Some(t.into()))),
         ..entry(vec![d(1), file.clone()], vec![d(3), l(4)])
     };
-    let table: Vec<(&str, &str, ObservedEntry, PlanState, Option<&str>)> = vec![
+    let table: Vec<(&str, &str, ObservedEntry, State, Option<&str>)> = vec![
         (
             "bound",
             DIR_LOG,
@@ -751,7 +751,10 @@ fn status_rules() {
         let s = &status_observed(&o, &cfg)[0];
         let ok = s.state == state
             && message.is_none_or(|m| s.message.as_deref().is_some_and(|x| x.contains(m)))
-            && (message.is_some() || s.message.is_none());
+            && (message.is_some() || s.message.is_none())
+            // The plan's record: a refusal names its rule, as in a plan; a status plans no operation.
+            && (s.state == Refused) == s.rule.is_some()
+            && s.ops.is_empty();
         if !ok {
             failures.push(format!("{name}: {s:#?}"));
         }
@@ -775,4 +778,199 @@ fn status_rules() {
     let s = &status_observed(&observed(vec![differs]), &cfg)[0];
     assert_eq!((s.state, s.synced), (InPlace, Some(false)));
     assert!(s.problems[0].contains("not synced yet"), "{s:#?}");
+}
+
+/// `tabula persist sync`: the same observation of a copy entry, read for copying back.
+#[test]
+fn sync_rules() {
+    use crate::persist::State::*;
+    use crate::persist::sync::{sync_action, sync_entry};
+    let current = |same: Result<bool, Failure>, src: Vec<Probe>, tgt: Vec<Probe>| ObservedEntry {
+        copy_current: Some(same),
+        ..entry(src, tgt)
+    };
+    let linked = with(f(4, 5), |st| st.nlink = 2);
+    #[allow(clippy::type_complexity)]
+    let table: Vec<(
+        &str,
+        bool,
+        ObservedEntry,
+        State,
+        &[&str],
+        &str,
+        Option<&str>,
+    )> = vec![
+        // name, prune, observation -> state, ops, action, message
+        (
+            "in sync",
+            false,
+            current(Ok(true), vec![d(1), f(2, 5)], vec![d(3), f(4, 5)]),
+            InPlace,
+            &[],
+            "in_sync",
+            None,
+        ),
+        (
+            "changed",
+            false,
+            current(Ok(false), vec![d(1), f(2, 5)], vec![d(3), f(4, 5)]),
+            Ready,
+            &["copy_back"],
+            "copy",
+            None,
+        ),
+        (
+            "no persistent copy yet",
+            false,
+            entry(vec![d(1), m()], vec![d(3), f(4, 5)]),
+            Ready,
+            &["copy_back"],
+            "copy",
+            None,
+        ),
+        (
+            "no persistent parent yet",
+            false,
+            entry(vec![m()], vec![d(3), f(4, 5)]),
+            Ready,
+            &["mkdir", "copy_back"],
+            "copy",
+            None,
+        ),
+        (
+            "deleted, kept",
+            false,
+            entry(vec![d(1), f(2, 5)], vec![d(3), m()]),
+            InPlace,
+            &[],
+            "kept",
+            Some("is gone from the live system"),
+        ),
+        (
+            "deleted, pruned",
+            true,
+            entry(vec![d(1), f(2, 5)], vec![d(3), m()]),
+            Ready,
+            &["remove_copy"],
+            "prune",
+            None,
+        ),
+        (
+            "a symlink on the persistent side's way",
+            false,
+            entry(vec![l(1)], vec![d(3), f(4, 5)]),
+            Refused,
+            &[],
+            "refused",
+            Some("'/sysroot/persist/etc' is a symlink"),
+        ),
+        (
+            "a file on the persistent side's way",
+            true,
+            entry(vec![f(1, 0)], vec![d(3), f(4, 5)]),
+            Failed,
+            &[],
+            "failed",
+            Some("'/sysroot/persist/etc' is in the way and is not a directory"),
+        ),
+        (
+            "a symlink on the live side's way",
+            false,
+            entry(vec![d(1), f(2, 5)], vec![l(3)]),
+            Refused,
+            &[],
+            "refused",
+            Some("'/sysroot/etc' is a symlink"),
+        ),
+        (
+            "a live file with other hard links",
+            false,
+            entry(vec![d(1), f(2, 5)], vec![d(3), linked]),
+            Refused,
+            &[],
+            "refused",
+            Some("has 2 hard links"),
+        ),
+        (
+            "a live symlink",
+            false,
+            entry(vec![d(1), f(2, 5)], vec![d(3), l(4)]),
+            Refused,
+            &[],
+            "refused",
+            Some("'/sysroot/etc/shadow' was replaced by a symlink"),
+        ),
+        (
+            "the comparison failed",
+            false,
+            current(
+                Err(Failure::msg("reading: EIO")),
+                vec![d(1), f(2, 5)],
+                vec![d(3), f(4, 5)],
+            ),
+            Failed,
+            &[],
+            "failed",
+            Some("reading: EIO"),
+        ),
+        (
+            "the persistent copy could not be inspected",
+            false,
+            entry(
+                vec![d(1), Probe::Failed(Failure::msg("inspecting: EIO"))],
+                vec![d(3), f(4, 5)],
+            ),
+            Failed,
+            &[],
+            "failed",
+            Some("inspecting: EIO"),
+        ),
+    ];
+    let cfg = config(COPY_SHADOW);
+    let e = &cfg.persist.entries()[0];
+    let o = observed(Vec::new());
+    let mut failures = Vec::new();
+    for (name, prune, obs, state, ops, action, message) in table {
+        let s = sync_entry(&o.root, &cfg, &o.accounts, e, &obs, prune);
+        let kinds: Vec<String> = s
+            .ops
+            .iter()
+            .map(|op| serde_json::to_value(op).unwrap_or_default()["op"].to_string())
+            .map(|k| k.trim_matches('"').to_string())
+            .collect();
+        let ok = s.state == state
+            && kinds == ops
+            && sync_action(&s).0 == action
+            && (s.state == Refused) == s.rule.is_some()
+            && message.is_none_or(|m| s.message.as_deref().is_some_and(|x| x.contains(m)))
+            && (message.is_some() || s.message.is_none());
+        if !ok {
+            failures.push(format!("{name}: {s:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Missing parents of a persistent copy in a home: the user, 0700; above it root, 0755.
+    let cfg = config(
+        "[[persist.users]]\nname = \"alice\"\nfiles = [{ path = \".bash_history\", how = \"copy\" }]\n",
+    );
+    let e = &cfg.persist.entries()[0];
+    let s = sync_entry(
+        &o.root,
+        &cfg,
+        &o.accounts,
+        e,
+        &entry(vec![m()], vec![d(3), d(4), f(5, 1)]),
+        false,
+    );
+    let ops: Vec<String> = s.ops.iter().map(|op| op.to_string()).collect();
+    assert_eq!(
+        ops,
+        [
+            "create directory '/persist/home' (0:0 0755)",
+            "create directory '/persist/home/alice' (1000:100 0700)",
+            "copy '/home/alice/.bash_history' back to '/persist/home/alice/.bash_history' (owner, mode, xattrs, times)",
+        ],
+        "{s:#?}"
+    );
 }

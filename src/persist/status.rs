@@ -10,14 +10,11 @@ use serde::Serialize;
 use super::observe::{Eyes, Failure, Observed, ObservedEntry, Stat, observe_entry};
 use super::plan::{entry_owner, parents_of, resolve, symlink_failure};
 use super::walk::Walker;
-use super::{Hidden, How, Kind, Perms, State};
+use super::{Hidden, How, Kind, Perms, PlannedEntry, State};
 use crate::config::{Config, EntryRef};
 
-/// Whether an entry is in place: the plan's [`State`], read on a running system. `ready` means not in
-/// place (`tabula persist` would act), `failed` that something could not be inspected; `done` never occurs.
-pub type StatusState = State;
-
-/// The word `tabula status` prints for a state.
+/// The word `tabula status` prints for a state. On a running system `ready` means not in place
+/// (`tabula persist` would act) and `failed` that something could not be inspected; `done` never occurs.
 pub fn status_label(state: State) -> &'static str {
     match state {
         State::InPlace | State::Done => "in-place",
@@ -51,37 +48,9 @@ pub enum Shadow {
     },
 }
 
-/// The status of one allowlist entry on the running system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EntryStatus {
-    /// Where it appears.
-    pub target: PathBuf,
-    /// Where it lives in persistent storage.
-    pub source: PathBuf,
-    /// Directory or file.
-    pub kind: Kind,
-    /// Bind mount, copy or symlink.
-    pub how: How,
-    /// The verdict.
-    pub state: StatusState,
-    /// Owner/mode of the source that differ from what the config says.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
-    /// For copies (`how = "copy"`): whether the live file equals its persistent copy (owner, mode,
-    /// content); `false` means `tabula persist sync` has changes to copy back.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub synced: Option<bool>,
-    /// For bind mounts in place: what the mount hides.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<Shadow>,
-    /// Details for states other than in place.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
 /// Inspects each entry on the system whose root is `root` (normally `/`). Changes nothing: the check for
 /// hidden data runs in a private mount namespace of a helper thread.
-pub fn status(config: &Config, root: &Path) -> Result<Vec<EntryStatus>> {
+pub fn status(config: &Config, root: &Path) -> Result<Vec<PlannedEntry>> {
     let eyes = Eyes::open(config, root)?;
     let full_root = eyes.root_canon.clone();
     let observed = Observed {
@@ -115,7 +84,7 @@ pub fn status(config: &Config, root: &Path) -> Result<Vec<EntryStatus>> {
 }
 
 /// The status of every entry from what was observed (`observed.entries` in `config`'s order): pure.
-pub fn status_observed(observed: &Observed, config: &Config) -> Vec<EntryStatus> {
+pub fn status_observed(observed: &Observed, config: &Config) -> Vec<PlannedEntry> {
     config
         .persist
         .entries()
@@ -130,27 +99,21 @@ fn entry_status(
     config: &Config,
     e: &EntryRef<'_>,
     o: &ObservedEntry,
-) -> EntryStatus {
+) -> PlannedEntry {
     let target = e.target();
     let source = config.persist.source_of(&target);
-    let mut s = EntryStatus {
-        target: target.clone(),
-        source: source.clone(),
-        kind: e.kind,
-        how: e.entry.how,
+    let mut s = PlannedEntry {
         state: State::InPlace,
-        problems: Vec::new(),
-        synced: None,
-        shadow: None,
-        message: None,
+        ..PlannedEntry::new(target.clone(), source.clone(), e.kind, e.entry.how)
     };
     let shown = |p: &Path| observed.shown(p);
-    let fail = |s: &mut EntryStatus, f: Failure| {
+    let fail = |s: &mut PlannedEntry, f: Failure| {
         s.state = if f.rule.is_some() {
             State::Refused
         } else {
             State::Failed
         };
+        s.rule = f.rule;
         s.message = Some(f.message);
     };
     let parents = parents_of(&target);
@@ -211,7 +174,7 @@ fn entry_status(
         }
     }
     let tgt = resolve(&o.target_chain, &tgt_parents);
-    let no_target = |s: &mut EntryStatus| {
+    let no_target = |s: &mut PlannedEntry| {
         s.state = if src.is_some() {
             State::Ready
         } else {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tabula::check::{CheckOptions, Severity};
 use tabula::config::Config;
-use tabula::persist::{self, Outcome, PlanOptions, PlanState, Report, Shadow, StatusState};
+use tabula::persist::{self, PlanOptions, Report, Shadow, State};
 
 // The harness's guard that unmounts everything under a directory, under the name these tests use.
 use crate::common::{
@@ -118,7 +118,7 @@ fn same_inode(a: &Path, b: &Path) -> bool {
     a.dev() == b.dev() && a.ino() == b.ino()
 }
 
-fn outcome<'r>(report: &'r Report, target: &str) -> &'r persist::EntryReport {
+fn outcome<'r>(report: &'r Report, target: &str) -> &'r persist::PlannedEntry {
     report
         .entries
         .iter()
@@ -126,7 +126,7 @@ fn outcome<'r>(report: &'r Report, target: &str) -> &'r persist::EntryReport {
         .unwrap_or_else(|| panic!("no entry {target} in {report:#?}"))
 }
 
-fn assert_all(report: &Report, expected: Outcome) {
+fn assert_all(report: &Report, expected: State) {
     for e in &report.entries {
         assert_eq!(e.state, expected, "{}: {:?}", e.target.display(), e);
     }
@@ -234,7 +234,7 @@ directories = [".config/Signal"]
 "#,
     );
     let report = run(&cfg, &root);
-    assert_all(&report, Outcome::Done);
+    assert_all(&report, State::Done);
     let s = |p: &str| env.store.join(p);
     let t = |p: &str| root.join(p);
 
@@ -314,7 +314,7 @@ fn boot_one_then_boot_two_keeps_only_persisted_writes() {
     write(&env.store.join("etc/adjtime"), "0.0 0 0.0\n");
 
     let boot1 = env.boot("boot1");
-    assert_all(&run(&cfg, &boot1), Outcome::Done);
+    assert_all(&run(&cfg, &boot1), State::Done);
     write(&boot1.join("var/log/journal.log"), "boot 1 log\n");
     write(&boot1.join("home/alice/persist/notes.txt"), "keep me\n");
     fs::write(boot1.join("etc/adjtime"), "1.5 0 0.0\n").unwrap();
@@ -324,7 +324,7 @@ fn boot_one_then_boot_two_keeps_only_persisted_writes() {
 
     // A fresh root (what rollback gives), same persistent storage.
     let boot2 = env.boot("boot2");
-    assert_all(&run(&cfg, &boot2), Outcome::Done);
+    assert_all(&run(&cfg, &boot2), State::Done);
     assert_eq!(
         fs::read_to_string(boot2.join("var/log/journal.log")).unwrap(),
         "boot 1 log\n"
@@ -354,7 +354,7 @@ fn machine_id_recipe_first_boot_generates_later_boots_keep() {
     let boot1 = env.boot("boot1");
     let report = run(&cfg, &boot1);
     let e = outcome(&report, "/etc/machine-id");
-    assert_eq!(e.state, Outcome::SourceMissing);
+    assert_eq!(e.state, State::SourceMissing);
     assert!(
         e.message.as_deref().is_some_and(|m| m.contains("--adopt")),
         "{e:?}"
@@ -381,7 +381,7 @@ fn machine_id_recipe_first_boot_generates_later_boots_keep() {
     // Later in boot 1, on the running system: `tabula persist --root / --adopt`.
     let plan = persist::plan_with(&cfg, &boot1, PlanOptions { adopt: true }).unwrap();
     let report = persist::apply(&plan);
-    assert_all(&report, Outcome::Done);
+    assert_all(&report, State::Done);
     assert_eq!(
         fs::read_to_string(env.store.join("etc/machine-id")).unwrap(),
         format!("{id}\n")
@@ -396,7 +396,7 @@ fn machine_id_recipe_first_boot_generates_later_boots_keep() {
     // Boots 2 and 3: the same id, bind-mounted before the system starts.
     for name in ["boot2", "boot3"] {
         let root = env.boot(name);
-        assert_all(&run(&cfg, &root), Outcome::Done);
+        assert_all(&run(&cfg, &root), State::Done);
         assert_eq!(
             fs::read_to_string(root.join("etc/machine-id")).unwrap(),
             format!("{id}\n"),
@@ -418,7 +418,7 @@ fn second_run_mounts_nothing_twice() {
         "[persist]\ndirectories = [\"/var/log\", { path = \"/var/lib/private\", mode = \"0700\" }]\n\
          files = [\"/etc/machine-id\", { path = \"/etc/hostid\", how = \"symlink\" }]\n",
     );
-    assert_all(&run(&cfg, &root), Outcome::Done);
+    assert_all(&run(&cfg, &root), State::Done);
     let mounts = env.mounts_under(&root);
     assert_eq!(mounts, 1 + 3, "persist + 3 binds");
     assert_eq!(
@@ -428,17 +428,17 @@ fn second_run_mounts_nothing_twice() {
 
     let plan = persist::plan(&cfg, &root).unwrap();
     for e in &plan.entries {
-        assert_eq!(e.state, PlanState::InPlace, "{e:?}");
+        assert_eq!(e.state, State::InPlace, "{e:?}");
         assert!(e.ops.is_empty());
     }
-    assert_all(&persist::apply(&plan), Outcome::InPlace);
+    assert_all(&persist::apply(&plan), State::InPlace);
     assert_eq!(env.mounts_under(&root), mounts);
 
     // A plan made before the first apply, applied twice: the executor itself skips what is done.
     let root2 = env.boot("root2");
     let plan = persist::plan(&cfg, &root2).unwrap();
-    assert_all(&persist::apply(&plan), Outcome::Done);
-    assert_all(&persist::apply(&plan), Outcome::InPlace);
+    assert_all(&persist::apply(&plan), State::Done);
+    assert_all(&persist::apply(&plan), State::InPlace);
     assert_eq!(env.mounts_under(&root2), 4);
 }
 
@@ -459,13 +459,13 @@ fn a_thousand_entries() {
     // Parents before children: the plan is ordered by path.
     assert!(plan.entries.windows(2).all(|w| w[0].target < w[1].target));
     let report = persist::apply(&plan);
-    assert_all(&report, Outcome::Done);
+    assert_all(&report, State::Done);
     assert_eq!(env.mounts_under(&root), 1001);
     assert!(same_inode(
         &root.join("srv/d05/e0005"),
         &env.store.join("srv/d05/e0005")
     ));
-    assert_all(&run(&cfg, &root), Outcome::InPlace);
+    assert_all(&run(&cfg, &root), State::InPlace);
     assert_eq!(env.mounts_under(&root), 1001);
 }
 
@@ -483,7 +483,7 @@ fn one_failing_entry_does_not_stop_the_others() {
     let cfg =
         config("[persist]\ndirectories = [\"/var/lib/broken\", \"/var/lib/ok\", \"/var/log\"]\n");
     let report = run(&cfg, &root);
-    assert_eq!(outcome(&report, "/var/lib/broken").state, Outcome::Failed);
+    assert_eq!(outcome(&report, "/var/lib/broken").state, State::Failed);
     assert!(
         outcome(&report, "/var/lib/broken")
             .message
@@ -491,8 +491,8 @@ fn one_failing_entry_does_not_stop_the_others() {
             .unwrap()
             .contains("not a directory")
     );
-    assert_eq!(outcome(&report, "/var/lib/ok").state, Outcome::Done);
-    assert_eq!(outcome(&report, "/var/log").state, Outcome::Done);
+    assert_eq!(outcome(&report, "/var/lib/ok").state, State::Done);
+    assert_eq!(outcome(&report, "/var/log").state, State::Done);
     let pf = report.partial_failure().expect("partial failure");
     assert_eq!((pf.failed, pf.total), (1, 3));
     assert!(!root.join("var/lib/broken").exists());
@@ -570,7 +570,7 @@ fn existing_content_under_a_target_is_reported() {
     );
     assert!(warn("/etc/issue").contains("8 bytes"), "{plan:#?}");
     assert!(plan.to_text().contains("warning:"));
-    assert_all(&persist::apply(&plan), Outcome::Done);
+    assert_all(&persist::apply(&plan), State::Done);
 
     // status sees the hidden data under the mounts, without changing anything.
     let status = persist::status(&cfg, &root).unwrap();
@@ -578,7 +578,7 @@ fn existing_content_under_a_target_is_reported() {
         .iter()
         .find(|s| s.target == Path::new("/var/log"))
         .unwrap();
-    assert_eq!(log.state, StatusState::InPlace);
+    assert_eq!(log.state, State::InPlace);
     assert_eq!(log.shadow, Some(Shadow::HiddenEntries { count: 1 }));
     let issue = status
         .iter()
@@ -618,18 +618,18 @@ fn status_reports_each_state() {
 
     let status = persist::status(&cfg, &root).unwrap();
     let get = |t: &str| status.iter().find(|s| s.target == Path::new(t)).unwrap();
-    assert_eq!(get("/var/log").state, StatusState::InPlace);
+    assert_eq!(get("/var/log").state, State::InPlace);
     assert_eq!(get("/var/log").shadow, Some(Shadow::Clear));
-    assert_eq!(get("/var/lib/private").state, StatusState::InPlace);
+    assert_eq!(get("/var/lib/private").state, State::InPlace);
     assert_eq!(
         get("/var/lib/private").problems,
         vec!["mode is 0755, the config says 0700".to_string()]
     );
-    assert_eq!(get("/srv").state, StatusState::Ready);
-    assert_eq!(get("/etc/machine-id").state, StatusState::SourceMissing);
+    assert_eq!(get("/srv").state, State::Ready);
+    assert_eq!(get("/etc/machine-id").state, State::SourceMissing);
     assert_eq!(
         get("/etc/hostid").state,
-        StatusState::SourceMissing,
+        State::SourceMissing,
         "dangling link"
     );
     let json = serde_json::to_value(&status).unwrap();
@@ -678,7 +678,7 @@ fn plan_is_printable_and_serialisable() {
 
 fn assert_refused(report: &Report, target: &str, rule: &str) {
     let e = outcome(report, target);
-    assert_eq!(e.state, Outcome::Refused, "{e:?}");
+    assert_eq!(e.state, State::Refused, "{e:?}");
     assert_eq!(e.rule, Some(rule), "{e:?}");
     assert!(e.done.is_empty(), "{e:?}");
 }
@@ -696,7 +696,7 @@ fn symlink_at_a_source_component_is_refused() {
     let cfg = config("[persist]\ndirectories = [\"/var/lib/nixos\", \"/srv/ok\"]\n");
     let report = run(&cfg, &root);
     assert_refused(&report, "/var/lib/nixos", "symlink-in-path");
-    assert_eq!(outcome(&report, "/srv/ok").state, Outcome::Done);
+    assert_eq!(outcome(&report, "/srv/ok").state, State::Done);
     assert_eq!(snapshot(&victim), before);
     assert!(!root.join("var").exists());
     assert_eq!(env.mounts_under(&root), 2, "persist + /srv/ok only");
@@ -797,7 +797,7 @@ fn a_users_home_pointing_elsewhere_is_refused() {
             assert_refused(&report, &format!("/home/{name}/{leaf}"), "symlink-in-path");
         }
     }
-    assert_eq!(outcome(&report, "/var/log").state, Outcome::Done);
+    assert_eq!(outcome(&report, "/var/log").state, State::Done);
     assert_eq!((snapshot(&victim_etc), snapshot(&victim_root)), before);
     let real_after: Vec<_> = ["/etc", "/root"]
         .iter()
@@ -852,16 +852,16 @@ fn a_symlink_planted_after_planning_is_refused_at_apply() {
          gid = 100\ndirectories = [\"Downloads\"]\n",
     );
     let plan = persist::plan(&cfg, &root).unwrap();
-    assert!(plan.entries.iter().all(|e| e.state == PlanState::Ready));
+    assert!(plan.entries.iter().all(|e| e.state == State::Ready));
     // Between plan and apply: the source side and the target side are swapped for symlinks.
     symlink(&victim, env.store.join("home/alice")).unwrap();
     symlink(&victim, root.join("var")).unwrap();
     let report = persist::apply(&plan);
     assert_eq!(
         outcome(&report, "/home/alice/Downloads").state,
-        Outcome::Refused
+        State::Refused
     );
-    assert_eq!(outcome(&report, "/var/log").state, Outcome::Refused);
+    assert_eq!(outcome(&report, "/var/log").state, State::Refused);
     assert_eq!(snapshot(&victim), before);
     assert_eq!(env.mounts_under(&root), 1);
 }
@@ -903,7 +903,7 @@ fn symlink_method_for_files() {
          files = [{ path = \".emacs.d/init.el\", how = \"symlink\" }]\n",
     );
     let report = run(&cfg, &root);
-    assert_all(&report, Outcome::Done);
+    assert_all(&report, State::Done);
     let link = root.join("home/alice/.emacs.d/init.el");
     assert_eq!(
         fs::read_link(&link).unwrap(),
@@ -916,14 +916,14 @@ fn symlink_method_for_files() {
         own(&env.store.join("home/alice/.emacs.d")),
         (1000, 100, 0o700)
     );
-    assert_all(&run(&cfg, &root), Outcome::InPlace);
+    assert_all(&run(&cfg, &root), State::InPlace);
 
     // A real file already at the target: refused with advice, not deleted.
     let root2 = env.boot("root2");
     write(&root2.join("home/alice/.emacs.d/init.el"), "(setq x 1)\n");
     let report = run(&cfg, &root2);
     let e = outcome(&report, "/home/alice/.emacs.d/init.el");
-    assert_eq!(e.state, Outcome::Failed);
+    assert_eq!(e.state, State::Failed);
     assert!(
         e.message.as_deref().unwrap().contains("already exists"),
         "{e:?}"
@@ -946,9 +946,9 @@ fn unresolvable_user_fails_only_its_entries() {
          [[persist.users]]\nname = \"ghost\"\ndirectories = [\"Downloads\"]\n",
     );
     let report = run(&cfg, &root);
-    assert_eq!(outcome(&report, "/var/log").state, Outcome::Done);
+    assert_eq!(outcome(&report, "/var/log").state, State::Done);
     let srv = outcome(&report, "/srv");
-    assert_eq!(srv.state, Outcome::Failed);
+    assert_eq!(srv.state, State::Failed);
     assert!(
         srv.message
             .as_deref()
@@ -961,7 +961,7 @@ fn unresolvable_user_fails_only_its_entries() {
         "{srv:?}"
     );
     let ghost = outcome(&report, "/home/ghost/Downloads");
-    assert_eq!(ghost.state, Outcome::Failed);
+    assert_eq!(ghost.state, State::Failed);
     assert!(
         ghost
             .message
@@ -1142,8 +1142,8 @@ fn documented_example_first_boot() {
     assert_eq!(report.failed(), 0, "{report:#?}");
     for e in &report.entries {
         let expected = match e.kind {
-            tabula::config::Kind::Directory => Outcome::Done,
-            tabula::config::Kind::File => Outcome::SourceMissing,
+            tabula::config::Kind::Directory => State::Done,
+            tabula::config::Kind::File => State::SourceMissing,
         };
         assert_eq!(e.state, expected, "{e:?}");
     }

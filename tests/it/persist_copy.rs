@@ -14,7 +14,7 @@ use common::{Booted, Scratch, rollback_and_mount, tabula_cmd};
 use tabula::btrfs;
 use tabula::check::{CheckOptions, Severity};
 use tabula::config::Config;
-use tabula::persist::{PlanOptions, PlanState};
+use tabula::persist::{PlanOptions, State};
 
 const OLD: &str = "root:$6$old$OLDHASH:19000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
 const NEW: &str = "root:$6$new$NEWHASH:20000:0:99999:7:::\nalice:$6$a$ALICE:19000:0:99999:7:::\n";
@@ -136,7 +136,7 @@ fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
     // back over a change not synced yet.
     let plan =
         tabula::persist::plan_running_system(&cfg, &b1.sysroot, PlanOptions::default()).unwrap();
-    assert_eq!(plan.entries[0].state, PlanState::InPlace, "{plan:#?}");
+    assert_eq!(plan.entries[0].state, State::InPlace, "{plan:#?}");
     assert!(
         plan.entries[0].warnings[0].contains("the live file is kept"),
         "{plan:#?}"
@@ -145,7 +145,7 @@ fn a_copy_survives_rename_over_it_and_the_next_boot_has_the_change() {
     assert_eq!(fs::read_to_string(&live).unwrap(), NEW);
     // In the initrd the persistent copy wins.
     let plan = tabula::persist::plan(&cfg, &b1.sysroot).unwrap();
-    assert_eq!(plan.entries[0].state, PlanState::Ready, "{plan:#?}");
+    assert_eq!(plan.entries[0].state, State::Ready, "{plan:#?}");
 
     let dry = sync(&s, &b1, &["--dry-run"]);
     assert!(
