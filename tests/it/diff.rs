@@ -871,6 +871,9 @@ fn chain(top: &Path, depth: usize, leaf: Option<&str>) {
 /// one error entry where the walk stopped, everything above it compared, no stack overflow.
 #[test]
 fn deep_chains_stop_with_an_error_entry() {
+    // Two fds per level on each side: raise the soft limit to the hard one, as `main` does (an
+    // ordinary user's soft limit is often 1024).
+    tabula::limits::raise_fd_limit();
     let f = fixture();
     let deep = tabula::limits::MAX_DEPTH + 50;
     chain(&f.a, deep, None);
