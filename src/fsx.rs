@@ -172,6 +172,8 @@ pub struct Stat {
     /// The id of the mount the object is on (`STATX_MNT_ID`). Nested btrfs subvolumes share their
     /// parent's mount id though their `dev` differs; a bind mount has its own id on the same `dev`.
     pub mnt_id: u64,
+    /// Access time (seconds, nanoseconds): a copy carries it over.
+    pub atime: (i64, u32),
 }
 
 impl Stat {
@@ -333,6 +335,7 @@ fn stat_of(sx: &rustix::fs::Statx) -> Stat {
         size: sx.stx_size,
         mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
         mnt_id: sx.stx_mnt_id,
+        atime: (sx.stx_atime.tv_sec, sx.stx_atime.tv_nsec),
     }
 }
 
@@ -679,3 +682,97 @@ fn relocate(e: Error, path: &Path) -> Error {
 
 #[cfg(test)]
 mod tests;
+
+// --- added by pwalk ---
+
+/// The number of entries in directory `dir` except `.` and `..`. Reads through `dir`'s own file
+/// position (so `dir` must be freshly opened for reading, not `O_PATH`) with a 32 KiB buffer: as
+/// many `getdents64` calls as `readdir(3)` makes, without collecting the names.
+pub fn count_names(dir: BorrowedFd<'_>) -> Result<u64> {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
+    let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
+    let mut n = 0;
+    while let Some(entry) = entries.next() {
+        let entry = entry.map_err(Error::io("listing", "."))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Creates regular file `name` in `dir` (a single component) for writing with `mode`, failing with
+/// `EEXIST` ([`Error::is_exists`]) when anything is there, a symlink included (`O_CREAT|O_EXCL` never
+/// follows one).
+pub fn create_excl_at(dir: BorrowedFd<'_>, name: impl AsRef<OsStr>, mode: u32) -> Result<OwnedFd> {
+    let name = name.as_ref();
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::from_bits_truncate(mode))
+        .map_err(Error::io("creating", name))
+}
+
+#[cfg(test)]
+mod pwalk_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn open_dir(p: &Path) -> OwnedFd {
+        rustix::fs::open(p, DIR | OFlags::CLOEXEC, Mode::empty()).expect("open")
+    }
+
+    #[test]
+    fn count_names_counts_all_but_dot_entries() {
+        let t = tempfile::tempdir().expect("tempdir");
+        assert_eq!(count_names(open_dir(t.path()).as_fd()), Ok(0));
+        // More names than one 32 KiB getdents64 buffer holds.
+        for i in 0..1500 {
+            std::fs::write(t.path().join(format!("a-rather-long-file-name-{i:05}")), "")
+                .expect("write");
+        }
+        std::os::unix::fs::symlink("nowhere", t.path().join("link")).expect("symlink");
+        std::fs::create_dir(t.path().join("sub")).expect("mkdir");
+        assert_eq!(count_names(open_dir(t.path()).as_fd()), Ok(1502));
+    }
+
+    #[test]
+    fn stat_has_the_access_time() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let f = t.path().join("f");
+        std::fs::write(&f, "x").expect("write");
+        let want = std::fs::symlink_metadata(&f).expect("stat");
+        let st = stat_at(open_dir(t.path()).as_fd(), "f").expect("stat_at");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            st.atime,
+            (
+                want.atime(),
+                u32::try_from(want.atime_nsec()).expect("nsec")
+            )
+        );
+    }
+
+    #[test]
+    fn create_excl_at_never_replaces_nor_follows() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = open_dir(t.path());
+        let fd = create_excl_at(dir.as_fd(), "new", 0o640).expect("create");
+        rustix::io::write(&fd, b"hi").expect("write");
+        let meta = std::fs::symlink_metadata(t.path().join("new")).expect("stat");
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o7777 & !0o640, 0);
+        assert!(
+            create_excl_at(dir.as_fd(), "new", 0o600)
+                .expect_err("exists")
+                .is_exists()
+        );
+        std::os::unix::fs::symlink("target", t.path().join("link")).expect("symlink");
+        assert!(
+            create_excl_at(dir.as_fd(), "link", 0o600)
+                .expect_err("symlink")
+                .is_exists()
+        );
+        assert!(!t.path().join("target").exists());
+        assert_eq!(std::fs::read(t.path().join("new")).expect("read"), b"hi");
+    }
+}

@@ -205,7 +205,7 @@ fn plan_entry(ctx: &Ctx<'_>, target: PathBuf, prune: bool) -> SyncEntry {
     e
 }
 
-fn found(st: Option<&nix::sys::stat::FileStat>) -> Found {
+fn found(st: Option<&crate::fsx::Stat>) -> Found {
     match st {
         None => Found::Missing,
         Some(st) if is_file(st) => Found::Regular,
