@@ -304,6 +304,61 @@ pub(crate) fn remove_file(w: &Walker, path: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    const FAULTS: FaultPoints = FaultPoints {
+        created: "test-created",
+        data: "test-data",
+        before_rename: "test-before-rename",
+        renamed: "test-renamed",
+    };
+
+    #[test]
+    fn replace_with_copy_keeps_mode_and_times_and_refuses_symlinks() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path();
+        std::fs::write(p.join("from"), "new content").expect("write");
+        std::fs::set_permissions(p.join("from"), std::fs::Permissions::from_mode(0o640))
+            .expect("chmod");
+        let times = std::fs::FileTimes::new()
+            .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000, 7))
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(2_000_000, 9));
+        std::fs::File::options()
+            .write(true)
+            .open(p.join("from"))
+            .expect("open")
+            .set_times(times)
+            .expect("times");
+        std::fs::write(p.join("to"), "old").expect("write");
+        let w = Walker::open(p).expect("open");
+
+        replace_with_copy(&w, Path::new("/from"), Path::new("/to"), FAULTS).expect("copy");
+        let m = std::fs::symlink_metadata(p.join("to")).expect("stat");
+        assert_eq!(std::fs::read(p.join("to")).expect("read"), b"new content");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+        assert_eq!((m.atime(), m.atime_nsec()), (1_000_000, 7));
+        assert_eq!((m.mtime(), m.mtime_nsec()), (2_000_000, 9));
+        assert!(is_current(&w, Path::new("/from"), Path::new("/to")).expect("compare"));
+        // No temporary file is left next to the destination.
+        assert_eq!(w.count_entries(Path::new("/")).expect("count"), 2);
+
+        symlink("from", p.join("link")).expect("symlink");
+        let refused = |e: anyhow::Error| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<crate::error::Refusal>())
+                .map(|r| r.rule)
+        };
+        let e = replace_with_copy(&w, Path::new("/from"), Path::new("/link"), FAULTS)
+            .expect_err("a symlink at the destination");
+        assert_eq!(refused(e), Some(super::super::walk::RULE_SYMLINK));
+        let e = remove_file(&w, Path::new("/link")).expect_err("a symlink");
+        assert_eq!(refused(e), Some(super::super::walk::RULE_SYMLINK));
+        assert!(p.join("from").exists());
+
+        assert!(remove_file(&w, Path::new("/to")).expect("remove"));
+        assert!(!remove_file(&w, Path::new("/to")).expect("already gone"));
+        assert!(!p.join("to").exists());
+    }
 
     #[test]
     fn known_rename_replaced_files() {

@@ -495,3 +495,196 @@ pub(crate) fn refuse_hard_links(st: &Stat, shown: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The walker on a plain temporary directory (no root needed): what each call finds or refuses.
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    /// A root with a directory, a file, a symlink and a symlinked directory.
+    fn tree() -> (tempfile::TempDir, Walker, Owner) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path();
+        std::fs::create_dir(p.join("d")).expect("mkdir");
+        std::fs::write(p.join("d/f"), "hello").expect("write");
+        symlink("/etc", p.join("link")).expect("symlink");
+        symlink("d", p.join("dlink")).expect("symlink");
+        let me = std::fs::metadata(p).expect("stat");
+        let owner = Owner {
+            uid: me.uid(),
+            gid: me.gid(),
+            mode: 0o750,
+        };
+        let w = Walker::open(p).expect("open");
+        (t, w, owner)
+    }
+
+    fn rule(e: &anyhow::Error) -> Option<&'static str> {
+        e.chain()
+            .find_map(|c| c.downcast_ref::<Refusal>())
+            .map(|r| r.rule)
+    }
+
+    #[test]
+    fn stat_never_follows_a_symlink() {
+        let (_t, w, _) = tree();
+        let st = w.stat(Path::new("/d/f")).expect("stat").expect("there");
+        assert!(st.is_file() && st.size == 5 && st.nlink == 1);
+        assert!(
+            w.stat(Path::new("/d"))
+                .expect("stat")
+                .expect("there")
+                .is_dir()
+        );
+        assert!(
+            w.stat(Path::new("/link"))
+                .expect("stat")
+                .expect("there")
+                .is_symlink()
+        );
+        assert_eq!(w.stat(Path::new("/d/missing")).expect("stat"), None);
+        assert_eq!(w.stat(Path::new("/missing/f")).expect("stat"), None);
+        let e = w
+            .stat(Path::new("/dlink/f"))
+            .expect_err("through a symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let e = w.leaf(Path::new("/link")).expect_err("a symlink leaf");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let (_, st) = w.leaf(Path::new("/d/f")).expect("leaf").expect("there");
+        assert!(st.is_file());
+    }
+
+    #[test]
+    fn read_link_and_count_entries() {
+        let (t, w, _) = tree();
+        assert_eq!(
+            w.read_link(Path::new("/link")).expect("readlink"),
+            Some(PathBuf::from("/etc"))
+        );
+        assert_eq!(w.read_link(Path::new("/d/f")).expect("readlink"), None);
+        assert_eq!(w.read_link(Path::new("/nothing")).expect("readlink"), None);
+        assert_eq!(w.count_entries(Path::new("/")).expect("count"), 3);
+        assert_eq!(w.count_entries(Path::new("/d")).expect("count"), 1);
+        let e = w.count_entries(Path::new("/dlink")).expect_err("a symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let e = w.count_entries(Path::new("/gone")).expect_err("missing");
+        assert_eq!(
+            format!("{e:#}"),
+            format!("'{}' does not exist", t.path().join("gone").display())
+        );
+    }
+
+    #[test]
+    fn mkdir_and_create_file_set_owner_and_mode_and_refuse_symlinks() {
+        let (t, w, owner) = tree();
+        assert!(w.mkdir(Path::new("/d/new"), owner).expect("mkdir"));
+        let m = std::fs::symlink_metadata(t.path().join("d/new")).expect("stat");
+        assert!(m.is_dir());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+        assert!(!w.mkdir(Path::new("/d/new"), owner).expect("again"));
+        let e = w
+            .mkdir(Path::new("/dlink/x"), owner)
+            .expect_err("symlinked parent");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+
+        let file = Owner {
+            mode: 0o640,
+            ..owner
+        };
+        assert!(w.create_file(Path::new("/d/g"), file).expect("create"));
+        let m = std::fs::symlink_metadata(t.path().join("d/g")).expect("stat");
+        assert!(m.is_file());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+        assert!(!w.create_file(Path::new("/d/g"), file).expect("again"));
+        let e = w
+            .create_file(Path::new("/link"), file)
+            .expect_err("a symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let e = w
+            .create_file(Path::new("/d/new"), file)
+            .expect_err("a directory");
+        assert!(format!("{e:#}").contains("is not a regular file is in the way"));
+    }
+
+    #[test]
+    fn set_owner_mode_refuses_symlinks_and_hard_links() {
+        let (t, w, owner) = tree();
+        w.set_owner_mode(Path::new("/d/f"), Some(owner.uid), None, Some(0o604))
+            .expect("file");
+        let m = std::fs::symlink_metadata(t.path().join("d/f")).expect("stat");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o604);
+        w.set_owner_mode(Path::new("/d"), None, Some(owner.gid), Some(0o711))
+            .expect("dir");
+        let m = std::fs::symlink_metadata(t.path().join("d")).expect("stat");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o711);
+        let e = w
+            .set_owner_mode(Path::new("/link"), None, None, Some(0o600))
+            .expect_err("symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        std::fs::hard_link(t.path().join("d/f"), t.path().join("f2")).expect("link");
+        let e = w
+            .set_owner_mode(Path::new("/d/f"), None, None, Some(0o600))
+            .expect_err("hard link");
+        assert_eq!(rule(&e), Some(RULE_HARDLINK));
+        assert_eq!(
+            std::fs::symlink_metadata(t.path().join("d/f"))
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o604
+        );
+        let e = w
+            .open_file_for_copy(Path::new("/f2"))
+            .expect_err("hard link");
+        assert_eq!(rule(&e), Some(RULE_HARDLINK));
+    }
+
+    #[test]
+    fn copy_in_and_symlink() {
+        let (t, w, owner) = tree();
+        let (mut src, st) = w.open_file_for_copy(Path::new("/d/f")).expect("open");
+        assert_eq!(st.size, 5);
+        let file = Owner {
+            mode: 0o600,
+            ..owner
+        };
+        w.create_file_from(Path::new("/copy"), file, &mut src)
+            .expect("copy");
+        assert_eq!(
+            std::fs::read(t.path().join("copy")).expect("read"),
+            b"hello"
+        );
+        assert!(
+            w.create_file_from(Path::new("/copy"), file, &mut std::io::empty())
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read(t.path().join("copy")).expect("read"),
+            b"hello"
+        );
+        let e = w
+            .open_file_for_copy(Path::new("/link"))
+            .expect_err("symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+
+        let to = Path::new("/d/f");
+        assert!(
+            w.symlink(Path::new("/s"), to, owner.uid, owner.gid)
+                .expect("symlink")
+        );
+        assert!(
+            !w.symlink(Path::new("/s"), to, owner.uid, owner.gid)
+                .expect("again")
+        );
+        let e = w
+            .symlink(Path::new("/s"), Path::new("/x"), owner.uid, owner.gid)
+            .expect_err("another target");
+        assert!(format!("{e:#}").contains("is a symlink to '/d/f', not to '/x'"));
+        let e = w
+            .symlink(Path::new("/copy"), to, owner.uid, owner.gid)
+            .expect_err("a file");
+        assert!(format!("{e:#}").contains("a file already exists at"));
+    }
+}
