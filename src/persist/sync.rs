@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::copy::{FaultPoints, is_current, remove_file, replace_with_copy};
 use super::plan::{Ctx, classify, parents_of};
-use super::walk::{Owner, RULE_SYMLINK, Walker, is_dir, is_file, is_symlink, refuse_hard_links};
+use super::walk::{Owner, RULE_SYMLINK, Walker, refuse_hard_links};
 use super::{How, Op, Perms, Plan, PlanState, Verdict};
 use crate::config::Config;
 use crate::error::Refusal;
@@ -208,8 +208,8 @@ fn plan_entry(ctx: &Ctx<'_>, target: PathBuf, prune: bool) -> SyncEntry {
 fn found(st: Option<&crate::fsx::Stat>) -> Found {
     match st {
         None => Found::Missing,
-        Some(st) if is_file(st) => Found::Regular,
-        Some(st) if is_symlink(st) => Found::Symlink,
+        Some(st) if st.is_file() => Found::Regular,
+        Some(st) if st.is_symlink() => Found::Symlink,
         Some(_) => Found::Other,
     }
 }
@@ -240,8 +240,8 @@ fn inspect(ctx: &Ctx<'_>, e: &mut SyncEntry, prune: bool) -> Result<()> {
                     mode: Perms(o.mode),
                 });
             }
-            Some(st) if is_dir(&st) => {}
-            Some(st) if is_symlink(&st) => {
+            Some(st) if st.is_dir() => {}
+            Some(st) if st.is_symlink() => {
                 return Err(super::walk::symlink_refusal(&w.shown(&sp)));
             }
             Some(_) => bail!(

@@ -24,21 +24,6 @@ pub const RULE_SYMLINK: &str = "symlink-in-path";
 /// Refusal rule: a file whose owner or mode would change has other hard links.
 pub const RULE_HARDLINK: &str = "hard-linked-file";
 
-/// Whether `st` is a directory ([`Stat::is_dir`], kept for callers of the free function).
-pub(crate) fn is_dir(st: &Stat) -> bool {
-    st.is_dir()
-}
-
-/// Whether `st` is a regular file ([`Stat::is_file`]).
-pub(crate) fn is_file(st: &Stat) -> bool {
-    st.is_file()
-}
-
-/// Whether `st` is a symlink ([`Stat::is_symlink`]).
-pub(crate) fn is_symlink(st: &Stat) -> bool {
-    st.is_symlink()
-}
-
 /// The errno of an [`fsx`] error on a single name (a stat or an open of one component, where the
 /// only errors are the kernel's), so the caller's context stays the whole message as before.
 fn errno(e: fsx::Error) -> Errno {
