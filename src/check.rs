@@ -13,7 +13,7 @@ use crate::config::EntryRef;
 use crate::config::{Config, How, Kind, Loc};
 use crate::error::ConfigError;
 use crate::persist::observe::{Eyes, ObservedEntry, observe_entry};
-use crate::persist::walk::{Walker, is_dir};
+use crate::persist::walk::Walker;
 use crate::persist::{Hidden, InTheWay, in_the_way, parents_of, resolve};
 use crate::users::Resolver;
 
@@ -241,7 +241,7 @@ fn check_blank(config: &Config, blank: &Path, out: &mut Vec<Diagnostic>) {
     // The initrd mounts persistent storage on this directory of the fresh root: the blank must have it.
     let persist = &config.persist.path;
     match walker.stat(persist) {
-        Ok(Some(st)) if is_dir(&st) => {}
+        Ok(Some(st)) if st.is_dir() => {}
         other => {
             let why = match other {
                 Err(e) => format!("{e:#}"),

@@ -172,6 +172,8 @@ pub struct Stat {
     /// The id of the mount the object is on (`STATX_MNT_ID`). Nested btrfs subvolumes share their
     /// parent's mount id though their `dev` differs; a bind mount has its own id on the same `dev`.
     pub mnt_id: u64,
+    /// Access time (seconds, nanoseconds): a copy carries it over.
+    pub atime: (i64, u32),
 }
 
 impl Stat {
@@ -333,6 +335,7 @@ fn stat_of(sx: &rustix::fs::Statx) -> Stat {
         size: sx.stx_size,
         mtime: (sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec),
         mnt_id: sx.stx_mnt_id,
+        atime: (sx.stx_atime.tv_sec, sx.stx_atime.tv_nsec),
     }
 }
 
@@ -461,16 +464,54 @@ pub fn exchange_at(
 pub fn read_names(dir: BorrowedFd<'_>) -> Result<Vec<OsString>> {
     let fd = rustix::fs::openat(dir, ".", DIR | OFlags::CLOEXEC, Mode::empty())
         .map_err(Error::io("listing", "."))?;
+    read_names_in(fd.as_fd())
+}
+
+/// The names in the directory open for reading as `dir` (e.g. with [`DIR`]), except `.` and `..`,
+/// sorted bytewise, read from `dir` itself from its current position. Unlike [`read_names`] it does
+/// not reopen the directory (one syscall less per directory in a walk, and the flags `dir` was opened
+/// with, such as `O_NOATIME`, hold); it cannot read an `O_PATH` fd.
+pub fn read_names_in(dir: BorrowedFd<'_>) -> Result<Vec<OsString>> {
     let mut names = Vec::new();
-    for entry in rustix::fs::Dir::new(fd).map_err(Error::io("listing", "."))? {
+    each_name(dir, |name| {
+        names.push(OsStr::from_bytes(name).to_os_string())
+    })?;
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// The number of entries in directory `dir` except `.` and `..`. Reads through `dir`'s own file
+/// position (so `dir` must be freshly opened for reading, not `O_PATH`), without collecting the names.
+pub fn count_names(dir: BorrowedFd<'_>) -> Result<u64> {
+    let mut n = 0;
+    each_name(dir, |_| n += 1)?;
+    Ok(n)
+}
+
+/// Calls `f` with each name in the directory open for reading as `dir`, except `.` and `..`, in
+/// directory order. A 32 KiB buffer, as `readdir(3)` uses: rustix's `Dir` starts smaller and makes
+/// more `getdents64` calls on big directories.
+fn each_name(dir: BorrowedFd<'_>, mut f: impl FnMut(&[u8])) -> Result<()> {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 << 10];
+    let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
+    while let Some(entry) = entries.next() {
         let entry = entry.map_err(Error::io("listing", "."))?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
+            f(name);
         }
     }
-    names.sort_unstable();
-    Ok(names)
+    Ok(())
+}
+
+/// Creates regular file `name` in `dir` (a single component) for writing with `mode`, failing with
+/// `EEXIST` ([`Error::is_exists`]) when anything is there, a symlink included (`O_CREAT|O_EXCL` never
+/// follows one).
+pub fn create_excl_at(dir: BorrowedFd<'_>, name: impl AsRef<OsStr>, mode: u32) -> Result<OwnedFd> {
+    let name = name.as_ref();
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::from_bits_truncate(mode))
+        .map_err(Error::io("creating", name))
 }
 
 /// One directory being emptied by [`remove_tree_at`].
@@ -679,46 +720,3 @@ fn relocate(e: Error, path: &Path) -> Error {
 
 #[cfg(test)]
 mod tests;
-
-// --- added by dwalk ---
-
-/// The names in the directory open for reading as `dir` (e.g. with [`DIR`]), except `.` and `..`,
-/// sorted bytewise, read from `dir` itself from its current position. Unlike [`read_names`] it does
-/// not reopen the directory (one syscall less per directory in a walk, and the flags `dir` was opened
-/// with, such as `O_NOATIME`, hold); it cannot read an `O_PATH` fd.
-pub fn read_names_in(dir: BorrowedFd<'_>) -> Result<Vec<OsString>> {
-    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
-    let mut entries = rustix::fs::RawDir::new(dir, &mut buf);
-    let mut names = Vec::new();
-    while let Some(entry) = entries.next() {
-        let entry = entry.map_err(Error::io("listing", "."))?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
-        }
-    }
-    names.sort_unstable();
-    Ok(names)
-}
-
-#[cfg(test)]
-mod dwalk_tests {
-    use super::*;
-
-    #[test]
-    fn read_names_in_reads_the_fd_itself_sorted_without_dots() {
-        let tmp = std::env::temp_dir().join(format!("fsx-dwalk-{}", std::process::id()));
-        std::fs::create_dir_all(tmp.join("sub")).unwrap();
-        for name in ["b", "a", "c"] {
-            std::fs::write(tmp.join(name), b"").unwrap();
-        }
-        let fd = rustix::fs::open(&tmp, DIR | OFlags::CLOEXEC, Mode::empty()).unwrap();
-        let names = read_names_in(fd.as_fd());
-        // An O_PATH fd has no directory stream: an error, never a silent empty listing.
-        let path_fd = rustix::fs::open(&tmp, PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
-        let from_path = read_names_in(path_fd.as_fd());
-        std::fs::remove_dir_all(&tmp).unwrap();
-        assert_eq!(names.unwrap(), ["a", "b", "c", "sub"]);
-        assert_eq!(from_path.unwrap_err().errno(), Errno::BADF);
-    }
-}

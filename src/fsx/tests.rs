@@ -1,7 +1,7 @@
 //! Unit tests of the fsx layer on a temp dir (no root needed).
 
 use super::*;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 
 fn open(path: &Path) -> OwnedFd {
     rustix::fs::open(path, DIR | OFlags::CLOEXEC, Mode::empty()).expect("opening the test dir")
@@ -295,4 +295,78 @@ fn read_names_is_sorted_without_dots() {
         read_names(dir.as_fd()).expect("ls"),
         ["b", "dangling", "file", "link"].map(OsString::from)
     );
+}
+
+// Listing, creating, and the access time.
+
+#[test]
+fn read_names_in_reads_the_fd_itself_sorted_without_dots() {
+    let tmp = std::env::temp_dir().join(format!("fsx-dwalk-{}", std::process::id()));
+    std::fs::create_dir_all(tmp.join("sub")).unwrap();
+    for name in ["b", "a", "c"] {
+        std::fs::write(tmp.join(name), b"").unwrap();
+    }
+    let fd = rustix::fs::open(&tmp, DIR | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let names = read_names_in(fd.as_fd());
+    // An O_PATH fd has no directory stream: an error, never a silent empty listing.
+    let path_fd = rustix::fs::open(&tmp, PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let from_path = read_names_in(path_fd.as_fd());
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert_eq!(names.unwrap(), ["a", "b", "c", "sub"]);
+    assert_eq!(from_path.unwrap_err().errno(), Errno::BADF);
+}
+
+#[test]
+fn count_names_counts_all_but_dot_entries() {
+    let t = tempfile::tempdir().expect("tempdir");
+    assert_eq!(count_names(open(t.path()).as_fd()), Ok(0));
+    // More names than one 32 KiB getdents64 buffer holds.
+    for i in 0..1500 {
+        std::fs::write(t.path().join(format!("a-rather-long-file-name-{i:05}")), "")
+            .expect("write");
+    }
+    std::os::unix::fs::symlink("nowhere", t.path().join("link")).expect("symlink");
+    std::fs::create_dir(t.path().join("sub")).expect("mkdir");
+    assert_eq!(count_names(open(t.path()).as_fd()), Ok(1502));
+}
+
+#[test]
+fn stat_has_the_access_time() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let f = t.path().join("f");
+    std::fs::write(&f, "x").expect("write");
+    let want = std::fs::symlink_metadata(&f).expect("stat");
+    let st = stat_at(open(t.path()).as_fd(), "f").expect("stat_at");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        st.atime,
+        (
+            want.atime(),
+            u32::try_from(want.atime_nsec()).expect("nsec")
+        )
+    );
+}
+
+#[test]
+fn create_excl_at_never_replaces_nor_follows() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = open(t.path());
+    let fd = create_excl_at(dir.as_fd(), "new", 0o640).expect("create");
+    rustix::io::write(&fd, b"hi").expect("write");
+    let meta = std::fs::symlink_metadata(t.path().join("new")).expect("stat");
+    assert!(meta.is_file());
+    assert_eq!(meta.permissions().mode() & 0o7777 & !0o640, 0);
+    assert!(
+        create_excl_at(dir.as_fd(), "new", 0o600)
+            .expect_err("exists")
+            .is_exists()
+    );
+    std::os::unix::fs::symlink("target", t.path().join("link")).expect("symlink");
+    assert!(
+        create_excl_at(dir.as_fd(), "link", 0o600)
+            .expect_err("symlink")
+            .is_exists()
+    );
+    assert!(!t.path().join("target").exists());
+    assert_eq!(std::fs::read(t.path().join("new")).expect("read"), b"hi");
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use nix::mount::{MsFlags, mount};
 
 use super::plan::classify;
-use super::walk::{Owner, Walker, fd_path, is_dir, is_file};
+use super::walk::{Owner, Walker, fd_path};
 use super::{Kind, Op, Plan, PlannedEntry, State};
 
 /// The result of [`apply`]: the plan, each entry with its state after applying (`done`, `in_place`,
@@ -202,9 +202,9 @@ fn bind(
     let (tfd, tst) = w
         .leaf(target)?
         .ok_or_else(|| anyhow!("'{}' does not exist", w.shown(target).display()))?;
-    let right_type = |st: &nix::sys::stat::FileStat| match kind {
-        Kind::Directory => is_dir(st),
-        Kind::File => is_file(st),
+    let right_type = |st: &crate::fsx::Stat| match kind {
+        Kind::Directory => st.is_dir(),
+        Kind::File => st.is_file(),
     };
     if !right_type(&sst) || !right_type(&tst) {
         bail!(
@@ -218,7 +218,7 @@ fn bind(
             }
         );
     }
-    if sst.st_dev == tst.st_dev && sst.st_ino == tst.st_ino {
+    if sst.same_object(&tst) {
         return Ok(false);
     }
     let full_target = root_canon.join(target.strip_prefix("/").unwrap_or(target));
@@ -252,7 +252,7 @@ fn bind(
     let (_, now) = w
         .leaf(target)?
         .ok_or_else(|| anyhow!("'{}' vanished after mounting", w.shown(target).display()))?;
-    if now.st_dev != sst.st_dev || now.st_ino != sst.st_ino {
+    if !now.same_object(&sst) {
         bail!(
             "after mounting, '{}' is not '{}'",
             w.shown(target).display(),

@@ -14,14 +14,12 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
-use nix::sys::stat::{FileStat, Mode, fchmod, fstat, fstatat, futimens};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
 
-use super::walk::{Walker, is_file, is_symlink, symlink_refusal};
+use super::walk::{Walker, symlink_refusal};
 use crate::diff::xattr;
+use crate::fsx::{self, Stat};
 
 /// Files known to be replaced by rename: `shadow-utils`, `passwd`, `useradd`, `chpasswd`, `vipw`.
 const RENAMED_PATHS: &[&str] = &[
@@ -52,44 +50,36 @@ pub fn replaced_by_rename(target: &Path) -> bool {
 
 /// A regular file opened for reading without following a symlink. `Ok(None)` when it does not exist;
 /// a refusal when it is a symlink; an error when it is something else.
-pub(crate) fn open_regular(w: &Walker, path: &Path) -> Result<Option<(File, FileStat)>> {
+pub(crate) fn open_regular(w: &Walker, path: &Path) -> Result<Option<(File, Stat)>> {
     let shown = w.shown(path);
     let Some((dir, name)) = w.parent(path)? else {
         return Ok(None);
     };
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-    let fd = match openat(
-        &dir,
-        name.as_os_str(),
-        flags | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = match rustix::fs::openat(&dir, &name, flags | OFlags::CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP) => return Err(symlink_refusal(&shown)),
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(symlink_refusal(&shown)),
         Err(e) => return Err(e).with_context(|| format!("opening '{}'", shown.display())),
     };
-    let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
-    if !is_file(&st) {
+    let st = fsx::stat_fd(fd.as_fd())
+        .map_err(|e| e.errno())
+        .with_context(|| format!("inspecting '{}'", shown.display()))?;
+    if !st.is_file() {
         bail!("'{}' is not a regular file", shown.display());
     }
     Ok(Some((File::from(fd), st)))
 }
 
 /// Whether two open regular files have the same owner, mode and content (read from the start).
-pub(crate) fn same_file(
-    a: &mut File,
-    ast: &FileStat,
-    b: &mut File,
-    bst: &FileStat,
-) -> Result<bool> {
-    if ast.st_dev == bst.st_dev && ast.st_ino == bst.st_ino {
+pub(crate) fn same_file(a: &mut File, ast: &Stat, b: &mut File, bst: &Stat) -> Result<bool> {
+    if ast.same_object(bst) {
         return Ok(true);
     }
-    if ast.st_size != bst.st_size
-        || ast.st_uid != bst.st_uid
-        || ast.st_gid != bst.st_gid
-        || ast.st_mode & 0o7777 != bst.st_mode & 0o7777
+    if ast.size != bst.size
+        || ast.uid != bst.uid
+        || ast.gid != bst.gid
+        || ast.mode & 0o7777 != bst.mode & 0o7777
     {
         return Ok(false);
     }
@@ -172,13 +162,13 @@ pub(crate) fn replace_with_copy(
             shown_to.display()
         )
     })?;
-    match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if is_symlink(&st) => return Err(symlink_refusal(&shown_to)),
-        Ok(st) if !is_file(&st) => bail!(
+    match fsx::stat_at(dir.as_fd(), &name).map_err(|e| e.errno()) {
+        Ok(st) if st.is_symlink() => return Err(symlink_refusal(&shown_to)),
+        Ok(st) if !st.is_file() => bail!(
             "'{}' is in the way and is not a regular file",
             shown_to.display()
         ),
-        Ok(_) | Err(Errno::ENOENT) => {}
+        Ok(_) | Err(Errno::NOENT) => {}
         Err(e) => return Err(e).with_context(|| format!("inspecting '{}'", shown_to.display())),
     }
 
@@ -188,17 +178,12 @@ pub(crate) fn replace_with_copy(
         let mut t = OsString::from(".");
         t.push(&name);
         t.push(format!(".tabula-{}-{n}", std::process::id()));
-        match openat(
-            &dir,
-            t.as_os_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        ) {
+        match fsx::create_excl_at(dir.as_fd(), &t, 0o600).map_err(|e| e.errno()) {
             Ok(fd) => {
                 tmp = Some((t, fd));
                 break;
             }
-            Err(Errno::EEXIST) => continue,
+            Err(Errno::EXIST) => continue,
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("creating a temporary file next to '{}'", shown_to.display())
@@ -214,9 +199,7 @@ pub(crate) fn replace_with_copy(
         let mut out = Copied::default();
         match crate::btrfs::clone_file(tmp_fd.as_fd(), src.as_fd()) {
             Ok(()) => out.reflinked = true,
-            Err(
-                Errno::EXDEV | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOTTY | Errno::ENOSYS,
-            ) => {
+            Err(e) if no_reflink(std::io::Error::from(e).raw_os_error()) => {
                 // std's copy uses copy_file_range, which still shares extents within one btrfs.
                 let mut dst = File::from(
                     tmp_fd
@@ -233,13 +216,13 @@ pub(crate) fn replace_with_copy(
         crate::fault::point(faults.data);
         // Owner before mode (chown clears set-id bits), xattrs after chown (it drops capabilities),
         // times last (every change above touches ctime/mtime).
-        fchown(
+        rustix::fs::fchown(
             &tmp_fd,
-            Some(Uid::from_raw(sst.st_uid)),
-            Some(Gid::from_raw(sst.st_gid)),
+            Some(Uid::from_raw(sst.uid)),
+            Some(Gid::from_raw(sst.gid)),
         )
         .with_context(|| format!("setting the owner of the copy of '{}'", shown_to.display()))?;
-        fchmod(&tmp_fd, Mode::from_bits_truncate(sst.st_mode & 0o7777))
+        rustix::fs::fchmod(&tmp_fd, Mode::from_bits_truncate(sst.mode & 0o7777))
             .with_context(|| format!("setting the mode of the copy of '{}'", shown_to.display()))?;
         let attrs = xattr::list_fd(src.as_fd())
             .map_err(std::io::Error::from)
@@ -252,29 +235,50 @@ pub(crate) fn replace_with_copy(
                 std::io::Error::from(e)
             ));
         }
-        futimens(
+        let time = |(tv_sec, nsec): (i64, u32)| Timespec {
+            tv_sec,
+            tv_nsec: nsec.into(),
+        };
+        rustix::fs::futimens(
             &tmp_fd,
-            &TimeSpec::new(sst.st_atime, sst.st_atime_nsec),
-            &TimeSpec::new(sst.st_mtime, sst.st_mtime_nsec),
+            &Timestamps {
+                last_access: time(sst.atime),
+                last_modification: time(sst.mtime),
+            },
         )
         .with_context(|| format!("setting the times of the copy of '{}'", shown_to.display()))?;
-        nix::unistd::fsync(&tmp_fd)
+        rustix::fs::fsync(&tmp_fd)
             .with_context(|| format!("syncing the copy of '{}'", shown_to.display()))?;
         crate::fault::point(faults.before_rename);
         // rename replaces the name itself: a symlink planted at `to` since the check is replaced, never
         // followed.
-        renameat(&dir, tmp_name.as_os_str(), &dir, name.as_os_str())
+        rustix::fs::renameat(&dir, &tmp_name, &dir, &name)
             .with_context(|| format!("renaming the copy onto '{}'", shown_to.display()))?;
         crate::fault::point(faults.renamed);
-        nix::unistd::fsync(&dir)
+        rustix::fs::fsync(&dir)
             .with_context(|| format!("syncing the directory of '{}'", shown_to.display()))?;
         Ok(out)
     })();
     if result.is_err() {
         // The temporary name is ours (O_EXCL); unlinkat never follows a link.
-        let _ = unlinkat(&dir, tmp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = rustix::fs::unlinkat(&dir, &tmp_name, AtFlags::empty());
     }
     result
+}
+
+/// Whether the `FICLONE` ioctl failed with an errno meaning "no reflink here" (another filesystem,
+/// not supported): then the data is copied. Compared by number, whichever crate the ioctl's errno
+/// type comes from.
+fn no_reflink(raw: Option<i32>) -> bool {
+    [
+        Errno::XDEV,
+        Errno::OPNOTSUPP,
+        Errno::INVAL,
+        Errno::NOTTY,
+        Errno::NOSYS,
+    ]
+    .iter()
+    .any(|e| Some(e.raw_os_error()) == raw)
 }
 
 /// Removes regular file `path` (never a symlink's target, never a directory) and syncs its directory.
@@ -283,16 +287,16 @@ pub(crate) fn remove_file(w: &Walker, path: &Path) -> Result<bool> {
     let Some((dir, name)) = w.parent(path)? else {
         return Ok(false);
     };
-    match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if is_symlink(&st) => return Err(symlink_refusal(&shown)),
-        Ok(st) if !is_file(&st) => bail!("'{}' is not a regular file", shown.display()),
+    match fsx::stat_at(dir.as_fd(), &name).map_err(|e| e.errno()) {
+        Ok(st) if st.is_symlink() => return Err(symlink_refusal(&shown)),
+        Ok(st) if !st.is_file() => bail!("'{}' is not a regular file", shown.display()),
         Ok(_) => {}
-        Err(Errno::ENOENT) => return Ok(false),
+        Err(Errno::NOENT) => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("inspecting '{}'", shown.display())),
     }
-    unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+    rustix::fs::unlinkat(&dir, &name, AtFlags::empty())
         .with_context(|| format!("removing '{}'", shown.display()))?;
-    nix::unistd::fsync(&dir)
+    rustix::fs::fsync(&dir)
         .with_context(|| format!("syncing the directory of '{}'", shown.display()))?;
     Ok(true)
 }
@@ -300,6 +304,61 @@ pub(crate) fn remove_file(w: &Walker, path: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    const FAULTS: FaultPoints = FaultPoints {
+        created: "test-created",
+        data: "test-data",
+        before_rename: "test-before-rename",
+        renamed: "test-renamed",
+    };
+
+    #[test]
+    fn replace_with_copy_keeps_mode_and_times_and_refuses_symlinks() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path();
+        std::fs::write(p.join("from"), "new content").expect("write");
+        std::fs::set_permissions(p.join("from"), std::fs::Permissions::from_mode(0o640))
+            .expect("chmod");
+        let times = std::fs::FileTimes::new()
+            .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000, 7))
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(2_000_000, 9));
+        std::fs::File::options()
+            .write(true)
+            .open(p.join("from"))
+            .expect("open")
+            .set_times(times)
+            .expect("times");
+        std::fs::write(p.join("to"), "old").expect("write");
+        let w = Walker::open(p).expect("open");
+
+        replace_with_copy(&w, Path::new("/from"), Path::new("/to"), FAULTS).expect("copy");
+        let m = std::fs::symlink_metadata(p.join("to")).expect("stat");
+        assert_eq!(std::fs::read(p.join("to")).expect("read"), b"new content");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+        assert_eq!((m.atime(), m.atime_nsec()), (1_000_000, 7));
+        assert_eq!((m.mtime(), m.mtime_nsec()), (2_000_000, 9));
+        assert!(is_current(&w, Path::new("/from"), Path::new("/to")).expect("compare"));
+        // No temporary file is left next to the destination.
+        assert_eq!(w.count_entries(Path::new("/")).expect("count"), 2);
+
+        symlink("from", p.join("link")).expect("symlink");
+        let refused = |e: anyhow::Error| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<crate::error::Refusal>())
+                .map(|r| r.rule)
+        };
+        let e = replace_with_copy(&w, Path::new("/from"), Path::new("/link"), FAULTS)
+            .expect_err("a symlink at the destination");
+        assert_eq!(refused(e), Some(super::super::walk::RULE_SYMLINK));
+        let e = remove_file(&w, Path::new("/link")).expect_err("a symlink");
+        assert_eq!(refused(e), Some(super::super::walk::RULE_SYMLINK));
+        assert!(p.join("from").exists());
+
+        assert!(remove_file(&w, Path::new("/to")).expect("remove"));
+        assert!(!remove_file(&w, Path::new("/to")).expect("already gone"));
+        assert!(!p.join("to").exists());
+    }
 
     #[test]
     fn known_rename_replaced_files() {

@@ -12,10 +12,9 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::sys::stat::FileStat;
 
 use super::plan::parents_of;
-use super::walk::{Owner, Walker, file_type};
+use super::walk::{Owner, Walker};
 use super::{How, Kind, mountinfo};
 use crate::config::{Config, EntryRef};
 use crate::error::Refusal;
@@ -60,16 +59,14 @@ pub struct Stat {
 
 impl Stat {
     /// The plain data of a stat result.
-    pub(crate) fn of(st: &FileStat) -> Stat {
-        use nix::sys::stat::SFlag;
-        let t = file_type(st);
+    pub(crate) fn of(st: &crate::fsx::Stat) -> Stat {
         let owner = Owner::of(st);
         Stat {
-            file_type: if t == SFlag::S_IFDIR {
+            file_type: if st.is_dir() {
                 FileType::Directory
-            } else if t == SFlag::S_IFREG {
+            } else if st.is_file() {
                 FileType::File
-            } else if t == SFlag::S_IFLNK {
+            } else if st.is_symlink() {
                 FileType::Symlink
             } else {
                 FileType::Other
@@ -77,10 +74,10 @@ impl Stat {
             uid: owner.uid,
             gid: owner.gid,
             mode: owner.mode,
-            dev: st.st_dev,
-            ino: st.st_ino,
-            nlink: st.st_nlink,
-            size: u64::try_from(st.st_size).unwrap_or(0),
+            dev: st.dev,
+            ino: st.ino,
+            nlink: st.nlink,
+            size: st.size,
         }
     }
 
@@ -171,7 +168,7 @@ pub enum Probe {
 }
 
 impl Probe {
-    fn of(r: Result<Option<FileStat>>) -> Probe {
+    fn of(r: Result<Option<crate::fsx::Stat>>) -> Probe {
         match r {
             Ok(Some(st)) => Probe::Found(Stat::of(&st)),
             Ok(None) => Probe::Missing,

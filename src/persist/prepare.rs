@@ -406,19 +406,19 @@ fn do_mount(m: &PreMount) -> Result<()> {
 
 /// The per-mount flags of `path` that a remount must repeat to keep them.
 fn kept_flags(path: &Path) -> MsFlags {
-    use nix::sys::statvfs::{FsFlags, statvfs};
-    let Ok(st) = statvfs(path) else {
+    use rustix::fs::StatVfsMountFlags as FsFlags;
+    let Ok(st) = rustix::fs::statvfs(path) else {
         return MsFlags::empty();
     };
-    let f = st.flags();
+    let f = st.f_flag;
     let mut out = MsFlags::empty();
     for (from, to) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (FsFlags::NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::NODEV, MsFlags::MS_NODEV),
+        (FsFlags::NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::RELATIME, MsFlags::MS_RELATIME),
     ] {
         if f.contains(from) {
             out |= to;
@@ -429,8 +429,8 @@ fn kept_flags(path: &Path) -> MsFlags {
 
 /// Whether `path` is mounted read-only.
 pub fn is_read_only(path: &Path) -> bool {
-    nix::sys::statvfs::statvfs(path)
-        .is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    rustix::fs::statvfs(path)
+        .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// Gives the root back its read-only mount flag (only the flag: the filesystem stays writable under

@@ -9,42 +9,25 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
-use nix::sys::stat::{
-    FchmodatFlags, FileStat, Mode, SFlag, fchmod, fchmodat, fstat, fstatat, mkdirat,
-};
-use nix::unistd::{Gid, Uid, fchown, fchownat};
+use rustix::fs::{AtFlags, CWD, Gid, Mode, OFlags, Uid};
+use rustix::io::Errno;
 
 use crate::error::Refusal;
-use crate::fsx;
+use crate::fsx::{self, Stat};
 
 /// Refusal rule: a symlink was found where a real directory or file was expected.
 pub const RULE_SYMLINK: &str = "symlink-in-path";
 /// Refusal rule: a file whose owner or mode would change has other hard links.
 pub const RULE_HARDLINK: &str = "hard-linked-file";
 
-/// The type bits of a stat result.
-pub(crate) fn file_type(st: &FileStat) -> SFlag {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
-}
-
-/// Whether `st` is a directory.
-pub(crate) fn is_dir(st: &FileStat) -> bool {
-    file_type(st) == SFlag::S_IFDIR
-}
-
-/// Whether `st` is a regular file.
-pub(crate) fn is_file(st: &FileStat) -> bool {
-    file_type(st) == SFlag::S_IFREG
-}
-
-/// Whether `st` is a symlink.
-pub(crate) fn is_symlink(st: &FileStat) -> bool {
-    file_type(st) == SFlag::S_IFLNK
+/// The errno of an [`fsx`] error on a single name (a stat or an open of one component, where the
+/// only errors are the kernel's), so the caller's context stays the whole message as before.
+fn errno(e: fsx::Error) -> Errno {
+    e.errno()
 }
 
 /// A refusal for a symlink found at `path`.
@@ -104,18 +87,21 @@ pub(crate) fn open_path_at(
     dir: BorrowedFd<'_>,
     name: &OsStr,
     shown: &Path,
-) -> Result<Option<(OwnedFd, FileStat)>> {
-    match openat(
+) -> Result<Option<(OwnedFd, Stat)>> {
+    // One component: a plain openat (fsx::open_beneath would retry a missing name through its walk).
+    match rustix::fs::openat(
         dir,
         name,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => {
-            let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
+            let st = fsx::stat_fd(fd.as_fd())
+                .map_err(errno)
+                .with_context(|| format!("inspecting '{}'", shown.display()))?;
             Ok(Some((fd, st)))
         }
-        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("opening '{}'", shown.display())),
     }
 }
@@ -135,11 +121,11 @@ pub(crate) struct Owner {
 
 impl Owner {
     /// Owner and permission bits of a stat result.
-    pub(crate) fn of(st: &FileStat) -> Owner {
+    pub(crate) fn of(st: &Stat) -> Owner {
         Owner {
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode & 0o7777,
+            uid: st.uid,
+            gid: st.gid,
+            mode: st.mode & 0o7777,
         }
     }
 }
@@ -153,11 +139,11 @@ fn set_owner_mode_fd(
     shown: &Path,
 ) -> Result<()> {
     if uid.is_some() || gid.is_some() {
-        fchown(fd, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
+        rustix::fs::fchown(fd, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
             .with_context(|| format!("changing the owner of '{}'", shown.display()))?;
     }
     if let Some(mode) = mode {
-        fchmod(fd, Mode::from_bits_truncate(mode))
+        rustix::fs::fchmod(fd, Mode::from_bits_truncate(mode))
             .with_context(|| format!("changing the mode of '{}'", shown.display()))?;
     }
     Ok(())
@@ -173,13 +159,8 @@ impl Walker {
     /// Opens the root directory (`/sysroot`, `/`, a blank snapshot). The root path itself is trusted
     /// (given by the administrator); everything below it is resolved without following symlinks.
     pub fn open(root: &Path) -> Result<Walker> {
-        let fd = openat(
-            AT_FDCWD,
-            root,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("opening the root directory '{}'", root.display()))?;
+        let fd = rustix::fs::openat(CWD, root, fsx::DIR | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening the root directory '{}'", root.display()))?;
         Ok(Walker {
             root: fd,
             root_path: root.to_path_buf(),
@@ -213,13 +194,13 @@ impl Walker {
     }
 
     /// `lstat` of `path`, resolving its parents without following symlinks. `Ok(None)` when missing.
-    pub(crate) fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
+    pub(crate) fn stat(&self, path: &Path) -> Result<Option<Stat>> {
         let Some((dir, name)) = self.parent(path)? else {
             return Ok(None);
         };
-        match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match fsx::stat_at(dir.as_fd(), &name).map_err(errno) {
             Ok(st) => Ok(Some(st)),
-            Err(Errno::ENOENT) => Ok(None),
+            Err(Errno::NOENT) => Ok(None),
             Err(e) => {
                 Err(e).with_context(|| format!("inspecting '{}'", self.shown(path).display()))
             }
@@ -227,13 +208,13 @@ impl Walker {
     }
 
     /// An `O_PATH` fd on `path` itself (a symlink is refused) with its stat. `Ok(None)` when missing.
-    pub(crate) fn leaf(&self, path: &Path) -> Result<Option<(OwnedFd, FileStat)>> {
+    pub(crate) fn leaf(&self, path: &Path) -> Result<Option<(OwnedFd, Stat)>> {
         let Some((dir, name)) = self.parent(path)? else {
             return Ok(None);
         };
         let shown = self.shown(path);
         match open_path_at(dir.as_fd(), &name, &shown)? {
-            Some((_, st)) if is_symlink(&st) => Err(symlink_refusal(&shown)),
+            Some((_, st)) if st.is_symlink() => Err(symlink_refusal(&shown)),
             other => Ok(other),
         }
     }
@@ -243,17 +224,17 @@ impl Walker {
         let Some((dir, name)) = self.parent(path)? else {
             return Ok(None);
         };
-        match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if is_symlink(&st) => {}
-            Ok(_) | Err(Errno::ENOENT) => return Ok(None),
+        match fsx::stat_at(dir.as_fd(), &name).map_err(errno) {
+            Ok(st) if st.is_symlink() => {}
+            Ok(_) | Err(Errno::NOENT) => return Ok(None),
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("inspecting '{}'", self.shown(path).display()));
             }
         }
-        let link = nix::fcntl::readlinkat(&dir, name.as_os_str())
+        let link = rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new())
             .with_context(|| format!("reading the symlink '{}'", self.shown(path).display()))?;
-        Ok(Some(PathBuf::from(link)))
+        Ok(Some(PathBuf::from(OsString::from_vec(link.into_bytes()))))
     }
 
     /// Number of entries in directory `path` (`.` and `..` excluded).
@@ -261,18 +242,9 @@ impl Walker {
         let fd = self
             .dir(path)?
             .ok_or_else(|| anyhow!("'{}' does not exist", self.shown(path).display()))?;
-        let mut dir = nix::dir::Dir::from_fd(fd)
-            .with_context(|| format!("listing '{}'", self.shown(path).display()))?;
-        let mut n = 0;
-        for entry in dir.iter() {
-            let entry =
-                entry.with_context(|| format!("listing '{}'", self.shown(path).display()))?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                n += 1;
-            }
-        }
-        Ok(n)
+        fsx::count_names(fd.as_fd())
+            .map_err(errno)
+            .with_context(|| format!("listing '{}'", self.shown(path).display()))
     }
 
     /// Creates directory `path` with owner and mode set before anyone else can use it. Returns `true` when
@@ -283,9 +255,9 @@ impl Walker {
             .parent(path)?
             .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
         // 0700 until owner and mode are final, so nobody can use a half-made directory.
-        let created = match mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+        let created = match rustix::fs::mkdirat(&dir, &name, Mode::from_bits_truncate(0o700)) {
             Ok(()) => true,
-            Err(Errno::EEXIST) => false,
+            Err(Errno::EXIST) => false,
             Err(e) => return Err(e).with_context(|| format!("creating '{}'", shown.display())),
         };
         let fd = open_dir_at(dir.as_fd(), &name, &shown)?
@@ -309,14 +281,7 @@ impl Walker {
         let (dir, name) = self
             .parent(path)?
             .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
-        let flags =
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        match openat(
-            &dir,
-            name.as_os_str(),
-            flags,
-            Mode::from_bits_truncate(0o600),
-        ) {
+        match fsx::create_excl_at(dir.as_fd(), &name, 0o600).map_err(errno) {
             Ok(fd) => {
                 set_owner_mode_fd(
                     &fd,
@@ -327,9 +292,9 @@ impl Walker {
                 )?;
                 Ok(true)
             }
-            Err(Errno::EEXIST) => match open_path_at(dir.as_fd(), &name, &shown)? {
-                Some((_, st)) if is_file(&st) => Ok(false),
-                Some((_, st)) if is_symlink(&st) => Err(symlink_refusal(&shown)),
+            Err(Errno::EXIST) => match open_path_at(dir.as_fd(), &name, &shown)? {
+                Some((_, st)) if st.is_file() => Ok(false),
+                Some((_, st)) if st.is_symlink() => Err(symlink_refusal(&shown)),
                 _ => bail!(
                     "creating '{}': something that is not a regular file is in the way",
                     shown.display()
@@ -354,15 +319,15 @@ impl Walker {
             .ok_or_else(|| anyhow!("'{}' does not exist", shown.display()))?;
         let (fd, st) = open_path_at(dir.as_fd(), &name, &shown)?
             .ok_or_else(|| anyhow!("'{}' does not exist", shown.display()))?;
-        if is_symlink(&st) {
+        if st.is_symlink() {
             return Err(symlink_refusal(&shown));
         }
-        if is_dir(&st) {
+        if st.is_dir() {
             let fd = open_dir_at(dir.as_fd(), &name, &shown)?
                 .ok_or_else(|| anyhow!("'{}' vanished", shown.display()))?;
             return set_owner_mode_fd(&fd, uid, gid, mode, &shown);
         }
-        if !is_file(&st) {
+        if !st.is_file() {
             bail!(
                 "'{}' is neither a directory nor a regular file",
                 shown.display()
@@ -372,21 +337,22 @@ impl Walker {
         // The O_PATH fd pins the inode checked above; chown/chmod act on it, not on whatever the name
         // points at by then.
         if uid.is_some() || gid.is_some() {
-            fchownat(
+            rustix::fs::chownat(
                 &fd,
                 "",
                 uid.map(Uid::from_raw),
                 gid.map(Gid::from_raw),
-                AtFlags::AT_EMPTY_PATH,
+                AtFlags::EMPTY_PATH,
             )
             .with_context(|| format!("changing the owner of '{}'", shown.display()))?;
         }
         if let Some(mode) = mode {
-            fchmodat(
-                AT_FDCWD,
+            // chmod of an O_PATH fd goes through its /proc path (fchmod refuses O_PATH fds).
+            rustix::fs::chmodat(
+                CWD,
                 fd_path(&fd).as_str(),
                 Mode::from_bits_truncate(mode),
-                FchmodatFlags::FollowSymlink,
+                AtFlags::empty(),
             )
             .with_context(|| format!("changing the mode of '{}'", shown.display()))?;
         }
@@ -394,23 +360,22 @@ impl Walker {
     }
 
     /// Opens regular file `path` for reading: no symlink, no other hard link.
-    pub(crate) fn open_file_for_copy(&self, path: &Path) -> Result<(std::fs::File, FileStat)> {
+    pub(crate) fn open_file_for_copy(&self, path: &Path) -> Result<(std::fs::File, Stat)> {
         let shown = self.shown(path);
         let (dir, name) = self
             .parent(path)?
             .ok_or_else(|| anyhow!("'{}' does not exist", shown.display()))?;
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY
-            | OFlag::O_CLOEXEC;
-        let fd = match openat(&dir, name.as_os_str(), flags, Mode::empty()) {
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&dir, name.as_os_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(Errno::ELOOP) => return Err(symlink_refusal(&shown)),
+            Err(Errno::LOOP) => return Err(symlink_refusal(&shown)),
             Err(e) => return Err(e).with_context(|| format!("opening '{}'", shown.display())),
         };
-        let st = fstat(&fd).with_context(|| format!("inspecting '{}'", shown.display()))?;
-        if !is_file(&st) {
+        let st = fsx::stat_fd(fd.as_fd())
+            .map_err(errno)
+            .with_context(|| format!("inspecting '{}'", shown.display()))?;
+        if !st.is_file() {
             bail!("'{}' is not a regular file", shown.display());
         }
         refuse_hard_links(&st, &shown)?;
@@ -428,15 +393,9 @@ impl Walker {
         let (dir, name) = self
             .parent(path)?
             .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
-        let flags =
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(
-            &dir,
-            name.as_os_str(),
-            flags,
-            Mode::from_bits_truncate(0o600),
-        )
-        .with_context(|| format!("creating '{}'", shown.display()))?;
+        let fd = fsx::create_excl_at(dir.as_fd(), &name, 0o600)
+            .map_err(errno)
+            .with_context(|| format!("creating '{}'", shown.display()))?;
         let result = (|| -> Result<()> {
             let mut file =
                 std::fs::File::from(fd.try_clone().context("duplicating a file descriptor")?);
@@ -451,16 +410,12 @@ impl Walker {
             )?;
             file.sync_all()
                 .with_context(|| format!("syncing '{}'", shown.display()))?;
-            nix::unistd::fsync(&dir)
+            rustix::fs::fsync(&dir)
                 .with_context(|| format!("syncing the directory of '{}'", shown.display()))
         })();
         if result.is_err() {
             // Leave no half-written source behind: the next run would take it for the real file.
-            let _ = nix::unistd::unlinkat(
-                &dir,
-                name.as_os_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            let _ = rustix::fs::unlinkat(&dir, &name, AtFlags::empty());
         }
         result
     }
@@ -477,9 +432,9 @@ impl Walker {
         let (dir, name) = self
             .parent(path)?
             .ok_or_else(|| anyhow!("creating '{}': its parent does not exist", shown.display()))?;
-        match nix::unistd::symlinkat(points_to, &dir, name.as_os_str()) {
+        match rustix::fs::symlinkat(points_to, &dir, &name) {
             Ok(()) => {}
-            Err(Errno::EEXIST) => {
+            Err(Errno::EXIST) => {
                 return match self.read_link(path)? {
                     Some(t) if t == points_to => Ok(false),
                     Some(t) => bail!(
@@ -499,28 +454,222 @@ impl Walker {
                     .with_context(|| format!("creating the symlink '{}'", shown.display()));
             }
         }
-        fchownat(
+        rustix::fs::chownat(
             &dir,
-            name.as_os_str(),
+            &name,
             Some(Uid::from_raw(uid)),
             Some(Gid::from_raw(gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
+            AtFlags::SYMLINK_NOFOLLOW,
         )
         .with_context(|| format!("changing the owner of the symlink '{}'", shown.display()))?;
         Ok(true)
     }
 }
 
-pub(crate) fn refuse_hard_links(st: &FileStat, shown: &Path) -> Result<()> {
-    if st.st_nlink > 1 {
+/// A refusal when regular file `st` has other hard links: changing it would change them too.
+pub(crate) fn refuse_hard_links(st: &Stat, shown: &Path) -> Result<()> {
+    if st.nlink > 1 {
         return Err(anyhow::Error::new(Refusal::new(
             RULE_HARDLINK,
             format!(
                 "'{}' has {} hard links: changing it would change a file elsewhere too; replace it with a copy",
                 shown.display(),
-                st.st_nlink
+                st.nlink
             ),
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The walker on a plain temporary directory (no root needed): what each call finds or refuses.
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    /// A root with a directory, a file, a symlink and a symlinked directory.
+    fn tree() -> (tempfile::TempDir, Walker, Owner) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path();
+        std::fs::create_dir(p.join("d")).expect("mkdir");
+        std::fs::write(p.join("d/f"), "hello").expect("write");
+        symlink("/etc", p.join("link")).expect("symlink");
+        symlink("d", p.join("dlink")).expect("symlink");
+        let me = std::fs::metadata(p).expect("stat");
+        let owner = Owner {
+            uid: me.uid(),
+            gid: me.gid(),
+            mode: 0o750,
+        };
+        let w = Walker::open(p).expect("open");
+        (t, w, owner)
+    }
+
+    fn rule(e: &anyhow::Error) -> Option<&'static str> {
+        e.chain()
+            .find_map(|c| c.downcast_ref::<Refusal>())
+            .map(|r| r.rule)
+    }
+
+    #[test]
+    fn stat_never_follows_a_symlink() {
+        let (_t, w, _) = tree();
+        let st = w.stat(Path::new("/d/f")).expect("stat").expect("there");
+        assert!(st.is_file() && st.size == 5 && st.nlink == 1);
+        assert!(
+            w.stat(Path::new("/d"))
+                .expect("stat")
+                .expect("there")
+                .is_dir()
+        );
+        assert!(
+            w.stat(Path::new("/link"))
+                .expect("stat")
+                .expect("there")
+                .is_symlink()
+        );
+        assert_eq!(w.stat(Path::new("/d/missing")).expect("stat"), None);
+        assert_eq!(w.stat(Path::new("/missing/f")).expect("stat"), None);
+        let e = w
+            .stat(Path::new("/dlink/f"))
+            .expect_err("through a symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let e = w.leaf(Path::new("/link")).expect_err("a symlink leaf");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let (_, st) = w.leaf(Path::new("/d/f")).expect("leaf").expect("there");
+        assert!(st.is_file());
+    }
+
+    #[test]
+    fn read_link_and_count_entries() {
+        let (t, w, _) = tree();
+        assert_eq!(
+            w.read_link(Path::new("/link")).expect("readlink"),
+            Some(PathBuf::from("/etc"))
+        );
+        assert_eq!(w.read_link(Path::new("/d/f")).expect("readlink"), None);
+        assert_eq!(w.read_link(Path::new("/nothing")).expect("readlink"), None);
+        assert_eq!(w.count_entries(Path::new("/")).expect("count"), 3);
+        assert_eq!(w.count_entries(Path::new("/d")).expect("count"), 1);
+        let e = w.count_entries(Path::new("/dlink")).expect_err("a symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let e = w.count_entries(Path::new("/gone")).expect_err("missing");
+        assert_eq!(
+            format!("{e:#}"),
+            format!("'{}' does not exist", t.path().join("gone").display())
+        );
+    }
+
+    #[test]
+    fn mkdir_and_create_file_set_owner_and_mode_and_refuse_symlinks() {
+        let (t, w, owner) = tree();
+        assert!(w.mkdir(Path::new("/d/new"), owner).expect("mkdir"));
+        let m = std::fs::symlink_metadata(t.path().join("d/new")).expect("stat");
+        assert!(m.is_dir());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+        assert!(!w.mkdir(Path::new("/d/new"), owner).expect("again"));
+        let e = w
+            .mkdir(Path::new("/dlink/x"), owner)
+            .expect_err("symlinked parent");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+
+        let file = Owner {
+            mode: 0o640,
+            ..owner
+        };
+        assert!(w.create_file(Path::new("/d/g"), file).expect("create"));
+        let m = std::fs::symlink_metadata(t.path().join("d/g")).expect("stat");
+        assert!(m.is_file());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+        assert!(!w.create_file(Path::new("/d/g"), file).expect("again"));
+        let e = w
+            .create_file(Path::new("/link"), file)
+            .expect_err("a symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        let e = w
+            .create_file(Path::new("/d/new"), file)
+            .expect_err("a directory");
+        assert!(format!("{e:#}").contains("is not a regular file is in the way"));
+    }
+
+    #[test]
+    fn set_owner_mode_refuses_symlinks_and_hard_links() {
+        let (t, w, owner) = tree();
+        w.set_owner_mode(Path::new("/d/f"), Some(owner.uid), None, Some(0o604))
+            .expect("file");
+        let m = std::fs::symlink_metadata(t.path().join("d/f")).expect("stat");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o604);
+        w.set_owner_mode(Path::new("/d"), None, Some(owner.gid), Some(0o711))
+            .expect("dir");
+        let m = std::fs::symlink_metadata(t.path().join("d")).expect("stat");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o711);
+        let e = w
+            .set_owner_mode(Path::new("/link"), None, None, Some(0o600))
+            .expect_err("symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+        std::fs::hard_link(t.path().join("d/f"), t.path().join("f2")).expect("link");
+        let e = w
+            .set_owner_mode(Path::new("/d/f"), None, None, Some(0o600))
+            .expect_err("hard link");
+        assert_eq!(rule(&e), Some(RULE_HARDLINK));
+        assert_eq!(
+            std::fs::symlink_metadata(t.path().join("d/f"))
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o604
+        );
+        let e = w
+            .open_file_for_copy(Path::new("/f2"))
+            .expect_err("hard link");
+        assert_eq!(rule(&e), Some(RULE_HARDLINK));
+    }
+
+    #[test]
+    fn copy_in_and_symlink() {
+        let (t, w, owner) = tree();
+        let (mut src, st) = w.open_file_for_copy(Path::new("/d/f")).expect("open");
+        assert_eq!(st.size, 5);
+        let file = Owner {
+            mode: 0o600,
+            ..owner
+        };
+        w.create_file_from(Path::new("/copy"), file, &mut src)
+            .expect("copy");
+        assert_eq!(
+            std::fs::read(t.path().join("copy")).expect("read"),
+            b"hello"
+        );
+        assert!(
+            w.create_file_from(Path::new("/copy"), file, &mut std::io::empty())
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read(t.path().join("copy")).expect("read"),
+            b"hello"
+        );
+        let e = w
+            .open_file_for_copy(Path::new("/link"))
+            .expect_err("symlink");
+        assert_eq!(rule(&e), Some(RULE_SYMLINK));
+
+        let to = Path::new("/d/f");
+        assert!(
+            w.symlink(Path::new("/s"), to, owner.uid, owner.gid)
+                .expect("symlink")
+        );
+        assert!(
+            !w.symlink(Path::new("/s"), to, owner.uid, owner.gid)
+                .expect("again")
+        );
+        let e = w
+            .symlink(Path::new("/s"), Path::new("/x"), owner.uid, owner.gid)
+            .expect_err("another target");
+        assert!(format!("{e:#}").contains("is a symlink to '/d/f', not to '/x'"));
+        let e = w
+            .symlink(Path::new("/copy"), to, owner.uid, owner.gid)
+            .expect_err("a file");
+        assert!(format!("{e:#}").contains("a file already exists at"));
+    }
 }
