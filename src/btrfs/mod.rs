@@ -309,7 +309,7 @@ pub fn child_subvolumes(fd: BorrowedFd<'_>) -> Result<Vec<Child>> {
 /// the ids of the subvolumes deleted.
 ///
 /// Children are found by id ([`child_subvolumes`]) and opened with `O_NOFOLLOW` walks, never listed by path.
-/// Every directory opened is checked to be on the same mount as `dir` ([`mount_id`]): a walk never
+/// Every directory opened is checked to be on the same mount as `dir` ([`fsx::mount_id`]): a walk never
 /// descends into something mounted inside the tree after it was inspected (`EXDEV`). A read-only
 /// subvolume that still holds children is made writable first, but only when `may_thaw` allows it (the
 /// caller decides what it owns). A child that cannot be deleted does not stop its siblings; the first
