@@ -460,7 +460,7 @@ pub fn entry_at(dir: BorrowedFd<'_>, name: &str) -> Result<Occupant> {
     }
 }
 
-/// Every entry name in `old_roots` that is valid UTF-8 (O(entries), no opens).
+/// Every entry name in `old_roots` that is valid UTF-8, sorted bytewise (O(entries), no opens).
 pub fn entry_names(old_roots: BorrowedFd<'_>) -> Result<Vec<String>> {
     let names = fsx::read_names(old_roots)
         .map_err(|e| e.errno())
