@@ -302,7 +302,7 @@ pub fn plan_add(
     }
     // Persistent storage, as mounted on the running system.
     let storage_path = under(&req.root, &config.persist.path);
-    let storage = Walk::open(&storage_path)
+    let storage = RootDir::open(&storage_path)
         .with_context(|| "persistent storage must be mounted to persist a path now")?;
     // By mount id, not device: a nested subvolume there has a device of its own but is no mount.
     let root_dir = std::fs::File::open(&req.root)
@@ -625,19 +625,19 @@ fn write_config(file: &Path, text: &str) -> Result<()> {
 }
 
 /// A directory opened as a trusted root for fd-relative walks.
-struct Walk {
+struct RootDir {
     fd: OwnedFd,
 }
 
-impl Walk {
-    fn open(p: &Path) -> Result<Walk> {
+impl RootDir {
+    fn open(p: &Path) -> Result<RootDir> {
         let fd = rustix::fs::open(
             p,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .with_context(|| format!("opening '{}'", p.display()))?;
-        Ok(Walk { fd })
+        Ok(RootDir { fd })
     }
 }
 
@@ -668,7 +668,7 @@ fn open_parent(root: BorrowedFd<'_>, path: &Path) -> Result<(OwnedFd, PathBuf)> 
 
 /// Parents of `path` missing in persistent storage, outermost first, with the metadata of the parents
 /// in `source` (the live root, or the retired root the data comes from).
-fn missing_parents(source: BorrowedFd<'_>, storage: &Walk, path: &Path) -> Result<Vec<Parent>> {
+fn missing_parents(source: BorrowedFd<'_>, storage: &RootDir, path: &Path) -> Result<Vec<Parent>> {
     let mut out = Vec::new();
     fn open(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, fsx::Errno> {
         fsx::open_dir_beneath(dir, Path::new(name)).map_err(|e| e.errno())
@@ -827,7 +827,7 @@ pub fn apply_add(
     source_root: BorrowedFd<'_>,
 ) -> Result<AddReport> {
     let storage_path = under(root, &config.persist.path);
-    let storage = Walk::open(&storage_path)?;
+    let storage = RootDir::open(&storage_path)?;
     let mut undo = Undo {
         storage: &storage,
         created_parents: Vec::new(),
@@ -848,7 +848,7 @@ pub fn apply_add(
 }
 
 struct Undo<'a> {
-    storage: &'a Walk,
+    storage: &'a RootDir,
     created_parents: Vec<PathBuf>,
     copied: Option<PathBuf>,
     config: Option<(PathBuf, String)>,
@@ -883,7 +883,7 @@ fn apply_steps(
     plan: &AddPlan,
     root: &Path,
     source_root: BorrowedFd<'_>,
-    storage: &Walk,
+    storage: &RootDir,
     undo: &mut Undo<'_>,
 ) -> Result<AddReport> {
     // 1. Parents in persistent storage.
@@ -935,7 +935,7 @@ fn apply_steps(
     let mut pplan = persist::plan(&new_config, root)
         .with_context(|| format!("planning persistence into '{}'", root.display()))?;
     pplan.entries.retain(|e| e.target == plan.path);
-    let live = Walk::open(root)?;
+    let live = RootDir::open(root)?;
     let aside = if plan.how == How::Symlink {
         let (dir, name) = open_parent(live.fd.as_fd(), &plan.path)?;
         let tmp = PathBuf::from(format!(".tabula-add-{}", std::process::id()));

@@ -323,24 +323,25 @@ pub fn delete_subvolume_recursive(
 ) -> Result<Vec<u64>> {
     let mnt = mount_id(dir).map_err(err("deleting subvolume", name))?;
     let mut deleted = Vec::new();
-    let mut walk = Walk {
+    let mut deletion = TreeDeletion {
         may_thaw,
         on_delete,
         mnt,
         deleted: &mut deleted,
     };
-    walk.delete_tree(dir, Path::new(name), name, 0)?;
+    deletion.delete_tree(dir, Path::new(name), name, 0)?;
     Ok(deleted)
 }
 
-struct Walk<'a> {
+/// One recursive deletion under way: what it may thaw, whom it tells, the mount it stays on.
+struct TreeDeletion<'a> {
     may_thaw: &'a dyn Fn(&SubvolumeInfo) -> bool,
     on_delete: &'a mut dyn FnMut(&Path),
     mnt: u64,
     deleted: &'a mut Vec<u64>,
 }
 
-impl Walk<'_> {
+impl TreeDeletion<'_> {
     /// Fails with `EXDEV` unless `fd` is on the mount the walk started on.
     fn same_mount(&self, fd: BorrowedFd<'_>, display: &Path) -> Result<()> {
         let op = "deleting subvolume";
