@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::btrfs::{self, SubvolumeInfo};
 use crate::error::Refusal;
-use crate::layout::{self, Entry, RetiredName};
+use crate::layout::{self, Occupant, RetiredName};
 use crate::mounted::Mounted;
 
 /// Suffix of the staging subvolume of a blank update (`root-blank.tabula-update`).
@@ -214,7 +214,7 @@ pub fn check_delete(
             ),
         ));
     }
-    if let Ok(Entry::Subvolume { info: b }) = layout::entry_at(top, blank)
+    if let Ok(Occupant::Subvolume { info: b }) = layout::entry_at(top, blank)
         && (b.id == info.id || b.uuid == info.uuid)
     {
         return Err(Refusal::new(
@@ -259,9 +259,8 @@ pub fn delete(old_roots: BorrowedFd<'_>, r: &Retired) -> Result<()> {
 }
 
 fn remove_file(dir: BorrowedFd<'_>, file: &str) -> Result<()> {
-    use nix::unistd::{UnlinkatFlags, unlinkat};
-    match unlinkat(dir, file, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+    match rustix::fs::unlinkat(dir, file, rustix::fs::AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing 'old_roots/{file}'")),
     }
 }
@@ -277,15 +276,15 @@ pub fn discard_staging(
 ) -> Result<bool> {
     let staging = staging_name(blank);
     let info = match layout::entry_at(top, &staging)? {
-        Entry::Missing => return Ok(false),
-        Entry::Other => {
+        Occupant::Missing => return Ok(false),
+        Occupant::Other => {
             return Err(Refusal::new(
                 "staging-not-subvolume",
                 format!("'{staging}' exists and is not a subvolume: move it away"),
             )
             .into());
         }
-        Entry::Subvolume { info } => info,
+        Occupant::Subvolume { info } => info,
     };
     let blank_info = layout::entry_at(top, blank)?.subvolume().cloned();
     let refuse = |why: String| -> anyhow::Error {
@@ -410,7 +409,8 @@ pub fn finish(
         let fd = layout::open_subvolume(top, &staging)?;
         btrfs::set_read_only(fd.as_fd(), false)?;
         crate::fault::point("blank-after-thaw");
-        layout::rename_noreplace(top, &staging, old_roots, &intent.name)
+        crate::fsx::rename_noreplace_at(top, &staging, old_roots, &intent.name)
+            .map_err(|e| e.errno())
             .with_context(|| format!("moving the old blank to 'old_roots/{}'", intent.name))?;
         crate::fault::point("blank-after-retire");
         did = true;
@@ -532,12 +532,9 @@ pub fn exec_chroot(
     use std::os::unix::process::CommandExt;
     let (program, args) = command.split_first().context("no command given")?;
     crate::mount::enter_private_namespace()?;
-    let base = ["/run", "/tmp"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_dir())
-        .unwrap_or(Path::new("/"));
-    let dir = nix::unistd::mkdtemp(&base.join("tabula-blank.XXXXXX"))
+    let base = crate::mount::scratch_base();
+    let dir = crate::fsx::make_temp_dir(&base.join("tabula-blank."))
+        .map_err(|e| e.errno())
         .context("creating a mount point for the staged blank")?;
     let opts = format!("subvolid={subvolid}");
     let mounted = mount(
@@ -559,28 +556,21 @@ pub fn exec_chroot(
         mounted
     }
     .with_context(|| format!("mounting the staged blank (subvolume {subvolid})"))?;
-    let root = nix::fcntl::open(
+    let root = rustix::fs::open(
         &dir,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
     )
     .context("opening the staged blank")?;
     let on = |rel: &Path, dir_wanted: bool| -> Option<std::os::fd::OwnedFd> {
         let target = if dir_wanted {
-            btrfs::open_dir_beneath(root.as_fd(), rel).ok()?
+            crate::fsx::open_dir_beneath(root.as_fd(), rel).ok()?
         } else {
-            let parent = btrfs::open_dir_beneath(root.as_fd(), rel.parent()?).ok()?;
-            let fd = nix::fcntl::openat(
-                parent.as_fd(),
-                rel.file_name()?,
-                nix::fcntl::OFlag::O_PATH
-                    | nix::fcntl::OFlag::O_NOFOLLOW
-                    | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .ok()?;
-            let st = nix::sys::stat::fstat(&fd).ok()?;
-            (st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG).then_some(fd)?
+            let fd = crate::fsx::open_beneath(root.as_fd(), rel, crate::fsx::PATH).ok()?;
+            crate::fsx::stat_fd(fd.as_fd())
+                .ok()?
+                .is_file()
+                .then_some(fd)?
         };
         Some(target)
     };
@@ -646,8 +636,8 @@ pub fn exec_chroot(
         )
         .with_context(|| format!("binding {} in the staged blank", b.display()))?;
     }
-    nix::unistd::chroot(&dir).context("entering the staged blank (chroot)")?;
-    nix::unistd::chdir("/").context("entering the staged blank")?;
+    std::os::unix::fs::chroot(&dir).context("entering the staged blank (chroot)")?;
+    std::env::set_current_dir("/").context("entering the staged blank")?;
     let err = std::process::Command::new(program).args(args).exec();
     Err(err).with_context(|| format!("running '{program}' in the staged blank"))
 }

@@ -720,3 +720,65 @@ fn relocate(e: Error, path: &Path) -> Error {
 
 #[cfg(test)]
 mod tests;
+
+// --- added by rest ---
+
+/// Creates a new, empty directory named `prefix` plus six random characters (mode 0700), as
+/// `mkdtemp(3)` does, and returns its path: a private mount point (`/run/tabula-mnt.` gives
+/// `/run/tabula-mnt.Xy3k9Q`). A name that exists is never reused, whatever it is (no symlink is
+/// followed: `mkdir` fails on any existing name).
+pub fn make_temp_dir(prefix: &Path) -> Result<PathBuf> {
+    use std::hash::{BuildHasher, Hasher};
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut last = Errno::EXIST;
+    for attempt in 0u32..100 {
+        // RandomState is seeded from the OS once per thread; the clock and attempt vary it further.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        h.write_u128(now.as_nanos());
+        h.write_u32(attempt);
+        let mut bits = h.finish();
+        let mut name = prefix.as_os_str().to_os_string();
+        let mut suffix = [0u8; 6];
+        for c in &mut suffix {
+            *c = CHARS[(bits % CHARS.len() as u64) as usize];
+            bits /= CHARS.len() as u64;
+        }
+        name.push(OsStr::from_bytes(&suffix));
+        let path = PathBuf::from(name);
+        match rustix::fs::mkdir(&path, Mode::from_raw_mode(0o700)) {
+            Ok(()) => return Ok(path),
+            Err(Errno::EXIST) => last = Errno::EXIST,
+            Err(e) => return Err(Error::io("creating", path)(e)),
+        }
+    }
+    Err(Error::io("creating", prefix)(last))
+}
+
+#[cfg(test)]
+mod rest_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn temp_dirs_are_new_private_and_distinct() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let prefix = t.path().join("tabula-x.");
+        let a = make_temp_dir(&prefix).expect("first");
+        let b = make_temp_dir(&prefix).expect("second");
+        assert_ne!(a, b);
+        for d in [&a, &b] {
+            let name = d.file_name().unwrap().to_str().unwrap();
+            let rest = name.strip_prefix("tabula-x.").expect("prefix kept");
+            assert_eq!(rest.len(), 6, "{name}");
+            assert!(rest.bytes().all(|c| c.is_ascii_alphanumeric()), "{name}");
+            let md = std::fs::symlink_metadata(d).unwrap();
+            assert!(md.is_dir());
+            assert_eq!(md.permissions().mode() & 0o777, 0o700);
+        }
+        let missing = t.path().join("no/such/dir.");
+        assert!(make_temp_dir(&missing).unwrap_err().is_not_found());
+    }
+}

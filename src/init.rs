@@ -1,7 +1,7 @@
 //! `tabula init`: create the blank, `persist` and `old_roots` subvolumes where they are missing.
 //! Never overwrites or deletes anything.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::btrfs;
 use crate::config::Config;
 use crate::error::Refusal;
-use crate::layout::{self, Entry, STAGING_SUFFIX};
+use crate::fsx;
+use crate::layout::{self, Occupant, STAGING_SUFFIX};
 
 /// What the blank starts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -73,7 +74,7 @@ pub fn plan(top: BorrowedFd<'_>, config: &Config, blank_from: BlankFrom) -> Resu
         .into());
     }
     match layout::entry_at(top, &layout.blank)? {
-        Entry::Missing => actions.push(match blank_from {
+        Occupant::Missing => actions.push(match blank_from {
             BlankFrom::Empty => Action::CreateEmptyBlank {
                 name: layout.blank.clone(),
                 mount_points: vec![config.persist.path.clone()],
@@ -81,7 +82,7 @@ pub fn plan(top: BorrowedFd<'_>, config: &Config, blank_from: BlankFrom) -> Resu
             BlankFrom::Current => {
                 let root = layout::open_subvolume(top, &layout.root)?;
                 let rel = config.persist.path.strip_prefix("/").unwrap_or(&config.persist.path);
-                if btrfs::open_dir_beneath(root.as_fd(), rel).is_err() {
+                if fsx::open_dir_beneath(root.as_fd(), rel).is_err() {
                     notes.push(format!(
                         "'{}' has no directory '{}': the blank will lack the mount point of persistent storage \
                          (create it in '{}' first, or let the initrd create it before mounting)",
@@ -93,19 +94,19 @@ pub fn plan(top: BorrowedFd<'_>, config: &Config, blank_from: BlankFrom) -> Resu
                 Action::SnapshotBlank { root: layout.root.clone(), name: layout.blank.clone() }
             }
         }),
-        Entry::Subvolume { info } if info.read_only => notes.push(format!("'{}' exists and is read-only: kept", layout.blank)),
-        Entry::Subvolume { .. } => notes.push(format!(
+        Occupant::Subvolume { info } if info.read_only => notes.push(format!("'{}' exists and is read-only: kept", layout.blank)),
+        Occupant::Subvolume { .. } => notes.push(format!(
             "'{}' exists but is writable: kept as it is, but `tabula rollback` will refuse it until it is \
              read-only (`btrfs property set -ts <top>/{} ro true` if it really is your blank)",
             layout.blank, layout.blank
         )),
-        Entry::Other => notes.push(format!("'{}' exists and is not a subvolume: left alone, move it aside", layout.blank)),
+        Occupant::Other => notes.push(format!("'{}' exists and is not a subvolume: left alone, move it aside", layout.blank)),
     }
     for name in [&layout.persist, &layout.old_roots] {
         match layout::entry_at(top, name)? {
-            Entry::Missing => actions.push(Action::CreateSubvolume { name: name.clone() }),
-            Entry::Subvolume { .. } => notes.push(format!("'{name}' exists: kept")),
-            Entry::Other => notes.push(format!(
+            Occupant::Missing => actions.push(Action::CreateSubvolume { name: name.clone() }),
+            Occupant::Subvolume { .. } => notes.push(format!("'{name}' exists: kept")),
+            Occupant::Other => notes.push(format!(
                 "'{name}' exists and is not a subvolume: left alone, move it aside"
             )),
         }
@@ -116,17 +117,20 @@ pub fn plan(top: BorrowedFd<'_>, config: &Config, blank_from: BlankFrom) -> Resu
 /// Creates `path` (absolute, inside the subvolume `root`) and missing parents, root:root 0755, without
 /// following symlinks (the subvolume was just created empty, but stay careful).
 fn make_dirs(root: BorrowedFd<'_>, path: &std::path::Path) -> Result<()> {
-    use nix::sys::stat::{Mode, mkdirat};
-    let mut cur = btrfs::open_dir_at(root, ".")?;
+    use rustix::fs::{Mode, mkdirat};
+    fn open(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Result<OwnedFd, fsx::Errno> {
+        fsx::open_dir_beneath(dir, std::path::Path::new(name)).map_err(|e| e.errno())
+    }
+    let mut cur = open(root, ".".as_ref())?;
     for c in path.components() {
         let std::path::Component::Normal(name) = c else {
             continue;
         };
         match mkdirat(cur.as_fd(), name, Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Ok(()) | Err(fsx::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        cur = btrfs::open_dir_at(cur.as_fd(), name)?;
+        cur = open(cur.as_fd(), name)?;
     }
     Ok(())
 }
@@ -147,7 +151,8 @@ pub fn apply(top: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
                 }
                 btrfs::set_read_only(sub.as_fd(), true)?;
                 drop(sub);
-                layout::rename_noreplace(top, &staging, top, name)
+                fsx::rename_noreplace_at(top, &staging, top, name)
+                    .map_err(|e| e.errno())
                     .with_context(|| format!("renaming '{staging}' to '{name}'"))?;
             }
             Action::SnapshotBlank { root, name } => {

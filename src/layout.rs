@@ -12,16 +12,16 @@
 use std::fmt;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat, renameat};
-use nix::sys::stat::Mode;
-use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+use rustix::fs::{AtFlags, Mode, OFlags, fsync, openat, renameat, unlinkat};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::btrfs::{self, SubvolumeInfo};
+use crate::fsx;
 
 /// Suffix of the staging subvolume that becomes the next root (`root.tabula-new`); configuration
 /// reserves it, so it is defined there.
@@ -201,23 +201,18 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     let fd = match openat(
         dir,
         file,
-        OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY
-            | OFlag::O_CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP) => {
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => {
             anyhow::bail!("metadata 'old_roots/{file}' is a symlink, not a regular file")
         }
         Err(e) => return Err(e).with_context(|| format!("opening metadata 'old_roots/{file}'")),
     };
-    let st =
-        nix::sys::stat::fstat(&fd).with_context(|| format!("inspecting 'old_roots/{file}'"))?;
-    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
+    let st = rustix::fs::fstat(&fd).with_context(|| format!("inspecting 'old_roots/{file}'"))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         anyhow::bail!("metadata 'old_roots/{file}' is not a regular file");
     }
     let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
@@ -260,11 +255,11 @@ pub(crate) fn write_json_with<T: Serialize>(
 ) -> Result<()> {
     let tmp = format!(".{file}.tmp");
     let what = || format!("writing metadata 'old_roots/{file}'");
-    let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    let _ = unlinkat(dir, tmp.as_str(), AtFlags::empty());
     let fd = openat(
         dir,
         tmp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )
     .with_context(what)?;
@@ -412,18 +407,19 @@ pub fn remove_meta(old_roots: BorrowedFd<'_>, name: &str) -> Result<()> {
 pub fn remove_meta_unsynced(old_roots: BorrowedFd<'_>, name: &str) -> Result<()> {
     let file = RootMeta::file_name(name);
     for f in [file.clone(), format!(".{file}.tmp")] {
-        match unlinkat(old_roots, f.as_str(), UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => {}
+        match unlinkat(old_roots, f.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => return Err(e).with_context(|| format!("removing 'old_roots/{f}'")),
         }
     }
     Ok(())
 }
 
-/// What is at a top-level name.
+/// What occupies a name in a directory of the layout (the top level, `old_roots`): nothing, a
+/// subvolume, or something else. (Not a file-tree entry: those are `diff`'s.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Entry {
+pub enum Occupant {
     /// Nothing.
     Missing,
     /// A subvolume.
@@ -435,55 +431,44 @@ pub enum Entry {
     Other,
 }
 
-impl Entry {
+impl Occupant {
     /// The subvolume info, if this is a subvolume.
     pub fn subvolume(&self) -> Option<&SubvolumeInfo> {
         match self {
-            Entry::Subvolume { info } => Some(info),
+            Occupant::Subvolume { info } => Some(info),
             _ => None,
         }
     }
 }
 
 /// Looks at `dir/name` without following symlinks.
-pub fn entry_at(dir: BorrowedFd<'_>, name: &str) -> Result<Entry> {
-    match btrfs::open_dir_at(dir, name) {
+pub fn entry_at(dir: BorrowedFd<'_>, name: &str) -> Result<Occupant> {
+    match fsx::open_dir_beneath(dir, Path::new(name)).map_err(|e| e.errno()) {
         Ok(fd) => {
             if btrfs::is_subvolume(fd.as_fd()).with_context(|| format!("checking '{name}'"))? {
-                Ok(Entry::Subvolume {
+                Ok(Occupant::Subvolume {
                     info: btrfs::subvolume_info(fd.as_fd())
                         .with_context(|| format!("inspecting '{name}'"))?,
                 })
             } else {
-                Ok(Entry::Other)
+                Ok(Occupant::Other)
             }
         }
-        Err(Errno::ENOENT) => Ok(Entry::Missing),
-        Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => Ok(Entry::Other),
+        Err(Errno::NOENT) => Ok(Occupant::Missing),
+        Err(Errno::NOTDIR) | Err(Errno::LOOP) => Ok(Occupant::Other),
         Err(e) => Err(e).with_context(|| format!("opening '{name}'")),
     }
 }
 
-/// Every entry name in `old_roots` that is valid UTF-8 (O(entries), no opens).
+/// Every entry name in `old_roots` that is valid UTF-8, sorted bytewise (O(entries), no opens).
 pub fn entry_names(old_roots: BorrowedFd<'_>) -> Result<Vec<String>> {
-    let dir = nix::dir::Dir::openat(
-        old_roots,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .context("listing 'old_roots'")?;
-    let mut names = Vec::new();
-    for e in dir {
-        let e = e.context("listing 'old_roots'")?;
-        if let Ok(n) = e.file_name().to_str()
-            && n != "."
-            && n != ".."
-        {
-            names.push(n.to_string());
-        }
-    }
-    Ok(names)
+    let names = fsx::read_names(old_roots)
+        .map_err(|e| e.errno())
+        .context("listing 'old_roots'")?;
+    Ok(names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .collect())
 }
 
 /// Names in `old_roots` that parse as retired roots, sorted by sequence number (O(entries), no opens).
@@ -523,7 +508,7 @@ pub fn default_subvolume(
         &layout.old_roots,
     ] {
         if name.is_none()
-            && let Entry::Subvolume { info } = entry_at(top, n)?
+            && let Occupant::Subvolume { info } = entry_at(top, n)?
             && info.id == id
         {
             name = Some(n.clone());
@@ -552,7 +537,9 @@ pub fn default_subvolume(
 
 /// Opens `name` in `dir` as a directory fd (no symlinks).
 pub fn open_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
-    btrfs::open_dir_at(dir, name).with_context(|| format!("opening '{name}'"))
+    fsx::open_dir_beneath(dir, Path::new(name))
+        .map_err(|e| e.errno())
+        .with_context(|| format!("opening '{name}'"))
 }
 
 /// Whether a clock reading at `now` can be trusted on its own: not before [`CLOCK_FLOOR`] (a machine
@@ -567,17 +554,6 @@ pub fn clock_trusted(now: DateTime<Utc>) -> bool {
         .map(|d| d.with_timezone(&Utc))
         .ok();
     floor.is_none_or(|f| now >= f)
-}
-
-/// Renames `from_dir/from` to `to_dir/to`, refusing to replace anything that exists.
-pub fn rename_noreplace(
-    from_dir: BorrowedFd<'_>,
-    from: &str,
-    to_dir: BorrowedFd<'_>,
-    to: &str,
-) -> nix::Result<()> {
-    crate::fsx::rename_noreplace_at(from_dir, from, to_dir, to)
-        .map_err(|e| nix::errno::Errno::from_raw(e.errno().raw_os_error()))
 }
 
 /// How the user names a root on the command line: a full name, a sequence number, `-1` (last boot's

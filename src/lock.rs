@@ -7,15 +7,16 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use rustix::fs::{FlockOperation, flock};
+use rustix::io::Errno;
 
 use crate::error::LockHeld;
 
-/// Held for as long as it lives; released when dropped (or when the process dies).
+/// Held for as long as it lives; released when dropped (closing the only fd of its open file
+/// description drops the lock) or when the process dies.
 #[derive(Debug)]
 pub struct FsLock {
-    _lock: Flock<OwnedFd>,
+    _locked: OwnedFd,
 }
 
 /// Takes the exclusive lock on the filesystem of `top`, waiting up to `wait` for another tabula.
@@ -23,20 +24,21 @@ pub fn lock_filesystem(top: BorrowedFd<'_>, what: &str, wait: Duration) -> Resul
     let deadline = crate::wait::Deadline::after(wait);
     loop {
         // A fresh open file description: flock locks belong to it, not to the inode alone.
-        let fd = crate::btrfs::open_dir_at(top.as_fd(), ".")
+        let fd = crate::fsx::open_dir_beneath(top.as_fd(), ".".as_ref())
+            .map_err(|e| e.errno())
             .context("opening the top level to lock it")?;
-        match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(FsLock { _lock: lock }),
-            Err((_, Errno::EWOULDBLOCK)) if !deadline.passed() => {
+        match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(FsLock { _locked: fd }),
+            Err(Errno::WOULDBLOCK) if !deadline.passed() => {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err((_, Errno::EWOULDBLOCK)) => {
+            Err(Errno::WOULDBLOCK) => {
                 return Err(LockHeld {
                     what: what.to_string(),
                 }
                 .into());
             }
-            Err((_, e)) => return Err(e).context("locking the filesystem"),
+            Err(e) => return Err(e).context("locking the filesystem"),
         }
     }
 }

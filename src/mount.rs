@@ -9,10 +9,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
-use nix::sys::stat::Mode;
+use rustix::fs::{Mode, OFlags, open};
 
 /// Moves this process into a private mount namespace (must run before any thread is started).
 pub fn enter_private_namespace() -> Result<()> {
@@ -29,7 +28,8 @@ pub fn enter_private_namespace() -> Result<()> {
     Ok(())
 }
 
-fn scratch_base() -> &'static Path {
+/// Where throwaway mount points go: `/run`, else `/tmp`, else `/`.
+pub(crate) fn scratch_base() -> &'static Path {
     ["/run", "/tmp", "/"]
         .iter()
         .map(Path::new)
@@ -41,7 +41,8 @@ fn scratch_base() -> &'static Path {
 /// its root and detaches the mount. Call only inside a private namespace.
 pub fn open_detached(device: &Path, options: &str) -> Result<OwnedFd> {
     let template = scratch_base().join("tabula-mnt.XXXXXX");
-    let dir: PathBuf = nix::unistd::mkdtemp(&template)
+    let dir: PathBuf = crate::fsx::make_temp_dir(&scratch_base().join("tabula-mnt."))
+        .map_err(|e| e.errno())
         .with_context(|| format!("creating a temporary mount point '{}'", template.display()))?;
     let result = (|| -> Result<OwnedFd> {
         mount(
@@ -54,7 +55,7 @@ pub fn open_detached(device: &Path, options: &str) -> Result<OwnedFd> {
         .with_context(|| format!("mounting '{}' ({options})", device.display()))?;
         let fd = open(
             &dir,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         );
         // Detach whatever happened: the fd (if any) keeps the filesystem reachable for us alone.

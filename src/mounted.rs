@@ -87,13 +87,10 @@ impl Mounted {
 /// identity of the top-level directory. Call only in tabula's private mount namespace.
 pub fn superblock_dev(top: BorrowedFd<'_>, device: &Path) -> Result<(u32, u32)> {
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
-    let base = ["/run", "/tmp"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_dir())
-        .unwrap_or(Path::new("/"));
+    let base = crate::mount::scratch_base();
     let template = base.join("tabula-dev.XXXXXX");
-    let dir = nix::unistd::mkdtemp(&template)
+    let dir = crate::fsx::make_temp_dir(&base.join("tabula-dev."))
+        .map_err(|e| e.errno())
         .with_context(|| format!("creating a temporary mount point '{}'", template.display()))?;
     let result = (|| -> Result<(u32, u32)> {
         mount(
@@ -105,8 +102,8 @@ pub fn superblock_dev(top: BorrowedFd<'_>, device: &Path) -> Result<(u32, u32)> 
         )
         .with_context(|| format!("mounting '{}' to identify it", device.display()))?;
         let found = (|| -> Result<(u32, u32)> {
-            let here = nix::sys::stat::stat(&dir).context("reading the temporary mount")?;
-            let there = nix::sys::stat::fstat(top).context("reading the top level")?;
+            let here = rustix::fs::stat(&dir).context("reading the temporary mount")?;
+            let there = rustix::fs::fstat(top).context("reading the top level")?;
             anyhow::ensure!(
                 (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino),
                 "'{}' now holds another filesystem than the one opened",
@@ -164,7 +161,8 @@ pub fn subvolume_tree(dir: BorrowedFd<'_>, name: &str, id: u64) -> Result<Vec<u6
         anyhow::ensure!(depth < 4096, "subvolumes nested too deep");
         for c in btrfs::child_subvolumes(dir)? {
             out.push(c.id);
-            let fd = btrfs::open_dir_beneath(dir, &c.path)
+            let fd = crate::fsx::open_dir_beneath(dir, &c.path)
+                .map_err(|e| e.errno())
                 .with_context(|| format!("opening '{}'", c.path.display()))?;
             walk(fd.as_fd(), out, depth + 1)?;
         }

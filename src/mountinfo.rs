@@ -100,7 +100,7 @@ pub struct Namespace {
 fn vanished(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(nix::libc::ENOENT) | Some(nix::libc::ESRCH)
+        Some(e) if e == rustix::io::Errno::NOENT.raw_os_error() || e == rustix::io::Errno::SRCH.raw_os_error()
     )
 }
 
@@ -122,7 +122,7 @@ pub struct AllNamespaces {
 fn denied(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(nix::libc::EACCES) | Some(nix::libc::EPERM)
+        Some(e) if e == rustix::io::Errno::ACCESS.raw_os_error() || e == rustix::io::Errno::PERM.raw_os_error()
     )
 }
 

@@ -21,20 +21,17 @@
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, Mode, fstatat, mkdirat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, unlinkat};
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid, mkdirat, unlinkat};
 use serde::Serialize;
 
 use crate::config::{self, Config, How, Kind};
 use crate::diff::serialize_path;
 use crate::error::Refusal;
-use crate::{btrfs, fault, persist, restore};
+use crate::{fault, fsx, persist, restore};
 
 /// Fault points of `persist add`, in the order they are reached.
 pub const FAULT_POINTS: &[&str] = &[
@@ -288,18 +285,14 @@ pub fn plan_add(
     // What it is, in the tree the data comes from (never following a symlink on the way).
     let (src_parent, name) = open_parent(source_root, &path)
         .with_context(|| format!("opening the parent of '{shown}' in {from}"))?;
-    let st = match fstatat(
-        src_parent.as_fd(),
-        name.as_os_str(),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    ) {
+    let st = match fsx::stat_at(src_parent.as_fd(), &name).map_err(|e| e.errno()) {
         Ok(st) => st,
-        Err(nix::errno::Errno::ENOENT) => bail!("'{shown}' does not exist ({from})"),
+        Err(fsx::Errno::NOENT) => bail!("'{shown}' does not exist ({from})"),
         Err(e) => return Err(e).with_context(|| format!("reading '{shown}' ({from})")),
     };
-    let kind = match st.st_mode & 0o170000 {
-        0o040000 => Kind::Directory,
-        0o100000 => Kind::File,
+    let kind = match st.file_type() {
+        fsx::FileType::Directory => Kind::Directory,
+        fsx::FileType::RegularFile => Kind::File,
         _ => {
             bail!("'{shown}' is neither a directory nor a regular file: tabula persists only those")
         }
@@ -309,7 +302,7 @@ pub fn plan_add(
     }
     // Persistent storage, as mounted on the running system.
     let storage_path = under(&req.root, &config.persist.path);
-    let storage = Walk::open(&storage_path)
+    let storage = RootDir::open(&storage_path)
         .with_context(|| "persistent storage must be mounted to persist a path now")?;
     // By mount id, not device: a nested subvolume there has a device of its own but is no mount.
     let root_dir = std::fs::File::open(&req.root)
@@ -329,7 +322,7 @@ pub fn plan_add(
     let parents = missing_parents(source_root, &storage, &path)?;
     if parents.is_empty()
         && let Ok((dir, name)) = open_parent(storage.fd.as_fd(), &path)
-        && fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+        && fsx::stat_at(dir.as_fd(), &name).is_ok()
     {
         return Err(Refusal::new(
             "already-in-storage",
@@ -492,7 +485,7 @@ fn config_editable(file: &Path) -> Result<(), String> {
     }
     let dir = file.parent().unwrap_or(Path::new("/"));
     for p in [file, dir] {
-        if let Err(e) = nix::unistd::access(p, nix::unistd::AccessFlags::W_OK) {
+        if let Err(e) = rustix::fs::access(p, rustix::fs::Access::WRITE_OK) {
             return Err(format!("'{}' is not writable ({e})", p.display()));
         }
     }
@@ -607,7 +600,7 @@ fn write_config(file: &Path, text: &str) -> Result<()> {
             Ok(()) => {}
             // A bind-mounted (persisted) configuration cannot be replaced by a rename: rewrite it in
             // place, which is what the mount shows.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+            Err(e) if e.raw_os_error() == Some(fsx::Errno::BUSY.raw_os_error()) => {
                 let _ = std::fs::remove_file(&tmp);
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
@@ -632,19 +625,19 @@ fn write_config(file: &Path, text: &str) -> Result<()> {
 }
 
 /// A directory opened as a trusted root for fd-relative walks.
-struct Walk {
+struct RootDir {
     fd: OwnedFd,
 }
 
-impl Walk {
-    fn open(p: &Path) -> Result<Walk> {
-        let fd = nix::fcntl::open(
+impl RootDir {
+    fn open(p: &Path) -> Result<RootDir> {
+        let fd = rustix::fs::open(
             p,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .with_context(|| format!("opening '{}'", p.display()))?;
-        Ok(Walk { fd })
+        Ok(RootDir { fd })
     }
 }
 
@@ -656,11 +649,16 @@ fn open_parent(root: BorrowedFd<'_>, path: &Path) -> Result<(OwnedFd, PathBuf)> 
         .ok_or_else(|| anyhow!("'{}' has no last component", path.display()))?;
     let parent = rel.parent().unwrap_or(Path::new(""));
     let fd = if parent.as_os_str().is_empty() {
-        btrfs::open_dir_at(root, ".")?
+        fsx::open_dir_beneath(root, Path::new(".")).map_err(|e| e.errno())?
     } else {
-        btrfs::open_dir_beneath(root, parent).map_err(|e| {
+        fsx::open_dir_beneath(root, parent).map_err(|e| {
+            // `..` is refused as an invalid path, as it always was here.
+            let errno = match e {
+                fsx::Error::Escapes { .. } => fsx::Errno::INVAL,
+                e => e.errno(),
+            };
             anyhow!(
-                "'{}': {e} (a symlink on the way is refused)",
+                "'{}': {errno} (a symlink on the way is refused)",
                 Path::new("/").join(parent).display()
             )
         })?
@@ -670,33 +668,35 @@ fn open_parent(root: BorrowedFd<'_>, path: &Path) -> Result<(OwnedFd, PathBuf)> 
 
 /// Parents of `path` missing in persistent storage, outermost first, with the metadata of the parents
 /// in `source` (the live root, or the retired root the data comes from).
-fn missing_parents(source: BorrowedFd<'_>, storage: &Walk, path: &Path) -> Result<Vec<Parent>> {
+fn missing_parents(source: BorrowedFd<'_>, storage: &RootDir, path: &Path) -> Result<Vec<Parent>> {
     let mut out = Vec::new();
-    let mut live_dir = btrfs::open_dir_at(source, ".")?;
-    let mut st_dir = Some(btrfs::open_dir_at(storage.fd.as_fd(), ".")?);
+    fn open(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, fsx::Errno> {
+        fsx::open_dir_beneath(dir, Path::new(name)).map_err(|e| e.errno())
+    }
+    let mut live_dir = open(source, OsStr::new("."))?;
+    let mut st_dir = Some(open(storage.fd.as_fd(), OsStr::new("."))?);
     let mut cur = PathBuf::from("/");
     let comps: Vec<&OsStr> = path.strip_prefix("/").unwrap_or(path).iter().collect();
     for c in comps.iter().take(comps.len().saturating_sub(1)) {
         cur.push(c);
-        let lst = fstatat(live_dir.as_fd(), *c, AtFlags::AT_SYMLINK_NOFOLLOW)
+        let lst = fsx::stat_at(live_dir.as_fd(), c)
+            .map_err(|e| e.errno())
             .with_context(|| format!("reading '{}'", cur.display()))?;
-        if !is_dir(&lst) {
+        if !lst.is_dir() {
             bail!("'{}' is not a directory on the live system", cur.display());
         }
-        live_dir = btrfs::open_dir_at(live_dir.as_fd(), *c)
-            .with_context(|| format!("opening '{}'", cur.display()))?;
+        live_dir =
+            open(live_dir.as_fd(), c).with_context(|| format!("opening '{}'", cur.display()))?;
         st_dir = match st_dir {
-            Some(d) => match fstatat(d.as_fd(), *c, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(s) if is_dir(&s) => {
-                    Some(btrfs::open_dir_at(d.as_fd(), *c).with_context(|| {
-                        format!("opening '{}' in persistent storage", cur.display())
-                    })?)
-                }
+            Some(d) => match fsx::stat_at(d.as_fd(), c).map_err(|e| e.errno()) {
+                Ok(s) if s.is_dir() => Some(open(d.as_fd(), c).with_context(|| {
+                    format!("opening '{}' in persistent storage", cur.display())
+                })?),
                 Ok(_) => bail!(
                     "'{}' in persistent storage is not a directory (a symlink is never followed)",
                     cur.display()
                 ),
-                Err(nix::errno::Errno::ENOENT) => None,
+                Err(fsx::Errno::NOENT) => None,
                 Err(e) => return Err(e).context(format!("reading '{}'", cur.display())),
             },
             None => None,
@@ -704,17 +704,13 @@ fn missing_parents(source: BorrowedFd<'_>, storage: &Walk, path: &Path) -> Resul
         if st_dir.is_none() {
             out.push(Parent {
                 path: cur.clone(),
-                mode: lst.st_mode & 0o7777,
-                uid: lst.st_uid,
-                gid: lst.st_gid,
+                mode: lst.mode & 0o7777,
+                uid: lst.uid,
+                gid: lst.gid,
             });
         }
     }
     Ok(out)
-}
-
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & 0o170000 == 0o040000
 }
 
 /// Processes whose cwd, root, open or memory-mapped files are `live` or beneath it (this process
@@ -831,7 +827,7 @@ pub fn apply_add(
     source_root: BorrowedFd<'_>,
 ) -> Result<AddReport> {
     let storage_path = under(root, &config.persist.path);
-    let storage = Walk::open(&storage_path)?;
+    let storage = RootDir::open(&storage_path)?;
     let mut undo = Undo {
         storage: &storage,
         created_parents: Vec::new(),
@@ -852,7 +848,7 @@ pub fn apply_add(
 }
 
 struct Undo<'a> {
-    storage: &'a Walk,
+    storage: &'a RootDir,
     created_parents: Vec<PathBuf>,
     copied: Option<PathBuf>,
     config: Option<(PathBuf, String)>,
@@ -874,7 +870,7 @@ impl Undo<'_> {
         }
         for p in self.created_parents.iter().rev() {
             if let Ok((parent, name)) = open_parent(self.storage.fd.as_fd(), p)
-                && let Err(e) = unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::RemoveDir)
+                && let Err(e) = unlinkat(parent.as_fd(), name.as_os_str(), AtFlags::REMOVEDIR)
             {
                 left.push(format!("removing '{}': {e}", p.display()));
             }
@@ -887,32 +883,28 @@ fn apply_steps(
     plan: &AddPlan,
     root: &Path,
     source_root: BorrowedFd<'_>,
-    storage: &Walk,
+    storage: &RootDir,
     undo: &mut Undo<'_>,
 ) -> Result<AddReport> {
     // 1. Parents in persistent storage.
     for p in &plan.parents {
         let (parent, name) = open_parent(storage.fd.as_fd(), &p.path)?;
-        mkdirat(
-            parent.as_fd(),
-            name.as_os_str(),
-            Mode::from_bits_truncate(0o700),
-        )
-        .with_context(|| format!("creating '{}' in persistent storage", p.path.display()))?;
+        mkdirat(parent.as_fd(), name.as_os_str(), Mode::from_raw_mode(0o700))
+            .with_context(|| format!("creating '{}' in persistent storage", p.path.display()))?;
         undo.created_parents.push(p.path.clone());
-        fchownat(
+        rustix::fs::chownat(
             parent.as_fd(),
             name.as_os_str(),
             Some(Uid::from_raw(p.uid)),
             Some(Gid::from_raw(p.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
+            AtFlags::SYMLINK_NOFOLLOW,
         )
         .with_context(|| format!("setting the owner of '{}'", p.path.display()))?;
-        nix::sys::stat::fchmodat(
+        rustix::fs::chmodat(
             parent.as_fd(),
             name.as_os_str(),
-            Mode::from_bits_truncate(p.mode),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
+            Mode::from_raw_mode(p.mode),
+            AtFlags::empty(),
         )
         .with_context(|| format!("setting the mode of '{}'", p.path.display()))?;
     }
@@ -943,7 +935,7 @@ fn apply_steps(
     let mut pplan = persist::plan(&new_config, root)
         .with_context(|| format!("planning persistence into '{}'", root.display()))?;
     pplan.entries.retain(|e| e.target == plan.path);
-    let live = Walk::open(root)?;
+    let live = RootDir::open(root)?;
     let aside = if plan.how == How::Symlink {
         let (dir, name) = open_parent(live.fd.as_fd(), &plan.path)?;
         let tmp = PathBuf::from(format!(".tabula-add-{}", std::process::id()));
@@ -986,12 +978,12 @@ fn apply_steps(
     if let Some((dir, name, tmp)) = aside {
         if let Some(why) = failure {
             // Put the live file back where it was (over the symlink, if one was made).
-            let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(dir.as_fd(), name.as_os_str(), AtFlags::empty());
             crate::fsx::rename_noreplace_at(dir.as_fd(), &tmp, dir.as_fd(), &name)
                 .with_context(|| format!("putting '{}' back", plan.path.display()))?;
             bail!("putting '{}' in place: {why}", plan.path.display());
         }
-        unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        unlinkat(dir.as_fd(), tmp.as_os_str(), AtFlags::empty())
             .with_context(|| format!("removing the old '{}'", plan.path.display()))?;
     } else if let Some(why) = failure {
         bail!("putting '{}' in place: {why}", plan.path.display());
@@ -1005,86 +997,11 @@ fn apply_steps(
     })
 }
 
-/// Removes `path` (inside `root`) and everything beneath it, post-order, iteratively, never following a
-/// symlink and never leaving the filesystem.
+/// Removes `path` (inside `root`) and everything beneath it ([`fsx::remove_tree_at`]: iterative, never
+/// following a symlink, never entering a mount or another filesystem).
 fn remove_beneath(root: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let (parent, name) = open_parent(root, path)?;
-    let top = fstatat(
-        parent.as_fd(),
-        name.as_os_str(),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
-    if !is_dir(&top) {
-        unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir)?;
-        return Ok(());
-    }
-    // (parent fd, name, opened dir, entries left)
-    struct Frame {
-        parent: OwnedFd,
-        name: Vec<u8>,
-        dir: OwnedFd,
-        left: Vec<Vec<u8>>,
-    }
-    let open = |parent: OwnedFd, name: Vec<u8>| -> Result<Frame> {
-        let dir = btrfs::open_dir_at(parent.as_fd(), OsStr::from_bytes(&name))?;
-        let st = nix::sys::stat::fstat(dir.as_fd())?;
-        if st.st_dev != top.st_dev {
-            bail!(
-                "'{}' is on another filesystem",
-                String::from_utf8_lossy(&name)
-            );
-        }
-        let mut d = nix::dir::Dir::openat(
-            dir.as_fd(),
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let left = d
-            .iter()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_bytes().to_vec())
-            .filter(|n| n != b"." && n != b"..")
-            .collect();
-        Ok(Frame {
-            parent,
-            name,
-            dir,
-            left,
-        })
-    };
-    let mut stack = vec![open(parent, name.as_os_str().as_bytes().to_vec())?];
-    while let Some(f) = stack.last_mut() {
-        match f.left.pop() {
-            Some(child) => {
-                let st = fstatat(
-                    f.dir.as_fd(),
-                    OsStr::from_bytes(&child),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )?;
-                if is_dir(&st) {
-                    let p = btrfs::open_dir_at(f.dir.as_fd(), ".")?;
-                    let frame = open(p, child)?;
-                    stack.push(frame);
-                } else {
-                    unlinkat(
-                        f.dir.as_fd(),
-                        OsStr::from_bytes(&child),
-                        UnlinkatFlags::NoRemoveDir,
-                    )?;
-                }
-            }
-            None => {
-                let f = stack.pop().ok_or_else(|| anyhow!("empty stack"))?;
-                unlinkat(
-                    f.parent.as_fd(),
-                    OsStr::from_bytes(&f.name),
-                    UnlinkatFlags::RemoveDir,
-                )?;
-            }
-        }
-    }
-    Ok(())
+    Ok(fsx::remove_tree_at(parent.as_fd(), &name)?)
 }
 
 #[cfg(test)]

@@ -53,8 +53,9 @@ use crate::cmdline::BootFlags;
 use crate::config::Layout;
 use crate::error::Refusal;
 use crate::fault;
+use crate::fsx;
 use crate::layout::{
-    self, Entry, Intent, RetiredName, Retirer, RootMeta, RootRef, STAGING_SUFFIX, Standing,
+    self, Intent, Occupant, RetiredName, Retirer, RootMeta, RootRef, STAGING_SUFFIX, Standing,
 };
 
 /// A retired root, as found.
@@ -80,13 +81,13 @@ impl Retired {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Observed {
     /// The live root.
-    pub root: Entry,
+    pub root: Occupant,
     /// The blank snapshot.
-    pub blank: Entry,
+    pub blank: Occupant,
     /// A staging root left by an interrupted run.
-    pub staging: Entry,
+    pub staging: Occupant,
     /// The `old_roots` subvolume.
-    pub old_roots: Entry,
+    pub old_roots: Occupant,
     /// The filesystem's default subvolume id, when it could be read.
     pub default_id: Option<u64>,
     /// The last retirement's intent (also the sequence high-water mark).
@@ -397,10 +398,9 @@ fn taken_after(dir: BorrowedFd<'_>, floor: u64, now: DateTime<Utc>) -> Result<Ve
         let json = RootMeta::file_name(&name);
         let before = taken.len();
         for n in [name, json] {
-            match nix::sys::stat::fstatat(dir, n.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-            {
+            match rustix::fs::statat(dir, n.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(_) => taken.push(n),
-                Err(nix::errno::Errno::ENOENT) => {}
+                Err(rustix::io::Errno::NOENT) => {}
                 Err(e) => return Err(e).with_context(|| format!("looking for 'old_roots/{n}'")),
             }
         }
@@ -490,7 +490,7 @@ fn completion(
 pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, Refusal> {
     let mut notes = Vec::new();
     let start = match obs.root {
-        Entry::Missing => State::NoRoot,
+        Occupant::Missing => State::NoRoot,
         _ => State::OldRoot,
     };
     if ctx.flags.skip {
@@ -505,7 +505,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
     }
     let staging = format!("{}{STAGING_SUFFIX}", layout.root);
     match &obs.old_roots {
-        Entry::Missing => {
+        Occupant::Missing => {
             return Err(refuse(
                 "old-roots-missing",
                 format!(
@@ -514,7 +514,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 ),
             ));
         }
-        Entry::Other => {
+        Occupant::Other => {
             return Err(refuse(
                 "old-roots-not-subvolume",
                 format!(
@@ -524,7 +524,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 ),
             ));
         }
-        Entry::Subvolume { info } if info.parent_id != btrfs::TOP_LEVEL_ID || info.read_only => {
+        Occupant::Subvolume { info } if info.parent_id != btrfs::TOP_LEVEL_ID || info.read_only => {
             return Err(refuse(
                 "old-roots-not-ours",
                 format!(
@@ -533,9 +533,9 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 ),
             ));
         }
-        Entry::Subvolume { .. } => {}
+        Occupant::Subvolume { .. } => {}
     }
-    if obs.root == Entry::Other {
+    if obs.root == Occupant::Other {
         return Err(refuse(
             "root-not-subvolume",
             format!(
@@ -544,7 +544,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
             ),
         ));
     }
-    if obs.staging == Entry::Other {
+    if obs.staging == Occupant::Other {
         return Err(refuse(
             "staging-not-subvolume",
             format!("'{staging}' exists and is not a subvolume: move it out of the way"),
@@ -585,18 +585,18 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
     let source_path = new_source.path();
     // A missing or writable blank stops everything, unless we are only finishing an interrupted run.
     let blank_problem = match &obs.blank {
-        Entry::Missing => Some((
+        Occupant::Missing => Some((
             "blank-missing",
             format!(
                 "the blank snapshot '{}' does not exist: run `tabula init`",
                 layout.blank
             ),
         )),
-        Entry::Other => Some((
+        Occupant::Other => Some((
             "blank-not-subvolume",
             format!("'{}' is not a subvolume", layout.blank),
         )),
-        Entry::Subvolume { info } if !info.read_only => Some((
+        Occupant::Subvolume { info } if !info.read_only => Some((
             "blank-writable",
             format!(
                 "the blank snapshot '{}' is writable, so it may no longer be blank: make a read-only blank \
@@ -604,12 +604,12 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
                 layout.blank, layout.blank
             ),
         )),
-        Entry::Subvolume { .. } => None,
+        Occupant::Subvolume { .. } => None,
     };
     if ctx.flags.boot.is_none()
         && let Some((rule, msg)) = &blank_problem
     {
-        let finishing = obs.root == Entry::Missing && obs.staging.subvolume().is_some();
+        let finishing = obs.root == Occupant::Missing && obs.staging.subvolume().is_some();
         if !finishing {
             return Err(refuse(rule, msg.clone()));
         }
@@ -666,7 +666,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
     let mut start = start;
 
     match (&obs.root, source) {
-        (Entry::Subvolume { info: root }, Some(src))
+        (Occupant::Subvolume { info: root }, Some(src))
             if ctx.flags.boot.is_none() && untouched_copy_of(root, src) =>
         {
             notes.push(format!(
@@ -676,7 +676,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
             start = State::FreshRoot;
             root_will_exist = true;
         }
-        (Entry::Subvolume { info: root }, _) => {
+        (Occupant::Subvolume { info: root }, _) => {
             root_will_exist = true;
             make_staging(&mut actions, &mut notes);
             let floor = obs
@@ -726,7 +726,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
             root_is_default = obs.default_id == Some(root.id);
             retire_as = Some((name, seq, root.clone()));
         }
-        (Entry::Missing, _) => {
+        (Occupant::Missing, _) => {
             root_will_exist = true;
             match obs.staging.subvolume() {
                 Some(_) => notes.push(format!(
@@ -745,7 +745,7 @@ pub fn plan(obs: &Observed, layout: &Layout, ctx: &BootContext) -> Result<Plan, 
             });
         }
         // Refused above.
-        (Entry::Other, _) => root_will_exist = false,
+        (Occupant::Other, _) => root_will_exist = false,
     }
 
     // Complete the newest retirement first, so metadata files appear in sequence order and the default
@@ -894,15 +894,18 @@ pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
                 }
                 Action::Retire { root, name } => {
                     fault::fail("retire")?;
-                    layout::rename_noreplace(top, root, old_roots.as_fd(), name).with_context(
-                        || format!("retiring '{root}' as '{}/{name}'", layout.old_roots),
-                    )?;
+                    fsx::rename_noreplace_at(top, root, old_roots.as_fd(), name)
+                        .map_err(|e| e.errno())
+                        .with_context(|| {
+                            format!("retiring '{root}' as '{}/{name}'", layout.old_roots)
+                        })?;
                     info!("retired '{root}' as '{}/{name}'", layout.old_roots);
                     fault::point("after-retire");
                 }
                 Action::Promote { staging, root } => {
                     fault::fail("promote")?;
-                    layout::rename_noreplace(top, staging, top, root)
+                    fsx::rename_noreplace_at(top, staging, top, root)
+                        .map_err(|e| e.errno())
                         .with_context(|| format!("renaming '{staging}' to '{root}'"))?;
                     info!(
                         "'{root}' is {}",
@@ -1008,7 +1011,7 @@ fn put_back(
     name: &str,
     root: &str,
 ) -> bool {
-    match layout::rename_noreplace(old_roots, name, top, root) {
+    match fsx::rename_noreplace_at(old_roots, name, top, root).map_err(|e| e.errno()) {
         Ok(()) => {
             let _ = btrfs::sync(top);
             warn!(
@@ -1103,8 +1106,8 @@ mod tests {
         ro: bool,
         gen_: u64,
         otransid: u64,
-    ) -> Entry {
-        Entry::Subvolume {
+    ) -> Occupant {
+        Occupant::Subvolume {
             info: SubvolumeInfo {
                 id,
                 parent_id: 5,
@@ -1135,7 +1138,7 @@ mod tests {
         Observed {
             root: sub(300, "r", Some("blank"), false, 20, 10),
             blank: sub(257, "blank", None, true, 5, 5),
-            staging: Entry::Missing,
+            staging: Occupant::Missing,
             old_roots: sub(258, "old", None, false, 9, 3),
             default_id: Some(5),
             intent: Some(Intent {
@@ -1191,7 +1194,7 @@ mod tests {
             ["intent", "retire", "promote", "meta", "freeze", "sync"]
         );
         // Crash after retiring: no root, staging there, newest retired root without metadata.
-        o.root = Entry::Missing;
+        o.root = Occupant::Missing;
         o.newest = vec![Retired {
             name: RetiredName::parse("00042-2025-10-09T085320Z").unwrap(),
             info: sub(300, "r", Some("blank"), false, 20, 10)
@@ -1205,7 +1208,7 @@ mod tests {
         assert_eq!(p.retire_as, None);
         // Crash after promoting: the fresh root is untouched; only the retired root is completed.
         o.root = sub(301, "s", Some("blank"), false, 11, 11);
-        o.staging = Entry::Missing;
+        o.staging = Occupant::Missing;
         assert_eq!(
             kinds(&plan(&o, &layout(), &ctx()).unwrap()),
             ["meta", "freeze", "sync"]
@@ -1237,18 +1240,18 @@ mod tests {
     #[test]
     fn missing_blank_does_not_block_finishing_but_blocks_a_new_rotation() {
         let mut o = normal();
-        o.blank = Entry::Missing;
+        o.blank = Occupant::Missing;
         assert_eq!(
             plan(&o, &layout(), &ctx()).unwrap_err().rule,
             "blank-missing"
         );
-        o.root = Entry::Missing;
+        o.root = Occupant::Missing;
         o.staging = sub(301, "s", Some("blank"), false, 11, 11);
         assert_eq!(
             kinds(&plan(&o, &layout(), &ctx()).unwrap()),
             ["promote", "sync"]
         );
-        o.staging = Entry::Missing;
+        o.staging = Occupant::Missing;
         assert_eq!(
             plan(&o, &layout(), &ctx()).unwrap_err().rule,
             "blank-missing"
@@ -1264,19 +1267,19 @@ mod tests {
             "blank-writable"
         );
         let mut o = normal();
-        o.old_roots = Entry::Other;
+        o.old_roots = Occupant::Other;
         assert_eq!(
             plan(&o, &layout(), &ctx()).unwrap_err().rule,
             "old-roots-not-subvolume"
         );
         let mut o = normal();
-        o.root = Entry::Other;
+        o.root = Occupant::Other;
         assert_eq!(
             plan(&o, &layout(), &ctx()).unwrap_err().rule,
             "root-not-subvolume"
         );
         let mut o = normal();
-        o.staging = Entry::Other;
+        o.staging = Occupant::Other;
         assert_eq!(
             plan(&o, &layout(), &ctx()).unwrap_err().rule,
             "staging-not-subvolume"
@@ -1320,7 +1323,7 @@ mod tests {
         assert_eq!(m3.clock_floor, prev.clock_floor);
     }
 
-    fn retired(name: &str, info: Entry, standing: Standing) -> Retired {
+    fn retired(name: &str, info: Occupant, standing: Standing) -> Retired {
         Retired {
             name: RetiredName::parse(name).unwrap(),
             info: info.subvolume().cloned(),
@@ -1391,7 +1394,7 @@ mod tests {
         o.staging = sub(301, "s", Some("blank"), false, 15, 11);
         assert_eq!(kinds(&plan(&o, &layout(), &ctx()).unwrap())[0], "discard");
         // Root missing, staging from another source: discarded too, and the new root is fresh.
-        o.root = Entry::Missing;
+        o.root = Occupant::Missing;
         o.staging = sub(301, "s", Some("some-old-root"), false, 11, 11);
         let p = plan(&o, &layout(), &ctx()).unwrap();
         assert_eq!(kinds(&p), ["discard", "snapshot", "promote", "sync"]);
@@ -1409,7 +1412,7 @@ mod tests {
             ]
         );
         // Interrupted after the retirement: the default is still the retired root.
-        o.root = Entry::Missing;
+        o.root = Occupant::Missing;
         o.staging = sub(301, "s", Some("blank"), false, 11, 11);
         o.newest = vec![retired(
             "00042-2025-10-09T085320Z",

@@ -32,11 +32,12 @@ pub struct Tz(&'static Zone);
 
 struct Zone {
     name: &'static str,
-    kind: Kind,
+    offsets: OffsetSource,
 }
 
+/// Where a zone's UTC offsets come from.
 #[derive(Clone, Copy)]
-enum Kind {
+enum OffsetSource {
     Utc,
     /// No zoneinfo database on this system: taken as UTC when used (with a warning).
     Unresolved,
@@ -63,7 +64,7 @@ impl Tz {
     /// Coordinated Universal Time, the default.
     pub const UTC: Tz = Tz(&Zone {
         name: "UTC",
-        kind: Kind::Utc,
+        offsets: OffsetSource::Utc,
     });
 
     /// The name as configured.
@@ -92,13 +93,13 @@ impl Tz {
         if let Some(tz) = cache.iter().find(|t| t.0.name == name) {
             return Ok(*tz);
         }
-        let kind = match dirs.iter().find(|d| d.is_dir()) {
-            Some(dir) => Kind::Rules(load(&dir.join(name)).ok_or_else(unknown)?),
-            None => Kind::Unresolved,
+        let offsets = match dirs.iter().find(|d| d.is_dir()) {
+            Some(dir) => OffsetSource::Rules(load(&dir.join(name)).ok_or_else(unknown)?),
+            None => OffsetSource::Unresolved,
         };
         let tz = Tz(Box::leak(Box::new(Zone {
             name: Box::leak(name.to_owned().into_boxed_str()),
-            kind,
+            offsets,
         })));
         cache.push(tz);
         Ok(tz)
@@ -106,9 +107,9 @@ impl Tz {
 
     /// The UTC offset (seconds east) in effect at the Unix time `t`.
     pub fn offset_at(self, t: i64) -> i32 {
-        match self.0.kind {
-            Kind::Utc => 0,
-            Kind::Unresolved => {
+        match self.0.offsets {
+            OffsetSource::Utc => 0,
+            OffsetSource::Unresolved => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "time zone '{}': no zoneinfo database on this system ($TZDIR, /usr/share/zoneinfo): days, weeks and months are taken in UTC",
@@ -117,7 +118,7 @@ impl Tz {
                 }
                 0
             }
-            Kind::Rules(zone) => zone_offset(zone, t),
+            OffsetSource::Rules(zone) => zone_offset(zone, t),
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -13,7 +15,8 @@ use crate::btrfs;
 use crate::cli::{BlankCommand, Cli, UpdateFrom};
 use crate::diff::{self, DiffOptions};
 use crate::error::{ExitStatus, PartialFailure, Refusal, UsageError};
-use crate::layout::{self, Entry};
+use crate::fsx;
+use crate::layout::{self, Occupant};
 
 /// Runs `tabula blank …`.
 pub(super) fn run(cli: &Cli, cmd: &BlankCommand) -> Result<ExitStatus> {
@@ -40,8 +43,8 @@ pub(super) fn run(cli: &Cli, cmd: &BlankCommand) -> Result<ExitStatus> {
 fn current_blank(fs: &Filesystem) -> Result<btrfs::SubvolumeInfo> {
     let name = &fs.config.layout.blank;
     match layout::entry_at(fs.top.as_fd(), name)? {
-        Entry::Subvolume { info } if info.read_only => Ok(info),
-        Entry::Subvolume { .. } => Err(Refusal::new(
+        Occupant::Subvolume { info } if info.read_only => Ok(info),
+        Occupant::Subvolume { .. } => Err(Refusal::new(
             "blank-writable",
             format!("the blank '{name}' is writable: tabula changes only a read-only blank"),
         )
@@ -207,7 +210,7 @@ fn empty_persisted(fs: &Filesystem, staging: &str) -> Result<()> {
         }
         let target = e.target();
         let rel = target.strip_prefix("/").unwrap_or(&target);
-        let Ok(dir) = btrfs::open_dir_beneath(stage.as_fd(), rel) else {
+        let Ok(dir) = fsx::open_dir_beneath(stage.as_fd(), rel) else {
             continue;
         };
         crate::restore::empty_dir(dir.as_fd())
@@ -220,37 +223,33 @@ fn empty_persisted(fs: &Filesystem, staging: &str) -> Result<()> {
 /// directories are emptied (they stay, with their owner and mode), anything else is removed. The
 /// built-in noise list is not applied: on other distributions it names files the system needs.
 fn drop_ignored(fs: &Filesystem, staging: &str) -> Result<()> {
-    use nix::fcntl::AtFlags;
-    use nix::sys::stat::{SFlag, fstatat};
-    use std::os::unix::ffi::OsStrExt;
     let globs: Vec<&str> = fs.config.advise.ignore.iter().map(String::as_str).collect();
     if globs.is_empty() {
         return Ok(());
     }
     let ignore = crate::advise::Ignore::new(&globs);
     let stage = layout::open_subvolume(fs.top.as_fd(), staging)?;
-    let stage_dev = nix::sys::stat::fstat(stage.as_fd())?.st_dev;
+    let stage_dev = fsx::stat_fd(stage.as_fd())?.dev;
     let mut pending = vec![(std::path::PathBuf::from("/"), stage)];
     while let Some((path, dir)) = pending.pop() {
-        let mut listing = nix::dir::Dir::from_fd(dir.try_clone()?)?;
-        for name in crate::diff::walk::read_names(&mut listing)? {
-            let child = path.join(std::ffi::OsStr::from_bytes(&name));
-            let st = fstatat(dir.as_fd(), name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-            let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        for name in fsx::read_names(dir.as_fd())? {
+            let child = path.join(&name);
+            let st = fsx::stat_at(dir.as_fd(), &name)?;
+            let is_dir = st.is_dir();
             if ignore.matches(&child) {
                 info!(
                     "--from current: leaving out {} ([advise] ignore)",
                     child.display()
                 );
                 if is_dir {
-                    let d = btrfs::open_dir_at(dir.as_fd(), std::ffi::OsStr::from_bytes(&name))?;
+                    let d = fsx::open_dir_beneath(dir.as_fd(), Path::new(&name))?;
                     crate::restore::empty_dir(d.as_fd())
                 } else {
-                    crate::restore::remove_tree(dir.as_fd(), &name)
+                    crate::restore::remove_tree(dir.as_fd(), name.as_bytes())
                 }
                 .with_context(|| format!("leaving out {} in '{staging}'", child.display()))?;
-            } else if is_dir && st.st_dev == stage_dev && ignore.may_match_below(&child) {
-                let d = btrfs::open_dir_at(dir.as_fd(), std::ffi::OsStr::from_bytes(&name))?;
+            } else if is_dir && st.dev == stage_dev && ignore.may_match_below(&child) {
+                let d = fsx::open_dir_beneath(dir.as_fd(), Path::new(&name))?;
                 pending.push((child, d));
             }
         }

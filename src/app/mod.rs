@@ -296,7 +296,7 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
     let observed = rollback::observe(fs.top.as_fd(), layout, &ctx)?;
     let plan = rollback::plan(&observed, layout, &ctx).map_err(|refusal| {
         let e = anyhow::Error::from(refusal);
-        if observed.root == crate::layout::Entry::Missing {
+        if observed.root == crate::layout::Occupant::Missing {
             // Refused with no `root` at all: say so, never "booting the old root".
             e.context(rollback::Failed {
                 state: rollback::State::NoRoot,

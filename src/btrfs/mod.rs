@@ -9,16 +9,17 @@ mod ioctl;
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+// The ioctls (module `ioctl`) are nix's macros and answer with nix's errno; this module's [`Error`]
+// keeps that errno. The plain file syscalls here are rustix's (through `fsx`), converted at the boundary.
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::{Mode, fstat};
-use nix::sys::statfs::{BTRFS_SUPER_MAGIC, fstatfs};
 use serde::Serialize;
+
+use crate::fsx;
 
 /// Inode number of every subvolume's root directory (`BTRFS_FIRST_FREE_OBJECTID`).
 const SUBVOL_ROOT_INO: u64 = 256;
@@ -124,47 +125,46 @@ fn name_bytes<'a>(name: &'a str, op: &'static str) -> Result<&'a [u8]> {
     Ok(b)
 }
 
-/// Opens directory `name` in `dir` without following a symlink ([`crate::fsx::open_dir_beneath`]).
-pub fn open_dir_at(dir: BorrowedFd<'_>, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
-    crate::fsx::open_dir_beneath(dir, name.as_ref()).map_err(errno)
+/// nix's errno for rustix's, for this module's [`Error`] (whose errno is the ioctls').
+fn nix_errno(e: fsx::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
-/// Opens a directory path relative to `dir`, refusing symlinks at every step and `..` (`EINVAL`).
-pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
-    crate::fsx::open_dir_beneath(dir, rel).map_err(|e| match e {
-        crate::fsx::Error::Escapes { .. } => Errno::EINVAL,
-        e => errno(e),
-    })
-}
-
-/// The errno of an fsx error, for this module's errno-based [`Error`].
-fn errno(e: crate::fsx::Error) -> Errno {
-    Errno::from_raw(e.errno().raw_os_error())
-}
+/// `BTRFS_SUPER_MAGIC` (`f_type` of a btrfs filesystem).
+const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
 
 /// Fails with `ENOTTY` unless `fd` is on a btrfs filesystem.
-pub fn require_btrfs(fd: BorrowedFd<'_>) -> nix::Result<()> {
-    if fstatfs(fd)?.filesystem_type() == BTRFS_SUPER_MAGIC {
+pub fn require_btrfs(fd: BorrowedFd<'_>) -> std::result::Result<(), fsx::Errno> {
+    // `f_type`'s integer type differs between architectures; the magic fits every one of them.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let f_type = rustix::fs::fstatfs(fd)?.f_type as u64;
+    if f_type == BTRFS_SUPER_MAGIC {
         Ok(())
     } else {
-        Err(Errno::ENOTTY)
+        Err(fsx::Errno::NOTTY)
     }
+}
+
+/// [`require_btrfs`] for this module's ioctls, with nix's errno.
+fn on_btrfs(fd: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
+    require_btrfs(fd).map_err(nix_errno)
 }
 
 /// Whether `fd` is the root directory of a btrfs subvolume.
-pub fn is_subvolume(fd: BorrowedFd<'_>) -> nix::Result<bool> {
+pub fn is_subvolume(fd: BorrowedFd<'_>) -> std::result::Result<bool, fsx::Errno> {
     if require_btrfs(fd).is_err() {
         return Ok(false);
     }
-    let st = fstat(fd)?;
-    Ok(st.st_ino == SUBVOL_ROOT_INO && (st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFDIR)
+    let st = rustix::fs::fstat(fd)?;
+    Ok(st.st_ino == SUBVOL_ROOT_INO
+        && rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)
 }
 
 /// Whether `dir/name` exists and is a subvolume (a symlink there is not).
-pub fn is_subvolume_at(dir: BorrowedFd<'_>, name: &str) -> nix::Result<bool> {
-    match open_dir_at(dir, name) {
+pub fn is_subvolume_at(dir: BorrowedFd<'_>, name: &str) -> std::result::Result<bool, fsx::Errno> {
+    match fsx::open_dir_beneath(dir, Path::new(name)).map_err(|e| e.errno()) {
         Ok(fd) => is_subvolume(fd.as_fd()),
-        Err(Errno::ENOENT) | Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => Ok(false),
+        Err(fsx::Errno::NOENT) | Err(fsx::Errno::NOTDIR) | Err(fsx::Errno::LOOP) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -172,7 +172,7 @@ pub fn is_subvolume_at(dir: BorrowedFd<'_>, name: &str) -> nix::Result<bool> {
 /// Creates an empty subvolume `dir/name`.
 pub fn create_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<()> {
     let op = "creating subvolume";
-    require_btrfs(dir).map_err(err(op, name))?;
+    on_btrfs(dir).map_err(err(op, name))?;
     ioctl::subvol_create(dir, name_bytes(name, op)?).map_err(err(op, name))
 }
 
@@ -188,15 +188,15 @@ pub fn snapshot(
     } else {
         "creating snapshot"
     };
-    require_btrfs(dir).map_err(err(op, name))?;
-    require_btrfs(source).map_err(err(op, name))?;
+    on_btrfs(dir).map_err(err(op, name))?;
+    on_btrfs(source).map_err(err(op, name))?;
     ioctl::snap_create(source, dir, name_bytes(name, op)?, read_only).map_err(err(op, name))
 }
 
 /// Deletes the (childless) subvolume `dir/name`; `ENOTEMPTY` when it still holds subvolumes.
 pub fn delete_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<()> {
     let op = "deleting subvolume";
-    require_btrfs(dir).map_err(err(op, name))?;
+    on_btrfs(dir).map_err(err(op, name))?;
     let bytes = name_bytes(name, op)?;
     match ioctl::snap_destroy_v2(dir, bytes) {
         // COMPAT(kernel < 5.7): SNAP_DESTROY_V2 is unknown there.
@@ -209,7 +209,7 @@ pub fn delete_subvolume(dir: BorrowedFd<'_>, name: &str) -> Result<()> {
 /// Information about the subvolume containing `fd`.
 pub fn subvolume_info(fd: BorrowedFd<'_>) -> Result<SubvolumeInfo> {
     let op = "reading subvolume info of";
-    require_btrfs(fd).map_err(err(op, "fd"))?;
+    on_btrfs(fd).map_err(err(op, "fd"))?;
     let a = ioctl::get_subvol_info(fd).map_err(err(op, "fd"))?;
     let name_end = a.name.iter().position(|b| *b == 0).unwrap_or(a.name.len());
     let otime = (a.otime.sec != 0)
@@ -248,7 +248,7 @@ pub fn send_no_data(subvol: BorrowedFd<'_>, out: BorrowedFd<'_>, parent_id: u64)
 /// Whether the subvolume open as `fd` is read-only.
 pub fn is_read_only(fd: BorrowedFd<'_>) -> Result<bool> {
     let op = "reading flags of subvolume";
-    require_btrfs(fd).map_err(err(op, "fd"))?;
+    on_btrfs(fd).map_err(err(op, "fd"))?;
     Ok(ioctl::subvol_getflags(fd).map_err(err(op, "fd"))? & ioctl::SUBVOL_RDONLY != 0)
 }
 
@@ -259,7 +259,7 @@ pub fn set_read_only(fd: BorrowedFd<'_>, read_only: bool) -> Result<()> {
     } else {
         "making subvolume writable"
     };
-    require_btrfs(fd).map_err(err(op, "fd"))?;
+    on_btrfs(fd).map_err(err(op, "fd"))?;
     let flags = ioctl::subvol_getflags(fd).map_err(err(op, "fd"))?;
     let want = if read_only {
         flags | ioctl::SUBVOL_RDONLY
@@ -285,7 +285,7 @@ pub struct Child {
 /// (`GET_SUBVOL_ROOTREF`, paginated past the kernel's 255-item buffer), never by path.
 pub fn child_subvolumes(fd: BorrowedFd<'_>) -> Result<Vec<Child>> {
     let op = "listing subvolumes inside";
-    require_btrfs(fd).map_err(err(op, "fd"))?;
+    on_btrfs(fd).map_err(err(op, "fd"))?;
     let mut out = Vec::new();
     let mut min = 0u64;
     loop {
@@ -309,7 +309,7 @@ pub fn child_subvolumes(fd: BorrowedFd<'_>) -> Result<Vec<Child>> {
 /// the ids of the subvolumes deleted.
 ///
 /// Children are found by id ([`child_subvolumes`]) and opened with `O_NOFOLLOW` walks, never listed by path.
-/// Every directory opened is checked to be on the same mount as `dir` ([`mount_id`]): a walk never
+/// Every directory opened is checked to be on the same mount as `dir` ([`fsx::mount_id`]): a walk never
 /// descends into something mounted inside the tree after it was inspected (`EXDEV`). A read-only
 /// subvolume that still holds children is made writable first, but only when `may_thaw` allows it (the
 /// caller decides what it owns). A child that cannot be deleted does not stop its siblings; the first
@@ -323,24 +323,25 @@ pub fn delete_subvolume_recursive(
 ) -> Result<Vec<u64>> {
     let mnt = mount_id(dir).map_err(err("deleting subvolume", name))?;
     let mut deleted = Vec::new();
-    let mut walk = Walk {
+    let mut deletion = TreeDeletion {
         may_thaw,
         on_delete,
         mnt,
         deleted: &mut deleted,
     };
-    walk.delete_tree(dir, Path::new(name), name, 0)?;
+    deletion.delete_tree(dir, Path::new(name), name, 0)?;
     Ok(deleted)
 }
 
-struct Walk<'a> {
+/// One recursive deletion under way: what it may thaw, whom it tells, the mount it stays on.
+struct TreeDeletion<'a> {
     may_thaw: &'a dyn Fn(&SubvolumeInfo) -> bool,
     on_delete: &'a mut dyn FnMut(&Path),
     mnt: u64,
     deleted: &'a mut Vec<u64>,
 }
 
-impl Walk<'_> {
+impl TreeDeletion<'_> {
     /// Fails with `EXDEV` unless `fd` is on the mount the walk started on.
     fn same_mount(&self, fd: BorrowedFd<'_>, display: &Path) -> Result<()> {
         let op = "deleting subvolume";
@@ -370,9 +371,10 @@ impl Walk<'_> {
                 errno: Errno::ELOOP,
             });
         }
-        let sub = open_dir_at(dir, name).map_err(err(op, display.display()))?;
+        let sub = fsx::open_dir_beneath(dir, Path::new(name))
+            .map_err(|e| err(op, display.display())(nix_errno(e.errno())))?;
         self.same_mount(sub.as_fd(), display)?;
-        if !is_subvolume(sub.as_fd()).map_err(err(op, display.display()))? {
+        if !is_subvolume(sub.as_fd()).map_err(|e| err(op, display.display())(nix_errno(e)))? {
             return Err(Error {
                 op,
                 target: display.display().to_string(),
@@ -403,8 +405,14 @@ impl Walk<'_> {
                         errno: Errno::EINVAL,
                     });
                 };
-                let child_dir =
-                    open_dir_beneath(sub.as_fd(), parent).map_err(err(op, shown.display()))?;
+                // `..` in a path the kernel gave is refused (EINVAL), never resolved.
+                let child_dir = fsx::open_dir_beneath(sub.as_fd(), parent).map_err(|e| {
+                    let errno = match e {
+                        fsx::Error::Escapes { .. } => Errno::EINVAL,
+                        e => nix_errno(e.errno()),
+                    };
+                    err(op, shown.display())(errno)
+                })?;
                 self.same_mount(child_dir.as_fd(), &shown)?;
                 self.delete_tree(child_dir.as_fd(), &shown, child_name, depth + 1)
             })();
@@ -432,7 +440,7 @@ pub fn subvolume_exists(fd: BorrowedFd<'_>, id: u64) -> Result<bool> {
     const ROOT_TREE: u64 = 1;
     const ROOT_ITEM: u32 = 132;
     let op = "looking up subvolume";
-    require_btrfs(fd).map_err(err(op, id))?;
+    on_btrfs(fd).map_err(err(op, id))?;
     let key = ioctl::SearchKey {
         tree_id: ROOT_TREE,
         min_objectid: id,
@@ -491,7 +499,7 @@ pub fn wait_cleaned(fd: BorrowedFd<'_>, ids: &[u64], timeout: std::time::Duratio
 /// gone (newer kernels remove it once the subvolume is dropped): nothing to do.
 pub fn remove_qgroups(fd: BorrowedFd<'_>, ids: &[u64], timeout: std::time::Duration) -> Result<()> {
     let op = "removing the qgroup of subvolume";
-    require_btrfs(fd).map_err(err(op, "fd"))?;
+    on_btrfs(fd).map_err(err(op, "fd"))?;
     let mut waited = false;
     for id in ids {
         loop {
@@ -509,12 +517,12 @@ pub fn remove_qgroups(fd: BorrowedFd<'_>, ids: &[u64], timeout: std::time::Durat
     Ok(())
 }
 
-/// The id of the mount `fd` is on ([`crate::fsx::mount_id`]).
+/// The id of the mount `fd` is on ([`fsx::mount_id`]), with nix's errno for this module's [`Error`].
 ///
 /// Two directories on the same filesystem can be on different mounts (a bind mount over a directory):
 /// the mount id, not the device, tells whether a walk crossed into something mounted.
-pub fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
-    crate::fsx::mount_id(fd).map_err(errno)
+fn mount_id(fd: BorrowedFd<'_>) -> std::result::Result<u64, Errno> {
+    fsx::mount_id(fd).map_err(|e| nix_errno(e.errno()))
 }
 
 /// Commits the current transaction of the filesystem `fd` is on.
@@ -551,7 +559,7 @@ pub fn clone_file(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> std::result::Resu
 /// next commit).
 pub fn set_default_subvolume(fd: BorrowedFd<'_>, id: u64) -> Result<()> {
     let op = "setting the default subvolume to";
-    require_btrfs(fd).map_err(err(op, id))?;
+    on_btrfs(fd).map_err(err(op, id))?;
     ioctl::default_subvol(fd, id).map_err(err(op, id))
 }
 
@@ -559,11 +567,12 @@ pub fn set_default_subvolume(fd: BorrowedFd<'_>, id: u64) -> Result<()> {
 /// (`BTRFS_IOC_SCAN_DEV` on `/dev/btrfs-control`), as `btrfs device scan` does. Needed before mounting
 /// a multi-device filesystem where no udev did it (a busybox initrd).
 pub fn register_device(path: &Path) -> std::result::Result<(), Errno> {
-    let control = nix::fcntl::open(
+    let control = rustix::fs::open(
         "/dev/btrfs-control",
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(nix_errno)?;
     ioctl::scan_dev(control.as_fd(), path.as_os_str().as_bytes())
 }
 
@@ -575,7 +584,7 @@ pub fn default_subvolume_id(fd: BorrowedFd<'_>) -> Result<u64> {
     const ROOT_TREE_DIR: u64 = 6;
     const DIR_ITEM: u32 = 84;
     let op = "reading the default subvolume of";
-    require_btrfs(fd).map_err(err(op, "fd"))?;
+    on_btrfs(fd).map_err(err(op, "fd"))?;
     let key = ioctl::SearchKey {
         tree_id: ROOT_TREE,
         min_objectid: ROOT_TREE_DIR,

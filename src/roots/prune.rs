@@ -271,9 +271,8 @@ pub fn complete_interrupted(top: BorrowedFd<'_>, layout: &Layout, mounted: &Moun
 
 /// Free and total bytes of the filesystem of `fd`.
 pub fn free_space(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
-    let s = nix::sys::statvfs::fstatvfs(fd).context("reading free space")?;
-    let frsize = s.fragment_size();
-    Ok((s.blocks_available() * frsize, s.blocks() * frsize))
+    let s = rustix::fs::fstatvfs(fd).context("reading free space")?;
+    Ok((s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize))
 }
 
 /// Free and total bytes once the space of the deleted subvolumes `ids` is accounted: waits (at most

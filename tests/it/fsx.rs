@@ -57,7 +57,7 @@ fn nested_subvolume_is_no_mount_point_but_a_bind_mount_is() {
     assert!(fsx::is_mount_point_at(top.as_fd(), "bound").unwrap());
     assert!(!fsx::is_mount_point_at(top.as_fd(), "src").unwrap());
     assert_eq!(
-        btrfs::mount_id(open_dir(&s.top.join("nested")).as_fd()).unwrap(),
+        fsx::mount_id(open_dir(&s.top.join("nested")).as_fd()).unwrap(),
         top_st.mnt_id
     );
 }

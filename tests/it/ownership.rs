@@ -455,7 +455,7 @@ fn the_default_subvolume_is_bootable_and_writable_after_a_cut_at_any_step() {
         assert!(!out.status.success(), "{point}");
         let id = default_id(&s);
         let d = btrfs::subvolume_info(
-            btrfs::open_dir_beneath(s.top_fd().as_fd(), &default_path(&s, id))
+            tabula::fsx::open_dir_beneath(s.top_fd().as_fd(), &default_path(&s, id))
                 .unwrap()
                 .as_fd(),
         )
