@@ -718,11 +718,6 @@ fn relocate(e: Error, path: &Path) -> Error {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
-// --- added by rest ---
-
 /// Creates a new, empty directory named `prefix` plus six random characters (mode 0700), as
 /// `mkdtemp(3)` does, and returns its path: a private mount point (`/run/tabula-mnt.` gives
 /// `/run/tabula-mnt.Xy3k9Q`). A name that exists is never reused, whatever it is (no symlink is
@@ -758,27 +753,4 @@ pub fn make_temp_dir(prefix: &Path) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod rest_tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn temp_dirs_are_new_private_and_distinct() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let prefix = t.path().join("tabula-x.");
-        let a = make_temp_dir(&prefix).expect("first");
-        let b = make_temp_dir(&prefix).expect("second");
-        assert_ne!(a, b);
-        for d in [&a, &b] {
-            let name = d.file_name().unwrap().to_str().unwrap();
-            let rest = name.strip_prefix("tabula-x.").expect("prefix kept");
-            assert_eq!(rest.len(), 6, "{name}");
-            assert!(rest.bytes().all(|c| c.is_ascii_alphanumeric()), "{name}");
-            let md = std::fs::symlink_metadata(d).unwrap();
-            assert!(md.is_dir());
-            assert_eq!(md.permissions().mode() & 0o777, 0o700);
-        }
-        let missing = t.path().join("no/such/dir.");
-        assert!(make_temp_dir(&missing).unwrap_err().is_not_found());
-    }
-}
+mod tests;

@@ -845,21 +845,6 @@ fn check_same(fd: &OwnedFd, expected: &Stat) -> Result<(), String> {
     Ok(())
 }
 
-/// The names in `dir` except `.` and `..`, sorted bytewise.
-// TEMP for `app/blank.rs` on other branches (it passes a `nix::dir::Dir`); the integrator removes it
-// once that caller reads names through `fsx`.
-pub(crate) fn read_names(dir: &mut nix::dir::Dir) -> nix::Result<Vec<Vec<u8>>> {
-    let mut names = Vec::new();
-    for e in dir.iter() {
-        let name = e?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(name);
-        }
-    }
-    names.sort_unstable();
-    Ok(names)
-}
-
 fn bytes_equal(mut a: File, mut b: File) -> std::io::Result<bool> {
     let mut ba = vec![0u8; 128 * 1024];
     let mut bb = vec![0u8; 128 * 1024];

@@ -370,3 +370,23 @@ fn create_excl_at_never_replaces_nor_follows() {
     assert!(!t.path().join("target").exists());
     assert_eq!(std::fs::read(t.path().join("new")).expect("read"), b"hi");
 }
+
+#[test]
+fn temp_dirs_are_new_private_and_distinct() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let prefix = t.path().join("tabula-x.");
+    let a = make_temp_dir(&prefix).expect("first");
+    let b = make_temp_dir(&prefix).expect("second");
+    assert_ne!(a, b);
+    for d in [&a, &b] {
+        let name = d.file_name().unwrap().to_str().unwrap();
+        let rest = name.strip_prefix("tabula-x.").expect("prefix kept");
+        assert_eq!(rest.len(), 6, "{name}");
+        assert!(rest.bytes().all(|c| c.is_ascii_alphanumeric()), "{name}");
+        let md = std::fs::symlink_metadata(d).unwrap();
+        assert!(md.is_dir());
+        assert_eq!(md.permissions().mode() & 0o777, 0o700);
+    }
+    let missing = t.path().join("no/such/dir.");
+    assert!(make_temp_dir(&missing).unwrap_err().is_not_found());
+}
