@@ -21,12 +21,24 @@ pub struct FsLock {
 
 /// Takes the exclusive lock on the filesystem of `top`, waiting up to `wait` for another tabula.
 pub fn lock_filesystem(top: BorrowedFd<'_>, what: &str, wait: Duration) -> Result<FsLock> {
+    // A fresh open file description each try: flock locks belong to it, not to the inode alone.
+    lock_exclusive(what, wait, || {
+        crate::fsx::open_dir_beneath(top.as_fd(), ".".as_ref())
+            .map_err(|e| e.errno())
+            .context("opening the top level to lock it")
+    })
+}
+
+/// Takes an exclusive `flock` on what `open` opens (afresh for each try), waiting up to `wait` for the
+/// holder; [`LockHeld`] names `what` when it does not let go in time.
+pub fn lock_exclusive(
+    what: &str,
+    wait: Duration,
+    mut open: impl FnMut() -> Result<OwnedFd>,
+) -> Result<FsLock> {
     let deadline = crate::wait::Deadline::after(wait);
     loop {
-        // A fresh open file description: flock locks belong to it, not to the inode alone.
-        let fd = crate::fsx::open_dir_beneath(top.as_fd(), ".".as_ref())
-            .map_err(|e| e.errno())
-            .context("opening the top level to lock it")?;
+        let fd = open()?;
         match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(FsLock { _locked: fd }),
             Err(Errno::WOULDBLOCK) if !deadline.passed() => {
@@ -38,7 +50,7 @@ pub fn lock_filesystem(top: BorrowedFd<'_>, what: &str, wait: Duration) -> Resul
                 }
                 .into());
             }
-            Err(e) => return Err(e).context("locking the filesystem"),
+            Err(e) => return Err(e).with_context(|| format!("locking {what}")),
         }
     }
 }

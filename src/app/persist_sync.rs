@@ -1,17 +1,14 @@
 //! `tabula persist sync` and `tabula persist units`.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use rustix::fs::{Mode, OFlags};
 
 use super::{load_config, print_json};
 use crate::cli::{Cli, SyncArgs};
-use crate::error::{ExitStatus, LockHeld};
+use crate::error::ExitStatus;
 use crate::persist::{self, SyncOptions};
 
 /// Where concurrent syncs (the path unit's service and the shutdown one) queue.
@@ -75,33 +72,20 @@ pub(super) fn sync(cli: &Cli, args: &SyncArgs) -> Result<ExitStatus> {
 }
 
 /// An exclusive lock in /run (root's tmpfs: no user can hold it). `None` without /run.
-fn lock(wait: Duration) -> Result<Option<Flock<OwnedFd>>> {
+fn lock(wait: Duration) -> Result<Option<crate::lock::FsLock>> {
     let dir = Path::new(SYNC_LOCK).parent().unwrap_or(Path::new("/run"));
     if !Path::new("/run").is_dir() {
         tracing::warn!("/run does not exist: syncing without a lock");
         return Ok(None);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating '{}'", dir.display()))?;
-    let deadline = crate::wait::Deadline::after(wait);
-    loop {
-        let fd = rustix::fs::open(
+    crate::lock::lock_exclusive(SYNC_LOCK, wait, || {
+        rustix::fs::open(
             SYNC_LOCK,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::RUSR | Mode::WUSR,
         )
-        .with_context(|| format!("opening '{SYNC_LOCK}'"))?;
-        match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => return Ok(Some(l)),
-            Err((_, Errno::EWOULDBLOCK)) if !deadline.passed() => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(LockHeld {
-                    what: SYNC_LOCK.to_string(),
-                }
-                .into());
-            }
-            Err((_, e)) => return Err(e).with_context(|| format!("locking '{SYNC_LOCK}'")),
-        }
-    }
+        .with_context(|| format!("opening '{SYNC_LOCK}'"))
+    })
+    .map(Some)
 }
