@@ -295,3 +295,116 @@ fn the_cycle_finder_finds_a_known_cycle() {
     let names: Vec<&str> = parsed.iter().map(|p| p[0].as_str()).collect();
     assert_eq!(names, ["btrfs", "config", "persist"]);
 }
+
+/// Every `<krate>::…` path a file names, whole (`use nix::{a::b, c}` gives `a::b` and `c`). A path is
+/// only counted where `krate` starts a path (`std::os::unix::fs` does not name `nix`).
+fn paths_of(code: &str, krate: &str) -> BTreeSet<String> {
+    let head = format!("{krate}::");
+    let path = |s: &str| -> String {
+        s.trim()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect::<String>()
+            .trim_end_matches(':')
+            .to_string()
+    };
+    let mut found = BTreeSet::new();
+    let mut from = 0;
+    while let Some(rel) = code[from..].find(&head) {
+        let at = from + rel;
+        from = at + head.len();
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let after = &code[from..];
+        // `nix::sys::stat::{fstat, Mode}`: the prefix before the brace, then each item.
+        let prefix_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(after.len());
+        let prefix = &after[..prefix_len];
+        if after[prefix_len..].starts_with('{') && (prefix.is_empty() || prefix.ends_with("::")) {
+            let group = &after[prefix_len + 1..];
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let item = path(item);
+                if !item.is_empty() {
+                    found.insert(format!("{prefix}{item}"));
+                }
+            }
+        } else {
+            let p = path(prefix);
+            if !p.is_empty() {
+                found.insert(p);
+            }
+        }
+    }
+    found
+}
+
+/// What `nix` is still used for. Every syscall on files, directories, inodes and their names goes
+/// through rustix (mostly through `fsx`), so that no syscall is reached through two crates.
+const NIX_ALLOWED: &[&str] = &[
+    "ioctl_",          // the btrfs ioctl macros (src/btrfs/ioctl.rs)
+    "request_code_",   // their request numbers
+    "errno::Errno",    // the errors of the calls below
+    "mount::",         // mount(2), umount2(2)
+    "sched::",         // unshare(2)
+    "sys::resource::", // rlimits
+    "sys::utsname::",  // uname(2)
+    "unistd::pipe",
+    "unistd::chroot",
+    "unistd::chdir",
+    "unistd::geteuid",
+];
+
+fn nix_paths_not_allowed(code: &str) -> Vec<String> {
+    paths_of(code, "nix")
+        .into_iter()
+        .filter(|p| !NIX_ALLOWED.iter().any(|a| p.starts_with(a)))
+        .collect()
+}
+
+#[test]
+fn file_syscalls_go_through_one_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut found = Vec::new();
+    for file in &files {
+        // The ioctl layer is nix's by design: its macros, their libc types and errors.
+        if file.ends_with("btrfs/ioctl.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(file).expect("reading a source file");
+        for p in nix_paths_not_allowed(&code_of(&text)) {
+            found.push(format!(
+                "{}: nix::{p}",
+                file.strip_prefix(&src).unwrap_or(file).display()
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "file-system syscalls go through rustix (see crate::fsx); nix is only for ioctls, mounts, \
+         namespaces and rlimits. Found:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_syscall_check_sees_nix_file_calls() {
+    let code = "use nix::sys::stat::{fstat, Mode};\nuse std::os::unix::fs::MetadataExt;\n\
+                let e = nix::errno::Errno::EBUSY; nix::mount::umount2(p, f); nix::unistd::fsync(fd);\n\
+                use nix::{unistd::chroot, dir::Dir};";
+    assert_eq!(
+        nix_paths_not_allowed(code),
+        [
+            "dir::Dir",
+            "sys::stat::Mode",
+            "sys::stat::fstat",
+            "unistd::fsync"
+        ]
+    );
+}
