@@ -337,6 +337,18 @@ impl PlannedEntry {
             shadow: None,
         }
     }
+
+    /// Settles the entry as refused (when a safety rule said no) or failed, with nothing to do.
+    pub(crate) fn settle_failure(&mut self, f: observe::Failure) {
+        self.state = if f.rule.is_some() {
+            State::Refused
+        } else {
+            State::Failed
+        };
+        self.rule = f.rule;
+        self.message = Some(f.message);
+        self.ops.clear();
+    }
 }
 
 /// Everything `tabula persist` would do (or did: [`Report`]); inside a [`SyncPlan`], what `tabula persist

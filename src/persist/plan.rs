@@ -271,16 +271,7 @@ fn plan_entry(
                 state
             };
         }
-        Err(f) => {
-            p.state = if f.rule.is_some() {
-                State::Refused
-            } else {
-                State::Failed
-            };
-            p.rule = f.rule;
-            p.message = Some(f.message);
-            p.ops.clear();
-        }
+        Err(f) => p.settle_failure(f),
     }
     p
 }

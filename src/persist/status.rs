@@ -107,15 +107,6 @@ fn entry_status(
         ..PlannedEntry::new(target.clone(), source.clone(), e.kind, e.entry.how)
     };
     let shown = |p: &Path| observed.shown(p);
-    let fail = |s: &mut PlannedEntry, f: Failure| {
-        s.state = if f.rule.is_some() {
-            State::Refused
-        } else {
-            State::Failed
-        };
-        s.rule = f.rule;
-        s.message = Some(f.message);
-    };
     let parents = parents_of(&target);
     let src_parents: Vec<PathBuf> = parents
         .iter()
@@ -125,7 +116,7 @@ fn entry_status(
     // The source as an O_PATH open finds it: a symlink is refused.
     let src = match resolve(&o.source_chain, &src_parents) {
         Ok(Some(st)) if st.is_symlink() => {
-            fail(&mut s, symlink_failure(&shown(&source)));
+            s.settle_failure(symlink_failure(&shown(&source)));
             return s;
         }
         Ok(Some(st)) if st.is_kind(e.kind) => Some(st),
@@ -140,7 +131,7 @@ fn entry_status(
         }
         Ok(None) => None,
         Err(f) => {
-            fail(&mut s, f);
+            s.settle_failure(f);
             return s;
         }
     };
@@ -184,7 +175,7 @@ fn entry_status(
     };
     match e.entry.how {
         How::Bind => match tgt {
-            Ok(Some(tst)) if tst.is_symlink() => fail(&mut s, symlink_failure(&shown(&target))),
+            Ok(Some(tst)) if tst.is_symlink() => s.settle_failure(symlink_failure(&shown(&target))),
             Ok(Some(tst)) => match &src {
                 Some(st) if st.same_file(&tst) => {}
                 Some(_) => {
@@ -205,17 +196,14 @@ fn entry_status(
                 }
             },
             Ok(None) => no_target(&mut s),
-            Err(f) => fail(&mut s, f),
+            Err(f) => s.settle_failure(f),
         },
         How::Copy => match tgt {
-            Ok(Some(tst)) if tst.is_symlink() => fail(&mut s, symlink_failure(&shown(&target))),
-            Ok(Some(tst)) if !tst.is_file() => fail(
-                &mut s,
-                Failure::msg(format!(
-                    "'{}' is not a regular file",
-                    shown(&target).display()
-                )),
-            ),
+            Ok(Some(tst)) if tst.is_symlink() => s.settle_failure(symlink_failure(&shown(&target))),
+            Ok(Some(tst)) if !tst.is_file() => s.settle_failure(Failure::msg(format!(
+                "'{}' is not a regular file",
+                shown(&target).display()
+            ))),
             Ok(Some(_)) if src.is_none() => {
                 s.state = State::SourceMissing;
                 s.synced = Some(false);
@@ -234,10 +222,10 @@ fn entry_status(
                         shown(&source).display()
                     ));
                 }
-                Some(Err(f)) => fail(&mut s, f.clone()),
+                Some(Err(f)) => s.settle_failure(f.clone()),
             },
             Ok(None) => no_target(&mut s),
-            Err(f) => fail(&mut s, f),
+            Err(f) => s.settle_failure(f),
         },
         How::Symlink => {
             let link = match tgt {
@@ -275,7 +263,7 @@ fn entry_status(
                         source.display()
                     ));
                 }
-                Err(f) => fail(&mut s, f),
+                Err(f) => s.settle_failure(f),
             }
         }
     }

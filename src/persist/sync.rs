@@ -317,14 +317,7 @@ pub(crate) fn sync_entry(
     let source = config.persist.source_of(&target);
     let mut p = PlannedEntry::new(target, source, Kind::File, How::Copy);
     if let Err(f) = sync_rules(&mut p, root, config, accounts, o, prune) {
-        p.state = if f.rule.is_some() {
-            State::Refused
-        } else {
-            State::Failed
-        };
-        p.rule = f.rule;
-        p.message = Some(f.message);
-        p.ops.clear();
+        p.settle_failure(f);
     }
     p
 }
