@@ -718,6 +718,39 @@ fn relocate(e: Error, path: &Path) -> Error {
     }
 }
 
+/// Whether two open files hold the same bytes from their current positions to their ends (read in
+/// 128 KiB blocks; `EINTR` is retried).
+pub fn same_content(
+    a: &mut impl std::io::Read,
+    b: &mut impl std::io::Read,
+) -> std::io::Result<bool> {
+    let (mut ba, mut bb) = (vec![0u8; 128 << 10], vec![0u8; 128 << 10]);
+    loop {
+        let n = read_full(a, &mut ba)?;
+        let m = read_full(b, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Creates a new, empty directory named `prefix` plus six random characters (mode 0700), as
 /// `mkdtemp(3)` does, and returns its path: a private mount point (`/run/tabula-mnt.` gives
 /// `/run/tabula-mnt.Xy3k9Q`). A name that exists is never reused, whatever it is (no symlink is

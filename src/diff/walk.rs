@@ -8,7 +8,6 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
@@ -558,9 +557,10 @@ impl<'a> PairWalk<'a> {
         if let Some(&same) = self.content_cache.get(&(o.ino, n.ino)) {
             return Ok(same);
         }
-        let a = open_file_at(od, name, o).map_err(|e| format!("opening the old file: {e}"))?;
-        let b = open_file_at(nd, name, n).map_err(|e| format!("opening the new file: {e}"))?;
-        let same = bytes_equal(a, b).map_err(|e| format!("reading the files: {e}"))?;
+        let mut a = open_file_at(od, name, o).map_err(|e| format!("opening the old file: {e}"))?;
+        let mut b = open_file_at(nd, name, n).map_err(|e| format!("opening the new file: {e}"))?;
+        let same = crate::fsx::same_content(&mut a, &mut b)
+            .map_err(|e| format!("reading the files: {e}"))?;
         self.content_cache.insert((o.ino, n.ino), same);
         Ok(same)
     }
@@ -843,34 +843,6 @@ fn check_same(fd: &OwnedFd, expected: &Stat) -> Result<(), String> {
         return Err("it changed during the walk".into());
     }
     Ok(())
-}
-
-fn bytes_equal(mut a: File, mut b: File) -> std::io::Result<bool> {
-    let mut ba = vec![0u8; 128 * 1024];
-    let mut bb = vec![0u8; 128 * 1024];
-    loop {
-        let na = read_full(&mut a, &mut ba)?;
-        let nb = read_full(&mut b, &mut bb)?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
-        }
-        if na == 0 {
-            return Ok(true);
-        }
-    }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -390,3 +390,20 @@ fn temp_dirs_are_new_private_and_distinct() {
     let missing = t.path().join("no/such/dir.");
     assert!(make_temp_dir(&missing).unwrap_err().is_not_found());
 }
+
+#[test]
+fn same_content_compares_every_block_and_the_length() {
+    let block = 128 << 10;
+    let base: Vec<u8> = (0..block * 2 + 7).map(|i| (i % 251) as u8).collect();
+    let mut late = base.clone();
+    *late.last_mut().expect("non-empty") ^= 1;
+    let mut second_block = base.clone();
+    second_block[block + 3] ^= 1;
+    let same = |a: &[u8], b: &[u8]| same_content(&mut &a[..], &mut &b[..]).expect("in memory");
+    assert!(same(&base, &base));
+    assert!(same(b"", b""));
+    assert!(!same(&base, &late));
+    assert!(!same(&base, &second_block));
+    assert!(!same(&base, &base[..base.len() - 1]));
+    assert!(!same(&base[..block], &base));
+}

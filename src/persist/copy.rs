@@ -9,7 +9,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -83,17 +82,7 @@ pub(crate) fn same_file(a: &mut File, ast: &Stat, b: &mut File, bst: &Stat) -> R
     {
         return Ok(false);
     }
-    let (mut ba, mut bb) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
-    loop {
-        let n = read_full(a, &mut ba)?;
-        let m = read_full(b, &mut bb)?;
-        if n != m || ba[..n] != bb[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
+    fsx::same_content(a, b).context("reading a file to compare it")
 }
 
 /// Whether regular file `copy` has the owner, mode and content of regular file `original`. `false`
@@ -105,20 +94,6 @@ pub(crate) fn is_current(w: &Walker, original: &Path, copy: &Path) -> Result<boo
         return Ok(false);
     };
     same_file(&mut a, &ast, &mut b, &bst)
-}
-
-/// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut File, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("reading a file to compare it"),
-        }
-    }
-    Ok(n)
 }
 
 /// What [`replace_with_copy`] did.
