@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use std::os::fd::AsFd;
 
 use super::observe::{Eyes, Failure, Observed, ObservedEntry, PersistDir, Probe, Stat, observe};
-use super::walk::{Owner, RULE_HARDLINK, symlink_refusal};
+use super::walk::{Owner, hard_link_refusal, symlink_refusal};
 use super::{Op, Perms, Plan, PlannedEntry, State};
 use crate::config::{Config, EntryRef, How, Kind, Loc};
 use crate::error::{ConfigError, Refusal};
@@ -296,14 +296,7 @@ pub(crate) fn fail<T>(message: String) -> Result<T, Failure> {
 /// The refusal for a file with other hard links whose owner, mode or content tabula would change.
 pub(crate) fn refuse_hard_links(st: &Stat, shown: &Path) -> Result<(), Failure> {
     if st.nlink > 1 {
-        return Err(Failure::of(&anyhow::Error::new(Refusal::new(
-            RULE_HARDLINK,
-            format!(
-                "'{}' has {} hard links: changing it would change a file elsewhere too; replace it with a copy",
-                shown.display(),
-                st.nlink
-            ),
-        ))));
+        return Err(Failure::of(&hard_link_refusal(shown, st.nlink)));
     }
     Ok(())
 }

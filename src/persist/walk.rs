@@ -469,16 +469,20 @@ impl Walker {
 /// A refusal when regular file `st` has other hard links: changing it would change them too.
 pub(crate) fn refuse_hard_links(st: &Stat, shown: &Path) -> Result<()> {
     if st.nlink > 1 {
-        return Err(anyhow::Error::new(Refusal::new(
-            RULE_HARDLINK,
-            format!(
-                "'{}' has {} hard links: changing it would change a file elsewhere too; replace it with a copy",
-                shown.display(),
-                st.nlink
-            ),
-        )));
+        return Err(hard_link_refusal(shown, st.nlink));
     }
     Ok(())
+}
+
+/// The refusal for a file with `nlink` names whose owner, mode or content tabula would change.
+pub(crate) fn hard_link_refusal(path: &Path, nlink: u64) -> anyhow::Error {
+    anyhow::Error::new(Refusal::new(
+        RULE_HARDLINK,
+        format!(
+            "'{}' has {nlink} hard links: changing it would change a file elsewhere too; replace it with a copy",
+            path.display()
+        ),
+    ))
 }
 
 #[cfg(test)]
