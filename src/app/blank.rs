@@ -5,14 +5,14 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{Filesystem, load_config, open_filesystem, open_old_roots, print_json};
 use crate::blank::{self, Retired, update};
 use crate::btrfs;
 use crate::cli::{BlankCommand, Cli, UpdateFrom};
 use crate::diff::{self, DiffOptions};
-use crate::error::{ExitStatus, PartialFailure, Refusal, UsageError};
+use crate::error::{ExitStatus, PartialFailure, UsageError};
 use crate::layout;
 
 /// Runs `tabula blank …`.
@@ -105,63 +105,22 @@ fn prune(fs: &Filesystem, old: &OwnedFd) -> Result<ExitStatus> {
 fn rollback(cli: &Cli, name: Option<&str>, dry_run: bool) -> Result<ExitStatus> {
     let (fs, old) = open_recovered(cli, !dry_run)?;
     let layout = &fs.config.layout;
-    blank::current(fs.top.as_fd(), &layout.blank)?;
-    let all = blank::list(old.as_fd())?;
-    let target = pick(&all, name)?;
+    let retired = blank::rollback::observe(fs.top.as_fd(), old.as_fd(), &layout.blank)?;
+    let plan = blank::rollback::plan(&retired, name, layout)?;
     if dry_run {
         println!(
             "would make a read-only copy of '{}' the blank '{}' and retire the current one",
-            target.name, layout.blank
+            plan.target.name, plan.blank
         );
         return Ok(ExitStatus::Success);
     }
-    let staging = blank::staging_name(&layout.blank);
-    let src = layout::open_subvolume(old.as_fd(), &target.name)?;
-    btrfs::snapshot(src.as_fd(), fs.top.as_fd(), &staging, true)?;
-    btrfs::sync(fs.top.as_fd()).context("committing")?;
-    let intent = blank::commit(
-        fs.top.as_fd(),
-        old.as_fd(),
-        &layout.blank,
-        &format!("rollback to {}", target.name),
-    )?;
+    let intent = blank::rollback::apply(fs.top.as_fd(), old.as_fd(), &plan)?;
     println!(
         "'{}' is the blank again (a copy of '{}'); the one it replaced is kept as '{}/{}'",
-        layout.blank, target.name, layout.old_roots, intent.name
+        plan.blank, plan.target.name, plan.old_roots, intent.name
     );
-    // The copy is the blank now: the retired original would only duplicate it.
-    let top_fd = layout::open_subvolume(fs.top.as_fd(), ".")?;
-    let mounted = crate::mounted::Mounted::scan(top_fd.as_fd(), &fs.device)?;
-    match blank::check_delete(fs.top.as_fd(), old.as_fd(), &layout.blank, &mounted, target) {
-        Ok(_) => blank::delete(old.as_fd(), target)?,
-        Err(r) => warn!("kept '{}': {r}", target.name),
-    }
+    blank::rollback::drop_original(fs.top.as_fd(), old.as_fd(), &fs.device, &plan)?;
     prune(&fs, &old)
-}
-
-fn pick<'a>(all: &'a [Retired], name: Option<&str>) -> Result<&'a Retired> {
-    let found = match name {
-        Some(n) => all.iter().find(|r| r.name == n),
-        None => all.iter().rev().find(|r| r.managed),
-    };
-    let r = found.ok_or_else(|| {
-        UsageError(match name {
-            Some(n) => format!("no retired blank '{n}' (see `tabula blank list`)"),
-            None => "there is no retired blank to go back to".into(),
-        })
-    })?;
-    if !r.managed {
-        return Err(Refusal::new(
-            "no-metadata",
-            format!(
-                "'{}': {}",
-                r.name,
-                r.problem.as_deref().unwrap_or("not tabula's")
-            ),
-        )
-        .into());
-    }
-    Ok(r)
 }
 
 #[derive(Serialize)]

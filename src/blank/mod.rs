@@ -28,6 +28,7 @@ use crate::error::Refusal;
 use crate::layout::{self, Occupant, RetiredName};
 use crate::mounted::Mounted;
 
+pub mod rollback;
 pub mod update;
 
 /// Suffix of the staging subvolume of a blank update (`root-blank.tabula-update`).
