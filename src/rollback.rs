@@ -848,6 +848,40 @@ fn open_ours(
     Ok(sub)
 }
 
+/// Observes and plans the rollback of the filesystem on `device` (top level `top`), then checks what
+/// only the running system can tell: nothing in `root` may be mounted when the plan retires it
+/// ([`crate::mounted::refuse_mounted_root`]). Returns the plan, or the refusal as the boot must report
+/// it: with no `root` at all, in a [`Failed`] of [`State::NoRoot`]. Changes nothing.
+pub fn observe_and_plan(
+    top: BorrowedFd<'_>,
+    device: &std::path::Path,
+    layout: &Layout,
+    ctx: &BootContext,
+) -> Result<Plan> {
+    let observed = observe(top, layout, ctx)?;
+    let plan = plan(&observed, layout, ctx).map_err(|r| refusal_error(r, &observed, layout))?;
+    if plan.retire_as.is_some() {
+        crate::mounted::refuse_mounted_root(top, device, &layout.root)?;
+    }
+    Ok(plan)
+}
+
+/// A plan's refusal as an error. Refused with no `root` at all, it carries [`Failed`] in
+/// [`State::NoRoot`]: the boot must say there is no root, never "booting the old root".
+fn refusal_error(refusal: Refusal, observed: &Observed, layout: &Layout) -> anyhow::Error {
+    let e = anyhow::Error::from(refusal);
+    if observed.root == Occupant::Missing {
+        e.context(Failed {
+            state: State::NoRoot,
+            unfinished: None,
+            default_on_old: false,
+            old_roots: layout.old_roots.clone(),
+        })
+    } else {
+        e
+    }
+}
+
 /// Executes `plan` on the top level `top`. On a failed promotion the retirement is undone. A failure
 /// carries a [`Failed`] context saying the state the machine is left in.
 pub fn apply(top: BorrowedFd<'_>, layout: &Layout, plan: &Plan) -> Result<()> {
@@ -1153,6 +1187,27 @@ mod tests {
             skipped: vec![],
             boot_source: None,
         }
+    }
+
+    #[test]
+    fn a_refusal_with_no_root_says_there_is_no_root() {
+        let refusal = || refuse("some-rule", "refused");
+        let mut o = normal();
+        let e = refusal_error(refusal(), &o, &layout());
+        assert!(e.downcast_ref::<Failed>().is_none(), "{e:#}");
+        assert_eq!(
+            e.downcast_ref::<Refusal>().map(|r| r.rule),
+            Some("some-rule")
+        );
+        o.root = Occupant::Missing;
+        let e = refusal_error(refusal(), &o, &layout());
+        let failed = e.downcast_ref::<Failed>().expect("a Failed context");
+        assert_eq!(failed.state, State::NoRoot);
+        assert_eq!(failed.old_roots, "old_roots");
+        assert_eq!(
+            e.downcast_ref::<Refusal>().map(|r| r.rule),
+            Some("some-rule")
+        );
     }
 
     fn kinds(p: &Plan) -> Vec<&'static str> {

@@ -293,24 +293,7 @@ fn rollback_with(config: Config, cli: &Cli, args: &RollbackArgs) -> Result<ExitS
         kernel: device::kernel_release(),
         flags: flags.clone(),
     };
-    let observed = rollback::observe(fs.top.as_fd(), layout, &ctx)?;
-    let plan = rollback::plan(&observed, layout, &ctx).map_err(|refusal| {
-        let e = anyhow::Error::from(refusal);
-        if observed.root == crate::layout::Occupant::Missing {
-            // Refused with no `root` at all: say so, never "booting the old root".
-            e.context(rollback::Failed {
-                state: rollback::State::NoRoot,
-                unfinished: None,
-                default_on_old: false,
-                old_roots: layout.old_roots.clone(),
-            })
-        } else {
-            e
-        }
-    })?;
-    if plan.retire_as.is_some() {
-        crate::mounted::refuse_mounted_root(fs.top.as_fd(), &fs.device, &layout.root)?;
-    }
+    let plan = rollback::observe_and_plan(fs.top.as_fd(), &fs.device, layout, &ctx)?;
     if args.json {
         #[derive(Serialize)]
         struct Out<'a> {

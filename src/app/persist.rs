@@ -58,13 +58,7 @@ fn persist_prepared(
     };
     // Entries under a mount point that is still to come would be hidden by it: refuse them.
     let blocked = applied.map_or(&prep.blocked, |a| &a.blocked);
-    for e in &mut plan.entries {
-        if let Some(why) = prepare::blocked_reason(blocked, &e.target) {
-            e.state = State::Failed;
-            e.message = Some(why.to_string());
-            e.ops.clear();
-        }
-    }
+    prepare::refuse_blocked(&mut plan, blocked);
     if args.dry_run {
         if args.json {
             print_json("persist-plan", &plan)?;

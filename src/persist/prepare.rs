@@ -458,6 +458,18 @@ pub fn blocked_reason<'a>(blocked: &'a [Blocked], target: &Path) -> Option<&'a s
         .map(|b| b.message.as_str())
 }
 
+/// Fails every entry of `plan` under a mount point that is still to come (`blocked`): the later mount
+/// would hide what the entry puts there. Its operations go; the message says what to do. Pure.
+pub fn refuse_blocked(plan: &mut super::Plan, blocked: &[Blocked]) {
+    for e in &mut plan.entries {
+        if let Some(why) = blocked_reason(blocked, &e.target) {
+            e.state = super::State::Failed;
+            e.message = Some(why.to_string());
+            e.ops.clear();
+        }
+    }
+}
+
 /// Reads what [`plan`] needs from the running system.
 pub fn observe(config: &Config, root: &Path) -> Result<Prepare> {
     let mounts = crate::mountinfo::read().context("reading the mount table")?;
@@ -588,6 +600,44 @@ mod tests {
             false,
         );
         assert!(p.mounts.is_empty() && p.blocked.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn entries_under_a_blocked_mount_point_fail_with_its_reason() {
+        use super::super::{How, Kind, Op, PlannedEntry, State};
+        let entry = |target: &str| {
+            let mut e = PlannedEntry::new(
+                target.into(),
+                Path::new("/persist").join(&target[1..]),
+                Kind::Directory,
+                How::Bind,
+            );
+            e.ops.push(Op::Bind {
+                source: e.source.clone(),
+                target: e.target.clone(),
+            });
+            e
+        };
+        let mut plan = super::super::Plan {
+            root: "/sysroot".into(),
+            persist: "/persist".into(),
+            entries: vec![entry("/srv/www"), entry("/srvx"), entry("/var/lib/x")],
+        };
+        let blocked = [Blocked {
+            mount_point: "/srv".into(),
+            message: "mount /srv first".into(),
+        }];
+        let untouched = plan.entries[1..].to_vec();
+        refuse_blocked(&mut plan, &blocked);
+        let www = &plan.entries[0];
+        assert_eq!(www.state, State::Failed);
+        assert_eq!(www.message.as_deref(), Some("mount /srv first"));
+        assert!(www.ops.is_empty(), "{:?}", www.ops);
+        assert_eq!(plan.entries[1..], untouched[..]);
+        // Nothing blocked: nothing changes.
+        let before = plan.clone();
+        refuse_blocked(&mut plan, &[]);
+        assert_eq!(plan, before);
     }
 
     #[test]

@@ -601,13 +601,8 @@ struct Linked<'a> {
 
 /// Remove `name` in `parent` and everything beneath it, never following symlinks, never entering a
 /// mount or another filesystem ([`crate::fsx::remove_tree_at`]: iterative, whatever the depth).
-pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
+fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> anyhow::Result<()> {
     Ok(crate::fsx::remove_tree_at(parent, OsStr::from_bytes(name))?)
-}
-
-/// Removes everything in the directory `dir` (as [`remove_tree`] does for each entry), keeping `dir`.
-pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> anyhow::Result<()> {
-    Ok(crate::fsx::empty_dir(dir)?)
 }
 
 /// Copies the bytes of `from` into the new, empty file `to`, keeping holes: only the data ranges

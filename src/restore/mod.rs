@@ -69,7 +69,6 @@ pub mod render;
 mod resolve;
 
 pub use apply::{apply_restore, apply_restore_streaming};
-pub(crate) use apply::{empty_dir, remove_tree};
 pub use plan::{PlanWalk, list_plan, plan_restore};
 pub use render::{render_plan, write_plan_json, write_plan_text, write_report_json};
 

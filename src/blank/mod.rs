@@ -28,6 +28,9 @@ use crate::error::Refusal;
 use crate::layout::{self, Occupant, RetiredName};
 use crate::mounted::Mounted;
 
+pub mod rollback;
+pub mod update;
+
 /// Suffix of the staging subvolume of a blank update (`root-blank.tabula-update`).
 pub const UPDATE_SUFFIX: &str = ".tabula-update";
 /// The blank retirement intent in `old_roots`.
@@ -328,15 +331,24 @@ pub fn discard_staging(
 
 /// The next retired-blank sequence number.
 pub fn next_seq(old_roots: BorrowedFd<'_>) -> Result<u64> {
+    seq_after_newest(old_roots)?.ok_or_else(|| sequence_exhausted().into())
+}
+
+/// The refusal when the retired-blank sequence is at its end.
+pub fn sequence_exhausted() -> Refusal {
+    Refusal::new("sequence-exhausted", "the blank sequence is at its end")
+}
+
+/// The number after the highest one used (the intent's or a retired blank's); `None` at the end of the
+/// sequence, which is never wrapped.
+pub(crate) fn seq_after_newest(old_roots: BorrowedFd<'_>) -> Result<Option<u64>> {
     let mut seq = read_intent(old_roots).map_or(0, |i| i.seq);
     for n in layout::entry_names(old_roots)? {
         if let Some(p) = parse_name(&n) {
             seq = seq.max(p.seq());
         }
     }
-    seq.checked_add(1).ok_or_else(|| {
-        Refusal::new("sequence-exhausted", "the blank sequence is at its end").into()
-    })
+    Ok(seq.checked_add(1))
 }
 
 /// Switches the frozen staging subvolume in as the blank and retires the old blank into `old_roots`.
@@ -475,6 +487,42 @@ pub fn recover(
         ));
     }
     Ok(did)
+}
+
+/// The blank, which must be a read-only subvolume: tabula changes only a read-only blank.
+pub fn current(top: BorrowedFd<'_>, blank: &str) -> Result<SubvolumeInfo> {
+    match layout::entry_at(top, blank)? {
+        Occupant::Subvolume { info } if info.read_only => Ok(info),
+        Occupant::Subvolume { .. } => Err(Refusal::new(
+            "blank-writable",
+            format!("the blank '{blank}' is writable: tabula changes only a read-only blank"),
+        )
+        .into()),
+        _ => Err(Refusal::new(
+            "blank-missing",
+            format!("there is no blank subvolume '{blank}': run `tabula init`"),
+        )
+        .into()),
+    }
+}
+
+/// [`prune`] to `keep` retired blanks (`blank_history`), logging what it deleted; a refusal is a warning,
+/// not an error (the blank itself is already in place).
+pub fn prune_history(
+    top: BorrowedFd<'_>,
+    old_roots: BorrowedFd<'_>,
+    device: &Path,
+    blank: &str,
+    keep: usize,
+) -> Result<()> {
+    let (deleted, held) = prune(top, old_roots, device, blank, keep)?;
+    for d in deleted {
+        tracing::info!("deleted retired blank '{d}' (blank_history = {keep})");
+    }
+    for h in held {
+        tracing::warn!("kept {h}");
+    }
+    Ok(())
 }
 
 /// Deletes the oldest managed retired blanks beyond `keep`; returns the names deleted and the refusals.
