@@ -27,8 +27,8 @@ pub struct Mount {
     pub subvol_id: Option<u64>,
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(s: &str) -> String {
+/// Undoes the octal escapes of mountinfo and fstab (`\040` for a space, …).
+pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

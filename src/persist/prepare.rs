@@ -69,26 +69,6 @@ pub struct FstabEntry {
     pub options: String,
 }
 
-/// Undoes fstab's octal escapes (`\040` for a space).
-fn unoctal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parses an fstab: comments and malformed lines are skipped.
 pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
     text.lines()
@@ -102,8 +82,8 @@ pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
                 return None;
             }
             Some(FstabEntry {
-                spec: unoctal(f[0]),
-                mount_point: PathBuf::from(unoctal(f[1])),
+                spec: crate::mountinfo::unescape(f[0]),
+                mount_point: PathBuf::from(crate::mountinfo::unescape(f[1])),
                 fs_type: f.get(2).map_or("auto", |s| s).to_string(),
                 options: f.get(3).map_or("defaults", |s| s).to_string(),
             })
