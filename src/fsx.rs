@@ -737,8 +737,8 @@ pub fn same_content(
     }
 }
 
-/// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full or the file ends; the count read (`EINTR` is retried).
+pub fn read_full(f: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {

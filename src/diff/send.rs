@@ -135,16 +135,7 @@ pub(crate) fn parse(mut r: impl Read) -> anyhow::Result<Changes> {
 
 /// `read` until `buf` is full or the stream ends; the count read.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> anyhow::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("reading the send stream"),
-        }
-    }
-    Ok(got)
+    crate::fsx::read_full(r, buf).context("reading the send stream")
 }
 
 /// Whether a top-level name is one send parks inodes under (`o<ino>-<gen>-<n>`).
