@@ -118,7 +118,6 @@ pub(super) fn persist_add(cli: &Cli, args: &crate::cli::PersistAddArgs) -> Resul
                     | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             )
-            .map_err(crate::diff::errno_error)
             .with_context(|| format!("opening '{}'", args.root.display()))?,
             "live".to_string(),
         ),

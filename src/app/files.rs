@@ -155,7 +155,6 @@ pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<ExitStatus> {
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
-    .map_err(crate::diff::errno_error)
     .context("opening '/'")?;
     let planning = || match &persisted {
         Some(note) => format!(

@@ -455,19 +455,7 @@ fn open_dir_path(path: &Path) -> anyhow::Result<std::os::fd::OwnedFd> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(errno_error)
     .with_context(|| format!("opening directory '{}'", path.display()))
-}
-
-/// An errno as tabula has always worded it in messages (`ENOENT: No such file or directory`), so that
-/// moving a syscall from nix to rustix does not change what users read. nix is used for the words only.
-pub(crate) fn errno_error(e: rustix::io::Errno) -> nix::errno::Errno {
-    nix::errno::Errno::from_raw(e.raw_os_error())
-}
-
-/// [`errno_error`] as text.
-pub(crate) fn errno_text(e: rustix::io::Errno) -> String {
-    errno_error(e).to_string()
 }
 
 fn is_false(b: &bool) -> bool {

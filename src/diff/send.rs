@@ -271,9 +271,7 @@ pub(crate) fn changes(old: BorrowedFd<'_>, new: BorrowedFd<'_>) -> anyhow::Resul
         bail!("send needs both trees read-only");
     }
     // std's pipe is `O_CLOEXEC`.
-    let (r, w) = std::io::pipe()
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-        .context("making a pipe")?;
+    let (r, w) = std::io::pipe().context("making a pipe")?;
     let (r, w) = (OwnedFd::from(r), OwnedFd::from(w));
     std::thread::scope(|s| {
         let sender = s.spawn(move || {

@@ -19,7 +19,7 @@ use rustix::io::Errno;
 use super::xattr::{self, Xattrs};
 use super::{
     Change, ChangeKind, ChangedPath, Diff, DiffOptions, FileType, Node, RawName, SCHEMA_VERSION,
-    Summary, XattrDiff, errno_text,
+    Summary, XattrDiff,
 };
 use crate::error::UsageError;
 use crate::fsx::{self, Flags as OFlags};
@@ -142,12 +142,12 @@ pub(super) fn run_guided(
     let od = reopen(old).context("opening the old tree's root")?;
     let nd = reopen(new).context("opening the new tree's root")?;
     let os = fstat(od.as_fd())
-        .map_err(errno_text)
+        .map_err(|e| e.to_string())
         .and_then(|s| Stat::from_raw(&s))
         .map_err(anyhow::Error::msg)
         .context("reading the old tree's root")?;
     let ns = fstat(nd.as_fd())
-        .map_err(errno_text)
+        .map_err(|e| e.to_string())
         .and_then(|s| Stat::from_raw(&s))
         .map_err(anyhow::Error::msg)
         .context("reading the new tree's root")?;
@@ -570,7 +570,7 @@ impl<'a> PairWalk<'a> {
             (FileType::Symlink, ObjectRef::At(dir, name)) => {
                 Some(PathBuf::from(OsString::from_vec(
                     readlinkat(dir, name, Vec::new())
-                        .map_err(|e| format!("reading the symlink: {}", errno_text(e)))?
+                        .map_err(|e| format!("reading the symlink: {e}"))?
                         .into_bytes(),
                 )))
             }
@@ -791,7 +791,7 @@ fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Stat>, String> {
     match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Stat::from_raw(&st).map(Some),
         Err(Errno::NOENT) => Ok(None),
-        Err(e) => Err(errno_text(e)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -805,7 +805,7 @@ fn reopen(fd: BorrowedFd<'_>) -> anyhow::Result<OwnedFd> {
 fn names_in(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, String> {
     fsx::read_names_in(dir)
         .map(|names| names.into_iter().map(OsString::into_vec).collect())
-        .map_err(|e| errno_text(e.errno()))
+        .map_err(|e| e.errno().to_string())
 }
 
 /// Opens `name` in `dir` through [`fsx`] (never following a symlink), with `O_NOATIME` where allowed
@@ -817,7 +817,7 @@ fn open_noatime(dir: BorrowedFd<'_>, name: &[u8], flags: OFlags) -> Result<Owned
         r => r,
     }
     .map_err(|e| match e {
-        fsx::Error::Io { errno, .. } => errno_text(errno),
+        fsx::Error::Io { errno, .. } => errno.to_string(),
         e => e.to_string(),
     })
 }
@@ -837,7 +837,7 @@ fn open_file_at(dir: BorrowedFd<'_>, name: &[u8], expected: &Stat) -> Result<Fil
 }
 
 fn check_same(fd: &OwnedFd, expected: &Stat) -> Result<(), String> {
-    let st = fstat(fd.as_fd()).map_err(errno_text)?;
+    let st = fstat(fd.as_fd()).map_err(|e| e.to_string())?;
     #[allow(clippy::useless_conversion)] // `ino_t`/`dev_t` differ between architectures
     if u64::from(st.st_ino) != expected.ino || u64::from(st.st_dev) != expected.dev {
         return Err("it changed during the walk".into());

@@ -9,17 +9,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use nix::errno::Errno;
 use nix::unistd::geteuid;
 use rustix::fs::{
     AtFlags, CWD, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, chmodat, chownat,
     fchmod, fchown, fstat, futimens, linkat, mkdirat, mknodat, openat, openat2, symlinkat,
     unlinkat, utimensat,
 };
+use rustix::io::Errno;
 
 use super::plan::PlanWalk;
 use super::resolve::{
-    check_destination, check_source, check_source_at, components, exists_refusal, lstat_at, ne,
+    check_destination, check_source, check_source_at, components, exists_refusal, lstat_at,
     open_dest_parent, readlink_at,
 };
 use super::{
@@ -205,7 +205,7 @@ impl Executor<'_> {
                 copy: None,
             };
             match self.create(&top, sdir, walk.entered_dir(), to) {
-                Err(e) if e.downcast_ref::<Errno>() == Some(&Errno::EEXIST) => continue,
+                Err(e) if e.downcast_ref::<Errno>() == Some(&Errno::EXIST) => continue,
                 Err(e) => {
                     // Free a moment ago: whatever is there now, `create` made.
                     if taken(&tmp) {
@@ -282,17 +282,16 @@ impl Executor<'_> {
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
                 mkdirat(ddir, dname, Mode::from_bits_truncate(0o700))
-                    .map_err(|e| anyhow::Error::from(ne(e)))?;
+                    .map_err(anyhow::Error::from)?;
                 let dst = openat(
                     ddir,
                     dname,
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(ne)
                 .context("opening the new directory")?;
                 // The directory just made is ours, not one swapped in by someone else.
-                let st = fstat(dst.as_fd()).map_err(ne)?;
+                let st = fstat(dst.as_fd())?;
                 if st.st_uid != self.euid || FileType::from_mode(st.st_mode) != Some(FileType::Dir)
                 {
                     bail!("the new directory was replaced while restoring");
@@ -310,7 +309,6 @@ impl Executor<'_> {
                     Err(rustix::io::Errno::PERM) => openat(sdir, sname, flags, Mode::empty()),
                     r => r,
                 }
-                .map_err(ne)
                 .context("opening the source")?;
                 check_source(&src, &item.src)?;
                 let dst = openat(
@@ -323,15 +321,16 @@ impl Executor<'_> {
                         | OFlags::CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
-                .map_err(|e| anyhow::Error::from(ne(e)))?;
+                .map_err(anyhow::Error::from)?;
                 let how = match crate::btrfs::clone_file(dst.as_fd(), src.as_fd()) {
                     Ok(()) => DataHow::Reflinked,
+                    // The ioctl layer's errors are nix's.
                     Err(
-                        Errno::EXDEV
-                        | Errno::EOPNOTSUPP
-                        | Errno::EINVAL
-                        | Errno::ENOTTY
-                        | Errno::ENOSYS,
+                        nix::errno::Errno::EXDEV
+                        | nix::errno::Errno::EOPNOTSUPP
+                        | nix::errno::Errno::EINVAL
+                        | nix::errno::Errno::ENOTTY
+                        | nix::errno::Errno::ENOSYS,
                     ) => {
                         copy_sparse(&src, &dst, &mut self.buf).context("copying the data")?;
                         DataHow::Copied
@@ -351,7 +350,7 @@ impl Executor<'_> {
                     .context("reading xattrs")?;
                 self.set_meta_fd(dst.as_fd(), item, &xattrs)?;
                 if item.src.nlink > 1 {
-                    let made = fstat(dst.as_fd()).map_err(ne)?.st_ino;
+                    let made = fstat(dst.as_fd())?.st_ino;
                     self.first_links.insert(item.path.clone(), made);
                 }
             }
@@ -381,8 +380,7 @@ impl Executor<'_> {
                 if item.target.as_deref().map(Path::as_os_str) != Some(target.as_os_str()) {
                     bail!("the source changed since the plan was made");
                 }
-                symlinkat(target.as_os_str(), ddir, dname)
-                    .map_err(|e| anyhow::Error::from(ne(e)))?;
+                symlinkat(target.as_os_str(), ddir, dname).map_err(anyhow::Error::from)?;
                 let xattrs = xattr::list_at(sdir, sname)
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
@@ -402,7 +400,7 @@ impl Executor<'_> {
                     Mode::from_bits_truncate(0o600),
                     item.src.rdev,
                 )
-                .map_err(|e| anyhow::Error::from(ne(e)))?;
+                .map_err(anyhow::Error::from)?;
                 let xattrs = xattr::list_at(sdir, sname)
                     .map_err(std::io::Error::from)
                     .context("reading xattrs")?;
@@ -441,7 +439,6 @@ impl Executor<'_> {
                         | ResolveFlags::NO_MAGICLINKS
                         | ResolveFlags::NO_XDEV,
                 )
-                .map_err(ne)
                 .with_context(|| format!("opening the directory of '{}'", first.display()))?,
             ),
         };
@@ -454,8 +451,7 @@ impl Executor<'_> {
         if !is_made(dir, name) {
             bail!("'{}' changed while restoring", first.display());
         }
-        linkat(dir, name, at.dir, at.name, AtFlags::empty())
-            .map_err(|e| anyhow::Error::from(ne(e)))?;
+        linkat(dir, name, at.dir, at.name, AtFlags::empty()).map_err(anyhow::Error::from)?;
         // Swapped between the check and the link: undo, never keep a name for someone else's file.
         if !is_made(at.dir, OsStr::from_bytes(at.name)) {
             let _ = unlinkat(at.dir, at.name, AtFlags::empty());
@@ -482,17 +478,13 @@ impl Executor<'_> {
         xattrs: &Xattrs,
     ) -> anyhow::Result<()> {
         if let Err(e) = fchown(fd, Some(uid(item)), Some(gid(item))) {
-            self.warn_owner(item, ne(e));
+            self.warn_owner(item, e);
         }
-        fchmod(fd, Mode::from_bits_truncate(item.mode))
-            .map_err(ne)
-            .context("setting the mode")?;
+        fchmod(fd, Mode::from_bits_truncate(item.mode)).context("setting the mode")?;
         for (name, e) in xattr::set_fd(fd, xattrs) {
             self.warn_xattr(item, &name, e);
         }
-        futimens(fd, &times(item))
-            .map_err(ne)
-            .context("setting the times")?;
+        futimens(fd, &times(item)).context("setting the times")?;
         Ok(())
     }
 
@@ -512,7 +504,7 @@ impl Executor<'_> {
             Some(gid(item)),
             AtFlags::SYMLINK_NOFOLLOW,
         ) {
-            self.warn_owner(item, ne(e));
+            self.warn_owner(item, e);
         }
         if chmod {
             // chmod has no no-follow form: go through an O_PATH fd checked not to be a symlink.
@@ -521,9 +513,8 @@ impl Executor<'_> {
                 name,
                 OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
-            )
-            .map_err(ne)?;
-            let st = fstat(fd.as_fd()).map_err(ne)?;
+            )?;
+            let st = fstat(fd.as_fd())?;
             if FileType::from_mode(st.st_mode) == Some(FileType::Symlink) {
                 bail!("the new object was replaced by a symlink while restoring");
             }
@@ -535,14 +526,12 @@ impl Executor<'_> {
                 Mode::from_bits_truncate(item.mode),
                 AtFlags::empty(),
             )
-            .map_err(ne)
             .context("setting the mode")?;
         }
         for (key, e) in xattr::set_at(dir, name, xattrs) {
             self.warn_xattr(item, &key, e);
         }
         utimensat(dir, name, &times(item), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(ne)
             .context("setting the times")?;
         Ok(())
     }

@@ -8,8 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use nix::errno::Errno;
 use rustix::fs::Stat;
+use rustix::io::Errno;
 
 use super::resolve::{
     check_destination, components, is_btrfs, lstat_at, open_dest_parent, open_source_parent,
@@ -317,7 +317,7 @@ fn classify(st: &Stat) -> (RestoreOp, Option<&'static str>) {
 fn stat_top(parent: BorrowedFd<'_>, name: &[u8], source: &Path) -> anyhow::Result<Stat> {
     match lstat_at(parent, name) {
         Ok(st) => Ok(st),
-        Err(Errno::ENOENT) => bail!("'{}' does not exist in the old root", source.display()),
+        Err(Errno::NOENT) => bail!("'{}' does not exist in the old root", source.display()),
         Err(e) => Err(e).with_context(|| format!("reading '{}' in the old root", source.display())),
     }
 }

@@ -1,8 +1,6 @@
 //! Both ends of a restore, opened without following symlinks, and the checks on the destination.
 //!
-//! Every call is rustix's; a failure is turned into the nix [`Errno`] restore's errors have always
-//! carried ([`ne`]), so messages keep their wording (`ENOENT: No such file or directory`) and callers
-//! their downcasts.
+//! Every call is rustix's, and a failure is rustix's [`Errno`] (what callers downcast to).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -10,11 +8,10 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use nix::errno::Errno;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Stat, fstat, openat, openat2, readlinkat};
+use rustix::io::Errno;
 
 use super::{Existing, SourceStat};
-pub(super) use crate::diff::errno_error as ne;
 use crate::diff::{FileType, escape_bytes};
 use crate::error::{Refusal, UsageError};
 use crate::fsx;
@@ -29,7 +26,7 @@ pub(super) fn check_destination(
 ) -> anyhow::Result<Option<Existing>> {
     let st = match lstat_at(parent, name) {
         Ok(st) => st,
-        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading '{}'", dest.display())),
     };
     if !force {
@@ -166,11 +163,9 @@ pub(super) fn open_source_parent(
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(ne)
-    {
+    ) {
         Ok(fd) => fd,
-        Err(Errno::ENOENT | Errno::ENOTDIR) => bail!(
+        Err(Errno::NOENT | Errno::NOTDIR) => bail!(
             "'{}' does not exist in the old root",
             shown.parent().unwrap_or(Path::new("/")).display()
         ),
@@ -196,7 +191,7 @@ pub(super) fn open_dest_parent(
     match fsx::open_beneath(root, &rel, OFlags::PATH | OFlags::DIRECTORY) {
         Ok(fd) => Ok((fd, name.clone())),
         Err(e) if parents.is_empty() => {
-            Err(anyhow::Error::from(ne(e.errno())).context("opening the destination root"))
+            Err(anyhow::Error::from(e.errno()).context("opening the destination root"))
         }
         Err(e) => Err(dest_parent_error(root, e, dest)),
     }
@@ -239,7 +234,7 @@ fn dest_parent_error(root: BorrowedFd<'_>, e: fsx::Error, dest: &Path) -> anyhow
             errno: fsx::Errno::NOTDIR,
             ..
         } => anyhow!("'{}' is not a directory", shown.display()),
-        e => anyhow::Error::from(ne(e.errno())).context(format!("opening '{}'", shown.display())),
+        e => anyhow::Error::from(e.errno()).context(format!("opening '{}'", shown.display())),
     }
 }
 
@@ -254,9 +249,8 @@ pub(super) fn open_checked_fd(
         name,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(ne)?;
-    let now = fstat(fd.as_fd()).map_err(ne)?;
+    )?;
+    let now = fstat(fd.as_fd())?;
     if !same_object(&now, st) {
         bail!("'{}' changed while it was being read", escape_bytes(name));
     }
@@ -276,7 +270,7 @@ pub(super) fn check_source_at(
 }
 
 pub(super) fn check_source(fd: &OwnedFd, src: &SourceStat) -> anyhow::Result<()> {
-    let st = fstat(fd.as_fd()).map_err(ne)?;
+    let st = fstat(fd.as_fd())?;
     if (st.st_ino, st.st_dev) != (src.ino, src.dev) {
         bail!("the source changed since the plan was made");
     }
@@ -285,18 +279,18 @@ pub(super) fn check_source(fd: &OwnedFd, src: &SourceStat) -> anyhow::Result<()>
 
 /// The sorted names in the directory open for reading as `dir` ([`crate::fsx::read_names_in`]).
 pub(super) fn read_names(dir: BorrowedFd<'_>) -> anyhow::Result<Vec<Vec<u8>>> {
-    let names = crate::fsx::read_names_in(dir).map_err(|e| ne(e.errno()))?;
+    let names = crate::fsx::read_names_in(dir).map_err(|e| e.errno())?;
     Ok(names.into_iter().map(OsString::into_vec).collect())
 }
 
 /// `lstat` of `name` in `dir`: never follows a symlink.
 pub(super) fn lstat_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Stat, Errno> {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(ne)
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// The target of the symlink `name` in `dir`, as bytes.
 pub(super) fn readlink_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OsString, Errno> {
-    let target = readlinkat(dir, name, Vec::new()).map_err(ne)?;
+    let target = readlinkat(dir, name, Vec::new())?;
     Ok(OsString::from_vec(target.into_bytes()))
 }
 
