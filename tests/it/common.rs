@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, unshare};
 
 /// Whether this run asked for the tests marked `#[ignore = "needs root: …"]` (`--include-ignored` or
 /// `--ignored`). Only then does a root-needing test run at all.
@@ -52,15 +51,7 @@ pub fn require_root(test: &str) -> bool {
 
 /// Moves the calling test thread into its own private mount namespace, so nothing it mounts leaks.
 pub fn private_mount_namespace() {
-    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .expect("making / private");
+    tabula::mount::enter_private_namespace().expect("a private mount namespace for this test");
 }
 
 /// [`require_root`] (named after the test's thread), then [`private_mount_namespace`].
