@@ -65,7 +65,7 @@
 //!          "device": "8:1",           // block/char devices, major:minor
 //!          "entries": 12,             // directories added/deleted/type-changed: entries beneath
 //!          "link_to": PATH,           // hard link, see above
-//!          "other_fs": true }         // nested subvolume or mount point, not descended
+//!          "other_fs": true }         // nested subvolume or mount point, not descended (mtime 0)
 //! ```
 //! Optional members are omitted when empty or false. `what` lists the changes of a `modified` or
 //! `metadata` entry; `modified` means one of content/target/device changed.
@@ -273,7 +273,8 @@ pub struct Node {
     pub uid: u32,
     /// Group gid.
     pub gid: u32,
-    /// Modification time, Unix seconds.
+    /// Modification time, Unix seconds; 0 for an `other_fs` node (not compared, and made up by btrfs
+    /// for a nested subvolume in a snapshot).
     pub mtime: i64,
     /// Symlink target.
     #[serde(

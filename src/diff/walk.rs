@@ -583,18 +583,22 @@ impl<'a> PairWalk<'a> {
         };
         let device = matches!(st.ft, FileType::Block | FileType::Char)
             .then(|| format!("{}:{}", major(st.rdev), minor(st.rdev)));
+        let other_fs = st.dev != self.tree(side).dev;
         Ok(Node {
             file_type: st.ft,
             size,
             mode: st.perm,
             uid: st.uid,
             gid: st.gid,
-            mtime: st.mtime.0,
+            // Not compared, and in a snapshot btrfs makes up the directory standing for a nested
+            // subvolume (inode 2) at each lookup, stamped with the current time: two reads of one
+            // tree would differ.
+            mtime: if other_fs { 0 } else { st.mtime.0 },
             target,
             device,
             entries: None,
             link_to: None,
-            other_fs: st.dev != self.tree(side).dev,
+            other_fs,
             ino: st.ino,
             nlink: st.nlink,
         })

@@ -563,6 +563,7 @@ fn other_filesystems_are_not_descended() {
     );
     let n = entry(&d, "/mnt").new.as_ref().unwrap();
     assert!(n.other_fs);
+    assert_eq!(n.mtime, 0, "an other filesystem's time is not reported");
     assert_eq!(n.entries, None);
     let e = entry(&d, "/was-dir");
     assert!(!e.old.as_ref().unwrap().other_fs && e.new.as_ref().unwrap().other_fs);
